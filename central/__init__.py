@@ -1,0 +1,1 @@
+"""Central: the registry and router. Routes sealed states between stations; reads none."""

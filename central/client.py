@@ -1,0 +1,156 @@
+"""The httpx client stations and researchers use to talk to central."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from trains.errors import CentralError
+from trains.keys import PublicIdentity
+from trains.signing import Envelope
+
+
+@dataclass(frozen=True)
+class HopOffer:
+    train_id: str
+    hop: int
+    manifest: Envelope
+    input_digest: str | None
+    previous_receipt: Envelope | None
+
+
+class CentralClient:
+    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout, read=max(timeout, 300.0)),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CentralClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CentralError(
+                f"cannot reach central at {self.url} ({exc.__class__.__name__}: {exc}); "
+                "check the URL and that central is running"
+            ) from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    # -- everyone ---------------------------------------------------------------------
+
+    def me(self) -> dict[str, str]:
+        return self._request("GET", "/api/v1/me").json()  # type: ignore[no-any-return]
+
+    def stations(self) -> list[PublicIdentity]:
+        return [
+            PublicIdentity.model_validate(s)
+            for s in self._request("GET", "/api/v1/stations").json()
+        ]
+
+    # -- researcher -------------------------------------------------------------------
+
+    def submit(self, manifest: Envelope, initial_state: bytes | None = None) -> str:
+        body = {
+            "manifest": manifest.model_dump(mode="json"),
+            "has_initial_state": initial_state is not None,
+        }
+        train_id: str = self._request("POST", "/api/v1/trains", json=body).json()["train_id"]
+        if initial_state is not None:
+            self._request(
+                "PUT",
+                f"/api/v1/trains/{train_id}/initial-state",
+                content=initial_state,
+                headers={"X-Content-Sha256": "sha256:" + hashlib.sha256(initial_state).hexdigest()},
+            )
+        return train_id
+
+    def status(self, train_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v1/trains/{train_id}").json()  # type: ignore[no-any-return]
+
+    def manifest(self, train_id: str) -> Envelope:
+        return Envelope.model_validate(
+            self._request("GET", f"/api/v1/trains/{train_id}/manifest").json()
+        )
+
+    def receipts(self, train_id: str) -> list[Envelope]:
+        raw = self._request("GET", f"/api/v1/trains/{train_id}/receipts").json()
+        return [Envelope.model_validate(r) for r in raw]
+
+    def result(self, train_id: str) -> bytes:
+        return self._request("GET", f"/api/v1/trains/{train_id}/result").content
+
+    # -- station ----------------------------------------------------------------------
+
+    def next_hop(self) -> HopOffer | None:
+        response = self._request("POST", "/api/v1/hops/next")
+        if response.status_code == 204:
+            return None
+        raw = response.json()
+        prev = raw.get("previous_receipt")
+        return HopOffer(
+            train_id=raw["train_id"],
+            hop=raw["hop"],
+            manifest=Envelope.model_validate(raw["manifest"]),
+            input_digest=raw.get("input_digest"),
+            previous_receipt=None if prev is None else Envelope.model_validate(prev),
+        )
+
+    def download_input(self, train_id: str, hop: int, target: Path) -> None:
+        url = f"/api/v1/trains/{train_id}/hops/{hop}/input"
+        try:
+            with self._http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise CentralError(f"downloading the input of hop {hop} failed: {exc}") from None
+
+    def upload_output(self, train_id: str, hop: int, sealed: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(sealed).hexdigest()
+        self._request(
+            "PUT",
+            f"/api/v1/trains/{train_id}/hops/{hop}/output",
+            content=sealed,
+            headers={"X-Content-Sha256": digest},
+        )
+        return digest
+
+    def complete(self, train_id: str, hop: int, receipt: Envelope) -> str:
+        body = {"receipt": receipt.model_dump(mode="json")}
+        return self._request(  # type: ignore[no-any-return]
+            "POST", f"/api/v1/trains/{train_id}/hops/{hop}/complete", json=body
+        ).json()["train_status"]
+
+    def fail(self, train_id: str, hop: int, reason: str) -> None:
+        self._request("POST", f"/api/v1/trains/{train_id}/hops/{hop}/fail", json={"reason": reason})
+
+
+def _error(response: httpx.Response) -> CentralError:
+    try:
+        body = response.json()
+        message = body.get("message") or str(body)
+        if body.get("detail"):
+            message += f" ({body['detail']})"
+    except ValueError:
+        message = response.text[:300]
+    return CentralError(f"central refused ({response.status_code}): {message}")

@@ -1,0 +1,1 @@
+"""The station: verifies, approves and runs trains next to a hospital's data."""

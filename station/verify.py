@@ -1,0 +1,126 @@
+"""Every check a station makes before a train touches its data, in the order made.
+
+1. the manifest is signed by the researcher key it names;
+2. that researcher key is trusted by this station's policy;
+3. the manifest has not expired;
+4. this hop exists on the route, names this station, and pins this station's own keys;
+5. the image comes from an allowed registry and is pinned by digest;
+6. the requested resources are within this station's caps;
+7. every requested dataset exists here;
+8. hop > 0: the previous receipt is signed by the key pinned for the previous stop, names
+   this train, manifest and image, and its output is exactly the input we are handed;
+9. the input state's bytes hash to that digest, and open with our key for this hop.
+
+Pulling the image by digest (the Docker adapter) is the last check before the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from central.client import HopOffer
+from station.config import StationConfig
+from trains.errors import PolicyRejected, RouteMismatch, SignatureInvalid
+from trains.keys import PublicIdentity
+from trains.manifest import MANIFEST_TYPE, Hop, Manifest
+from trains.receipt import RECEIPT_TYPE, HopReceipt
+from trains.sealing import digest_bytes
+from trains.signing import open_envelope, unverified_payload
+
+
+@dataclass(frozen=True)
+class VerifiedHop:
+    manifest: Manifest
+    manifest_digest: str
+    hop: Hop
+    previous_receipt_digest: str | None
+
+
+def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> VerifiedHop:
+    """Checks 1-8; raises a PhtError whose message a researcher can act on."""
+    claimed = unverified_payload(offer.manifest, Manifest)
+    # 1. signature, by the researcher key the manifest itself names
+    manifest = open_envelope(
+        offer.manifest, MANIFEST_TYPE, claimed.researcher, Manifest, "manifest"
+    )
+    # 2. a signer this station trusts
+    signer = manifest.researcher.signing_fingerprint
+    if signer not in config.policy.trusted_signers:
+        raise PolicyRejected(
+            f"station {me.name} does not trust signer {manifest.researcher.name} ({signer}); "
+            "ask the station admin to add this key to policy.trusted_signers"
+        )
+    # 3. not expired
+    if manifest.expires_at <= datetime.now(UTC):
+        raise PolicyRejected(f"the manifest expired at {manifest.expires_at.isoformat()}")
+    # 4. we are the stop named for this hop, pinned with our own keys
+    try:
+        hop = manifest.hop(offer.hop)
+    except IndexError as exc:
+        raise RouteMismatch(str(exc)) from None
+    if hop.stop.name != me.name:
+        raise RouteMismatch(f"hop {offer.hop} is for station {hop.stop.name}, not {me.name}")
+    if hop.stop.station != me:
+        raise RouteMismatch(
+            f"the manifest pins keys {hop.stop.station.signing_fingerprint} for {me.name}, "
+            f"but this station's key is {me.signing_fingerprint}; re-sign with current keys"
+        )
+    # 5. image from an allowed registry
+    registry = manifest.image.repository.split("/", 1)[0]
+    allowed = {r.split(":")[0] for r in config.policy.allowed_registries}
+    if registry not in config.policy.allowed_registries and registry.split(":")[0] not in allowed:
+        raise PolicyRejected(
+            f"registry {registry} is not allowed here; allowed: {config.policy.allowed_registries}"
+        )
+    # 6. resources within caps
+    asked, caps = manifest.resources, config.policy.caps
+    for field in ("memory_mb", "cpus", "timeout_s", "max_output_mb"):
+        if getattr(asked, field) > getattr(caps, field):
+            raise PolicyRejected(
+                f"the train asks for {field}={getattr(asked, field)}, "
+                f"above this station's cap of {getattr(caps, field)}"
+            )
+    # 7. datasets exist
+    missing = [d for d in manifest.datasets if d not in config.datasets]
+    if missing:
+        raise PolicyRejected(
+            f"station {me.name} has no dataset {missing}; it offers {sorted(config.datasets)}"
+        )
+    # 8. the previous receipt links to our input
+    previous_digest = None
+    if hop.index > 0:
+        previous_digest = _check_previous(offer, manifest, hop)
+    elif offer.input_digest != manifest.initial_state_digest:
+        raise RouteMismatch("the initial state handed to hop 0 is not the one the manifest pins")
+    return VerifiedHop(manifest, offer.manifest.digest, hop, previous_digest)
+
+
+def _check_previous(offer: HopOffer, manifest: Manifest, hop: Hop) -> str:
+    if offer.previous_receipt is None:
+        raise RouteMismatch(f"hop {hop.index} came without the receipt of hop {hop.index - 1}")
+    previous = manifest.hop(hop.index - 1)
+    what = f"receipt of hop {previous.index} ({previous.stop.name})"
+    receipt = open_envelope(
+        offer.previous_receipt, RECEIPT_TYPE, previous.stop.station, HopReceipt, what
+    )
+    p = receipt.predicate
+    if (p.train_id, p.hop) != (manifest.train_id, previous.index):
+        raise RouteMismatch(f"{what} names train {p.train_id} hop {p.hop}: a replay")
+    if p.manifest_digest != offer.manifest.digest or p.image_digest != manifest.image.digest:
+        raise RouteMismatch(f"{what} is for another manifest or image")
+    if p.output_state_digest != offer.input_digest:
+        raise RouteMismatch(f"{what} signs an output other than the input we were handed")
+    return offer.previous_receipt.digest
+
+
+def check_input_bytes(sealed: bytes, expected_digest: str | None) -> None:
+    """Check 9, first half: the bytes we downloaded are the bytes the chain names."""
+    if expected_digest is None:
+        raise SignatureInvalid("an input state arrived for a hop that should have none")
+    actual = digest_bytes(sealed)
+    if actual != expected_digest:
+        raise SignatureInvalid(
+            f"the input state's digest is {actual}, the chain names {expected_digest}: "
+            "it was changed in transit or at central"
+        )

@@ -1,0 +1,157 @@
+"""Central's API driven in-process through the whole protocol, with real keys, seals and
+receipts (the station's Docker run is replaced by writing the output directly: Docker is
+exercised in the end-to-end test)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from central.api import create_app
+from central.settings import CentralSettings
+from tests.factories import make_manifest
+from trains.keys import Identity
+from trains.manifest import MANIFEST_TYPE, Manifest
+from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, verify_chain
+from trains.sealing import digest_bytes, open_sealed, seal, seal_context
+from trains.signing import Envelope, sign
+
+
+@pytest.fixture
+def world(tmp_path):
+    app = create_app(CentralSettings(data_dir=tmp_path))
+    service = app.state.service
+    researcher = Identity.generate("alice")
+    stations = [Identity.generate(n) for n in ("hospital-a", "hospital-b")]
+    tokens = {"alice": service.register("researcher", researcher.public)}
+    for s in stations:
+        tokens[s.name] = service.register("station", s.public)
+    client = TestClient(app)
+    return client, researcher, stations, tokens
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def run_hop(client, station: Identity, token: str, payload: bytes) -> dict:
+    """Do what a station does around its container: claim, open input, seal, sign, upload."""
+    offer = client.post("/api/v1/hops/next", headers=auth(token))
+    assert offer.status_code == 200, offer.text
+    body = offer.json()
+    envelope = Envelope.model_validate(body["manifest"])
+    manifest = Manifest.model_validate_json(envelope.payload_bytes)
+    index = body["hop"]
+    if body["input_digest"] is not None:
+        got = client.get(f"/api/v1/trains/{manifest.train_id}/hops/{index}/input",
+                         headers=auth(token))
+        assert digest_bytes(got.content) == body["input_digest"]
+        open_sealed(got.content, station.sealing, seal_context(manifest.train_id, index))
+    sealed = seal(payload, [manifest.recipient_after(index)],
+                  seal_context(manifest.train_id, index + 1))
+    up = client.put(f"/api/v1/trains/{manifest.train_id}/hops/{index}/output",
+                    content=sealed, headers=auth(token))
+    assert up.status_code == 200, up.text
+    previous = body["previous_receipt"]
+    now = datetime.now(UTC)
+    receipt = HopReceipt.for_hop(HopPredicate(
+        train_id=manifest.train_id, hop=index, round=manifest.hop(index).round,
+        station=station.name, station_key=station.public.signing_fingerprint,
+        manifest_digest=envelope.digest, image_digest=manifest.image.digest,
+        input_state_digest=body["input_digest"], output_state_digest=digest_bytes(sealed),
+        output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
+        previous_receipt_digest=None if previous is None else Envelope.model_validate(previous).digest,
+        started_at=now, finished_at=now, container_seconds=0.0,
+    ))
+    signed = sign(receipt, RECEIPT_TYPE, station.signing)
+    done = client.post(f"/api/v1/trains/{manifest.train_id}/hops/{index}/complete",
+                       json={"receipt": signed.model_dump(mode="json")}, headers=auth(token))
+    assert done.status_code == 200, done.text
+    return {"index": index, "receipt": signed, "sealed": sealed, "done": done}
+
+
+def submit(client, researcher, stations, token, rounds=1) -> tuple[Manifest, Envelope]:
+    manifest = make_manifest(researcher, stations, rounds=rounds)
+    envelope = sign(manifest, MANIFEST_TYPE, researcher.signing)
+    response = client.post("/api/v1/trains", json={"manifest": envelope.model_dump(mode="json")},
+                           headers=auth(token))
+    assert response.status_code == 201, response.text
+    return manifest, envelope
+
+
+def test_route_runs_in_order_and_researcher_verifies(world):
+    client, researcher, stations, tokens = world
+    manifest, envelope = submit(client, researcher, stations, tokens["alice"], rounds=2)
+    # only the first stop has work; the second gets nothing yet
+    assert client.post("/api/v1/hops/next", headers=auth(tokens["hospital-b"])).status_code == 204
+    order = []
+    for _ in range(4):
+        for s in stations:
+            if client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"])
+                          ).json()["hops"][len(order)]["station"] == s.name:
+                order.append(run_hop(client, s, tokens[s.name], f"state {len(order)}".encode()))
+                break
+    status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"])).json()
+    assert status["status"] == "done"
+    receipts = [Envelope.model_validate(r) for r in client.get(
+        f"/api/v1/trains/{manifest.train_id}/receipts", headers=auth(tokens["alice"])).json()]
+    final = client.get(f"/api/v1/trains/{manifest.train_id}/result", headers=auth(tokens["alice"]))
+    chain = verify_chain(manifest, envelope.digest, None, receipts, digest_bytes(final.content))
+    assert [p.station for p in chain] == ["hospital-a", "hospital-b"] * 2
+    assert open_sealed(final.content, researcher.sealing,
+                       seal_context(manifest.train_id, 4)) == b"state 3"
+
+
+def test_reupload_is_idempotent_and_a_different_one_refused(world):
+    client, researcher, stations, tokens = world
+    manifest, _ = submit(client, researcher, stations, tokens["alice"])
+    hop = run_hop(client, stations[0], tokens["hospital-a"], b"first")
+    url = f"/api/v1/trains/{manifest.train_id}/hops/0"
+    again = client.put(f"{url}/output", content=hop["sealed"], headers=auth(tokens["hospital-a"]))
+    assert again.status_code == 200
+    other = client.put(f"{url}/output", content=hop["sealed"] + b"x",
+                       headers=auth(tokens["hospital-a"]))
+    assert other.status_code == 409
+    same = client.post(f"{url}/complete", json={"receipt": hop["receipt"].model_dump(mode="json")},
+                       headers=auth(tokens["hospital-a"]))
+    assert same.status_code == 200
+
+
+def test_bad_signature_is_refused_at_the_door(world):
+    client, researcher, stations, tokens = world
+    envelope = sign(make_manifest(researcher, stations), MANIFEST_TYPE, researcher.signing)
+    forged = envelope.model_copy(update={"payload": envelope.payload[:-4] + "AAA="})
+    response = client.post("/api/v1/trains", json={"manifest": forged.model_dump(mode="json")},
+                           headers=auth(tokens["alice"]))
+    assert response.status_code in (403, 422)
+    assert set(response.json()) == {"code", "message", "detail"}
+
+
+def test_station_cannot_act_on_another_stations_hop(world):
+    client, researcher, stations, tokens = world
+    manifest, _ = submit(client, researcher, stations, tokens["alice"])
+    client.post("/api/v1/hops/next", headers=auth(tokens["hospital-a"]))
+    url = f"/api/v1/trains/{manifest.train_id}/hops/0"
+    assert client.put(f"{url}/output", content=b"x",
+                      headers=auth(tokens["hospital-b"])).status_code == 404
+    assert client.post(f"{url}/fail", json={"reason": "no"},
+                       headers=auth(tokens["hospital-b"])).status_code == 404
+    # a station may not read a researcher's train, and a researcher may not claim hops
+    assert client.get(f"/api/v1/trains/{manifest.train_id}",
+                      headers=auth(tokens["hospital-a"])).status_code == 403
+    assert client.post("/api/v1/hops/next", headers=auth(tokens["alice"])).status_code == 403
+    assert client.get("/api/v1/stations").status_code == 401
+
+
+def test_failed_hop_fails_the_train_with_the_reason(world):
+    client, researcher, stations, tokens = world
+    manifest, _ = submit(client, researcher, stations, tokens["alice"])
+    client.post("/api/v1/hops/next", headers=auth(tokens["hospital-a"]))
+    client.post(f"/api/v1/trains/{manifest.train_id}/hops/0/fail",
+                json={"reason": "PolicyRejected: untrusted"}, headers=auth(tokens["hospital-a"]))
+    status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"])).json()
+    assert status["status"] == "failed"
+    assert "untrusted" in status["error"]
+    assert client.post("/api/v1/hops/next", headers=auth(tokens["hospital-b"])).status_code == 204

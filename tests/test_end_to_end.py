@@ -1,0 +1,160 @@
+"""One train travels: real registry, real central (uvicorn), three station daemons as
+separate processes with different data, real containers. Nothing mocked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.pooled import assert_matches_pooled, pooled_cohort_stats
+from train_builder.localnet import LocalNet
+from trains.errors import CentralError
+
+TRAIN = Path(__file__).resolve().parents[1] / "trains" / "reference" / "cohort"
+MARKER = "ZZMARKER-4f1c9e"  # a category that exists only in patient data
+MARKER_NUMBER = 123456.789  # a numeric value that exists only in patient data
+
+
+def hospital_frame(seed: int, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(20, 90, n),
+            "weight": rng.normal(75, 12, n).round(2),
+            "sex": rng.choice(["F", "M"], n),
+            "ward": rng.choice(["cardio", "onco", "neuro"], n),
+        }
+    )
+    frame.loc[0, "ward"] = MARKER
+    frame.loc[1, "weight"] = MARKER_NUMBER
+    return frame
+
+
+def pht_train(*args: str, env_args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "train_builder.cli", *env_args, *args],
+        capture_output=True, text=True, check=False, timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory, docker_required):
+    root = tmp_path_factory.mktemp("net")
+    with LocalNet(root) as net:
+        net.start_registry()
+        net.start_central()
+        researcher, keys, token = net.add_researcher("dr-alice")
+        frames = {}
+        for i, name in enumerate(["hospital-a", "hospital-b", "hospital-c"]):
+            frames[name] = hospital_frame(seed=i, n=60 + 25 * i)
+            csv = root / f"{name}.csv"
+            frames[name].to_csv(csv, index=False)
+            net.add_station(name, {"cohort": csv}, trusted=[researcher])
+            net.start_station(name)
+        cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys)]
+        yield net, cli, frames
+
+
+def test_cohort_train_travels_three_stations(network, tmp_path):
+    net, cli, frames = network
+    train = tmp_path / "cohort"
+    subprocess.run(["cp", "-r", str(TRAIN), str(train)], check=True)
+
+    built = pht_train("build", str(train), "--registry", net.registry, env_args=cli)
+    assert built.returncode == 0, built.stderr
+    submitted = pht_train(
+        "submit", str(train), "--route", "hospital-a,hospital-b,hospital-c", "--yes",
+        env_args=cli,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    for name in ("hospital-a", "hospital-b", "hospital-c"):
+        assert name in submitted.stdout  # each stop shown with its fingerprint
+    train_id = submitted.stdout.strip().splitlines()[-1].split()[-1]
+
+    waited = pht_train("wait", train_id, "--timeout", "600", env_args=cli)
+    assert waited.returncode == 0, waited.stdout + waited.stderr + _logs(net)
+
+    out = tmp_path / "result"
+    result = pht_train("result", train_id, "--out", str(out), "--quiet", env_args=cli)
+    assert result.returncode == 0, result.stderr
+    assert "verified 3 receipts" in result.stdout
+    state = json.loads((out / "state.json").read_text())
+
+    # the researcher's result equals the statistics of the pooled data
+    pooled = pooled_cohort_stats(list(frames.values()))
+    assert_matches_pooled(state, pooled)
+    assert state["categorical"]["ward"][MARKER] is None  # 3 patients < 5: suppressed
+
+    # central holds no plaintext of any state, neither in its DB nor its blobs
+    for path in net.central_dir.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert MARKER.encode() not in content, path
+            assert b"123456.789" not in content, path
+            assert b'"numeric"' not in content, path
+
+    print(result.stdout)  # receipts with container seconds, for the issue note
+
+
+def test_result_refused_when_receipt_is_tampered(network, tmp_path):
+    """A receipt changed at central fails the researcher's chain check, naming the hop."""
+    import sqlite3
+
+    net, cli, _ = network
+    train = tmp_path / "cohort"
+    subprocess.run(["cp", "-r", str(TRAIN), str(train)], check=True)
+    assert pht_train("build", str(train), "--registry", net.registry, env_args=cli).returncode == 0
+    submitted = pht_train("submit", str(train), "--route", "hospital-b,hospital-a", "--yes",
+                          env_args=cli)
+    train_id = submitted.stdout.strip().splitlines()[-1].split()[-1]
+    assert pht_train("wait", train_id, env_args=cli).returncode == 0, _logs(net)
+
+    db = sqlite3.connect(net.central_dir / "central.db")
+    (receipt,) = db.execute(
+        "SELECT receipt FROM hops WHERE train_id = ? AND \"index\" = 1", (train_id,)
+    ).fetchone()
+    envelope = json.loads(receipt)
+    sig = envelope["signatures"][0]["sig"]
+    envelope["signatures"][0]["sig"] = ("A" if sig[0] != "A" else "B") + sig[1:]
+    db.execute("UPDATE hops SET receipt = ? WHERE train_id = ? AND \"index\" = 1",
+               (json.dumps(envelope), train_id))
+    db.commit()
+    db.close()
+
+    result = pht_train("result", train_id, "--out", str(tmp_path / "r"), env_args=cli)
+    assert result.returncode == 1
+    assert "receipt of hop 1 (hospital-a)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r" / "state.json").exists()
+
+
+def test_untrusted_researcher_is_refused_by_the_station(network, tmp_path):
+    net, _, _ = network
+    mallory, keys, token = net.add_researcher("mallory")
+    cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys)]
+    train = tmp_path / "cohort"
+    subprocess.run(["cp", "-r", str(TRAIN), str(train)], check=True)
+    assert pht_train("build", str(train), "--registry", net.registry, env_args=cli).returncode == 0
+    submitted = pht_train("submit", str(train), "--route", "hospital-c", "--yes", env_args=cli)
+    train_id = submitted.stdout.strip().splitlines()[-1].split()[-1]
+    waited = pht_train("wait", train_id, env_args=cli)
+    assert waited.returncode == 1
+    assert "does not trust signer mallory" in waited.stdout
+    from central.client import CentralClient
+
+    with CentralClient(net.central_url, token.read_text().strip()) as client, \
+            pytest.raises(CentralError, match="failed"):
+        client.result(train_id)
+
+
+def _logs(net: LocalNet) -> str:
+    parts = []
+    for path in sorted(net.root.rglob("*.log")):
+        parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts)

@@ -1,0 +1,68 @@
+import io
+import tarfile
+
+import pytest
+
+from trains import state_codec
+from trains.errors import StateInvalid, StateTooLarge
+
+
+def test_pack_is_deterministic_and_round_trips(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "state.json").write_text('{"a": 1}')
+    (src / "sub" / "table.csv").write_text("x,y\n1,2\n")
+    files = state_codec.list_state_files(src)
+    assert files == ["state.json", "sub/table.csv"]
+    first = state_codec.pack(src, files, 1000)
+    (src / "state.json").touch()  # a new mtime changes nothing
+    assert state_codec.pack(src, reversed(files), 1000) == first
+    out = tmp_path / "out"
+    assert state_codec.unpack(first, out, 1000) == ["state.json", "sub/table.csv"]
+    assert (out / "sub" / "table.csv").read_text() == "x,y\n1,2\n"
+
+
+def test_size_cap(tmp_path):
+    (tmp_path / "big.csv").write_bytes(b"x" * 2000)
+    with pytest.raises(StateTooLarge):
+        state_codec.pack(tmp_path, ["big.csv"], 1000)
+    archive = state_codec.pack(tmp_path, ["big.csv"], 5000)
+    with pytest.raises(StateTooLarge):
+        state_codec.unpack(archive, tmp_path / "out", 1000)
+
+
+def test_pickles_and_links_never_travel(tmp_path):
+    (tmp_path / "model.pkl").write_bytes(b"\x80\x04")
+    with pytest.raises(StateInvalid, match="may not carry"):
+        state_codec.pack(tmp_path, ["model.pkl"], 1000)
+    (tmp_path / "link.json").symlink_to("/etc/passwd")
+    with pytest.raises(StateInvalid, match="not a regular file"):
+        state_codec.list_state_files(tmp_path)
+
+
+def _tar_with(member: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["../escape.json", "/etc/cron.json", "a/../../b.json"])
+def test_path_traversal_is_refused(tmp_path, name):
+    with pytest.raises(StateInvalid, match="plain relative path"):
+        state_codec.unpack(_tar_with(tarfile.TarInfo(name), b"{}"), tmp_path / "out", 1000)
+    assert not (tmp_path / "escape.json").exists()
+
+
+def test_symlink_member_is_refused(tmp_path):
+    link = tarfile.TarInfo("state.json")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "/etc/passwd"
+    with pytest.raises(StateInvalid, match="not a regular file"):
+        state_codec.unpack(_tar_with(link), tmp_path / "out", 1000)
+
+
+def test_garbage_is_refused(tmp_path):
+    with pytest.raises(StateInvalid):
+        state_codec.unpack(b"not a tar" * 100, tmp_path / "out", 10_000)

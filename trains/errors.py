@@ -1,0 +1,57 @@
+"""One error tree for the whole project. Every message says what happened and what to do."""
+
+
+class PhtError(Exception):
+    """Base of every error a user can hit; the CLIs print its message, never a traceback."""
+
+
+class ConfigError(PhtError):
+    """A configuration file or value is missing or wrong."""
+
+
+class KeyFileError(PhtError):
+    """A key file is missing, unreadable or of the wrong kind."""
+
+
+class SignatureInvalid(PhtError):
+    """A signature does not verify, or was made by a key nobody pinned."""
+
+
+class ManifestInvalid(PhtError):
+    """A manifest is malformed, expired or inconsistent."""
+
+
+class RouteMismatch(PhtError):
+    """A hop does not match the route the manifest pins (wrong station, key or order)."""
+
+
+class PolicyRejected(PhtError):
+    """A station's policy refuses this train."""
+
+
+class SealError(PhtError):
+    """A sealed state cannot be opened: wrong key, tampered bytes or a foreign format."""
+
+
+class StateInvalid(PhtError):
+    """A state folder or archive holds something a state may not hold."""
+
+
+class StateTooLarge(StateInvalid):
+    """A state exceeds the size cap."""
+
+
+class ReceiptChainBroken(PhtError):
+    """The hop receipts of a train do not form one unbroken, correctly signed chain."""
+
+
+class ImageError(PhtError):
+    """An image cannot be built, pushed or pulled by digest."""
+
+
+class TrainFailed(PhtError):
+    """The train's own code failed inside its container."""
+
+
+class CentralError(PhtError):
+    """Central answered with an error or could not be reached."""

@@ -1,0 +1,139 @@
+"""Read ``/pht/input`` and ``/pht/data/<dataset>``, call the train, write ``/pht/output``.
+
+A train is a ``train.py`` with plain functions:
+
+* ``local(data, state, ctx) -> state`` runs at each stop; ``data`` maps each requested
+  dataset to a pandas DataFrame, ``state`` is the dict the previous stop returned
+  (``None`` at the first hop);
+* ``finalize(state, ctx) -> state`` (optional) runs after ``local`` at the very last hop,
+  e.g. to turn sufficient statistics into the published result.
+
+The returned dict is written as ``state.json``; numpy values become plain JSON numbers and
+NaN becomes null. A train may also write declared files to ``ctx.output_dir`` itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STATE_FILE = "state.json"
+
+
+class TrainCodeError(Exception):
+    """The train folder or its functions do not follow the contract."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where the train is; handed to every train function."""
+
+    station: str = "local"
+    round: int = 0
+    hop: int = 0
+    is_last: bool = True
+    mode: str = "local"
+    output_dir: Path = field(default=Path("/pht/output"))
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Context:
+        env = os.environ
+        return cls(
+            station=env.get("PHT_STATION", "local"),
+            round=int(env.get("PHT_ROUND", "0")),
+            hop=int(env.get("PHT_HOP", "0")),
+            is_last=env.get("PHT_LAST_HOP", "1") == "1",
+            mode=env.get("PHT_MODE", "local"),
+        )
+
+
+def load_train_module(train_dir: Path) -> ModuleType:
+    path = train_dir / "train.py"
+    spec = importlib.util.spec_from_file_location("pht_train", path)
+    if spec is None or spec.loader is None:
+        raise TrainCodeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pht_train"] = module
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "local", None)):
+        raise TrainCodeError(f"{path} defines no function local(data, state, ctx)")
+    return module
+
+
+def read_train_toml(train_dir: Path) -> dict[str, Any]:
+    with (train_dir / "train.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def load_dataset(folder: Path) -> pd.DataFrame:
+    """All CSV and Parquet files of one dataset folder, as one DataFrame."""
+    frames = [pd.read_csv(p) for p in sorted(folder.glob("*.csv"))]
+    frames += [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]
+    if not frames:
+        raise TrainCodeError(f"dataset folder {folder.name} holds no CSV or Parquet file")
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def load_state(input_dir: Path) -> dict[str, Any] | None:
+    path = input_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    loaded = json.loads(path.read_text())
+    if not isinstance(loaded, dict):
+        raise TrainCodeError(f"{STATE_FILE} of the input state is not a JSON object")
+    return loaded
+
+
+def to_json_value(value: Any) -> Any:
+    """Plain JSON for what trains naturally return: numpy scalars/arrays, NaN, tuples."""
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json_value(value.tolist())
+    if isinstance(value, np.generic):
+        return to_json_value(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TrainCodeError(
+        f"the state holds a {type(value).__name__}, which JSON cannot carry; "
+        "return dicts, lists, numbers, strings or numpy arrays"
+    )
+
+
+def run_train(
+    train_dir: Path, input_dir: Path, data_dir: Path, output_dir: Path, ctx: Context
+) -> dict[str, Any] | None:
+    """One hop: the whole contract between a station's container and the train's code."""
+    module = load_train_module(train_dir)
+    toml = read_train_toml(train_dir)
+    data = {name: load_dataset(data_dir / name) for name in toml.get("datasets", [])}
+    params = dict(toml.get("parameters", {}))
+    ctx = Context(ctx.station, ctx.round, ctx.hop, ctx.is_last, ctx.mode, output_dir, params)
+    state = module.local(data, load_state(input_dir), ctx)
+    finalize = getattr(module, "finalize", None)
+    if ctx.is_last and callable(finalize):
+        state = finalize(state, ctx)
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        raise TrainCodeError(f"local() returned a {type(state).__name__}; return a dict")
+    plain = to_json_value(state)
+    text = json.dumps(plain, sort_keys=True, allow_nan=False)
+    (output_dir / STATE_FILE).write_text(text)
+    return plain  # type: ignore[no-any-return]
