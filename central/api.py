@@ -1,6 +1,5 @@
 """Central's HTTP API (``/api/v1``): authenticate, translate, delegate to the service."""
 
-
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any

@@ -23,7 +23,7 @@ from trains.errors import PhtError
 from trains.keys import PublicIdentity
 from trains.manifest import MANIFEST_TYPE, Manifest
 from trains.receipt import RECEIPT_TYPE, HopReceipt
-from trains.signing import Envelope, open_envelope, unverified_payload
+from trains.signing import Envelope, M, open_envelope, unverified_payload
 
 
 class ServiceError(PhtError):
@@ -346,7 +346,7 @@ def _hops(db: Session, train_id: str) -> list[HopRow]:
     )
 
 
-def _verify(envelope: Envelope, signer: PublicIdentity, kind: str, model: type, what: str):  # type: ignore[no-untyped-def, type-arg]
+def _verify(envelope: Envelope, signer: PublicIdentity, kind: str, model: type[M], what: str) -> M:
     try:
         return open_envelope(envelope, kind, signer, model, what)
     except PhtError as exc:

@@ -45,29 +45,48 @@ def run_hop(client, station: Identity, token: str, payload: bytes) -> dict:
     manifest = Manifest.model_validate_json(envelope.payload_bytes)
     index = body["hop"]
     if body["input_digest"] is not None:
-        got = client.get(f"/api/v1/trains/{manifest.train_id}/hops/{index}/input",
-                         headers=auth(token))
+        got = client.get(
+            f"/api/v1/trains/{manifest.train_id}/hops/{index}/input", headers=auth(token)
+        )
         assert digest_bytes(got.content) == body["input_digest"]
         open_sealed(got.content, station.sealing, seal_context(manifest.train_id, index))
-    sealed = seal(payload, [manifest.recipient_after(index)],
-                  seal_context(manifest.train_id, index + 1))
-    up = client.put(f"/api/v1/trains/{manifest.train_id}/hops/{index}/output",
-                    content=sealed, headers=auth(token))
+    sealed = seal(
+        payload, [manifest.recipient_after(index)], seal_context(manifest.train_id, index + 1)
+    )
+    up = client.put(
+        f"/api/v1/trains/{manifest.train_id}/hops/{index}/output",
+        content=sealed,
+        headers=auth(token),
+    )
     assert up.status_code == 200, up.text
     previous = body["previous_receipt"]
     now = datetime.now(UTC)
-    receipt = HopReceipt.for_hop(HopPredicate(
-        train_id=manifest.train_id, hop=index, round=manifest.hop(index).round,
-        station=station.name, station_key=station.public.signing_fingerprint,
-        manifest_digest=envelope.digest, image_digest=manifest.image.digest,
-        input_state_digest=body["input_digest"], output_state_digest=digest_bytes(sealed),
-        output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
-        previous_receipt_digest=None if previous is None else Envelope.model_validate(previous).digest,
-        started_at=now, finished_at=now, container_seconds=0.0,
-    ))
+    receipt = HopReceipt.for_hop(
+        HopPredicate(
+            train_id=manifest.train_id,
+            hop=index,
+            round=manifest.hop(index).round,
+            station=station.name,
+            station_key=station.public.signing_fingerprint,
+            manifest_digest=envelope.digest,
+            image_digest=manifest.image.digest,
+            input_state_digest=body["input_digest"],
+            output_state_digest=digest_bytes(sealed),
+            output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
+            previous_receipt_digest=None
+            if previous is None
+            else Envelope.model_validate(previous).digest,
+            started_at=now,
+            finished_at=now,
+            container_seconds=0.0,
+        )
+    )
     signed = sign(receipt, RECEIPT_TYPE, station.signing)
-    done = client.post(f"/api/v1/trains/{manifest.train_id}/hops/{index}/complete",
-                       json={"receipt": signed.model_dump(mode="json")}, headers=auth(token))
+    done = client.post(
+        f"/api/v1/trains/{manifest.train_id}/hops/{index}/complete",
+        json={"receipt": signed.model_dump(mode="json")},
+        headers=auth(token),
+    )
     assert done.status_code == 200, done.text
     return {"index": index, "receipt": signed, "sealed": sealed, "done": done}
 
@@ -75,8 +94,9 @@ def run_hop(client, station: Identity, token: str, payload: bytes) -> dict:
 def submit(client, researcher, stations, token, rounds=1) -> tuple[Manifest, Envelope]:
     manifest = make_manifest(researcher, stations, rounds=rounds)
     envelope = sign(manifest, MANIFEST_TYPE, researcher.signing)
-    response = client.post("/api/v1/trains", json={"manifest": envelope.model_dump(mode="json")},
-                           headers=auth(token))
+    response = client.post(
+        "/api/v1/trains", json={"manifest": envelope.model_dump(mode="json")}, headers=auth(token)
+    )
     assert response.status_code == 201, response.text
     return manifest, envelope
 
@@ -89,19 +109,29 @@ def test_route_runs_in_order_and_researcher_verifies(world):
     order = []
     for _ in range(4):
         for s in stations:
-            if client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"])
-                          ).json()["hops"][len(order)]["station"] == s.name:
+            if (
+                client.get(
+                    f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"])
+                ).json()["hops"][len(order)]["station"]
+                == s.name
+            ):
                 order.append(run_hop(client, s, tokens[s.name], f"state {len(order)}".encode()))
                 break
     status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"])).json()
     assert status["status"] == "done"
-    receipts = [Envelope.model_validate(r) for r in client.get(
-        f"/api/v1/trains/{manifest.train_id}/receipts", headers=auth(tokens["alice"])).json()]
+    receipts = [
+        Envelope.model_validate(r)
+        for r in client.get(
+            f"/api/v1/trains/{manifest.train_id}/receipts", headers=auth(tokens["alice"])
+        ).json()
+    ]
     final = client.get(f"/api/v1/trains/{manifest.train_id}/result", headers=auth(tokens["alice"]))
     chain = verify_chain(manifest, envelope.digest, None, receipts, digest_bytes(final.content))
     assert [p.station for p in chain] == ["hospital-a", "hospital-b"] * 2
-    assert open_sealed(final.content, researcher.sealing,
-                       seal_context(manifest.train_id, 4)) == b"state 3"
+    assert (
+        open_sealed(final.content, researcher.sealing, seal_context(manifest.train_id, 4))
+        == b"state 3"
+    )
 
 
 def test_reupload_is_idempotent_and_a_different_one_refused(world):
@@ -111,11 +141,15 @@ def test_reupload_is_idempotent_and_a_different_one_refused(world):
     url = f"/api/v1/trains/{manifest.train_id}/hops/0"
     again = client.put(f"{url}/output", content=hop["sealed"], headers=auth(tokens["hospital-a"]))
     assert again.status_code == 200
-    other = client.put(f"{url}/output", content=hop["sealed"] + b"x",
-                       headers=auth(tokens["hospital-a"]))
+    other = client.put(
+        f"{url}/output", content=hop["sealed"] + b"x", headers=auth(tokens["hospital-a"])
+    )
     assert other.status_code == 409
-    same = client.post(f"{url}/complete", json={"receipt": hop["receipt"].model_dump(mode="json")},
-                       headers=auth(tokens["hospital-a"]))
+    same = client.post(
+        f"{url}/complete",
+        json={"receipt": hop["receipt"].model_dump(mode="json")},
+        headers=auth(tokens["hospital-a"]),
+    )
     assert same.status_code == 200
 
 
@@ -123,8 +157,11 @@ def test_bad_signature_is_refused_at_the_door(world):
     client, researcher, stations, tokens = world
     envelope = sign(make_manifest(researcher, stations), MANIFEST_TYPE, researcher.signing)
     forged = envelope.model_copy(update={"payload": envelope.payload[:-4] + "AAA="})
-    response = client.post("/api/v1/trains", json={"manifest": forged.model_dump(mode="json")},
-                           headers=auth(tokens["alice"]))
+    response = client.post(
+        "/api/v1/trains",
+        json={"manifest": forged.model_dump(mode="json")},
+        headers=auth(tokens["alice"]),
+    )
     assert response.status_code in (403, 422)
     assert set(response.json()) == {"code", "message", "detail"}
 
@@ -134,13 +171,23 @@ def test_station_cannot_act_on_another_stations_hop(world):
     manifest, _ = submit(client, researcher, stations, tokens["alice"])
     client.post("/api/v1/hops/next", headers=auth(tokens["hospital-a"]))
     url = f"/api/v1/trains/{manifest.train_id}/hops/0"
-    assert client.put(f"{url}/output", content=b"x",
-                      headers=auth(tokens["hospital-b"])).status_code == 404
-    assert client.post(f"{url}/fail", json={"reason": "no"},
-                       headers=auth(tokens["hospital-b"])).status_code == 404
+    assert (
+        client.put(f"{url}/output", content=b"x", headers=auth(tokens["hospital-b"])).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            f"{url}/fail", json={"reason": "no"}, headers=auth(tokens["hospital-b"])
+        ).status_code
+        == 404
+    )
     # a station may not read a researcher's train, and a researcher may not claim hops
-    assert client.get(f"/api/v1/trains/{manifest.train_id}",
-                      headers=auth(tokens["hospital-a"])).status_code == 403
+    assert (
+        client.get(
+            f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["hospital-a"])
+        ).status_code
+        == 403
+    )
     assert client.post("/api/v1/hops/next", headers=auth(tokens["alice"])).status_code == 403
     assert client.get("/api/v1/stations").status_code == 401
 
@@ -149,8 +196,11 @@ def test_failed_hop_fails_the_train_with_the_reason(world):
     client, researcher, stations, tokens = world
     manifest, _ = submit(client, researcher, stations, tokens["alice"])
     client.post("/api/v1/hops/next", headers=auth(tokens["hospital-a"]))
-    client.post(f"/api/v1/trains/{manifest.train_id}/hops/0/fail",
-                json={"reason": "PolicyRejected: untrusted"}, headers=auth(tokens["hospital-a"]))
+    client.post(
+        f"/api/v1/trains/{manifest.train_id}/hops/0/fail",
+        json={"reason": "PolicyRejected: untrusted"},
+        headers=auth(tokens["hospital-a"]),
+    )
     status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"])).json()
     assert status["status"] == "failed"
     assert "untrusted" in status["error"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.pooled import assert_matches_pooled, pooled_cohort_stats
+from train_builder.pooled import assert_matches_pooled, pooled_cohort_stats
 from trains.runtime import Context, run_train
 from trains.runtime.core import TrainCodeError
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.pooled import assert_matches_pooled, pooled_cohort_stats
 from train_builder.localnet import LocalNet
+from train_builder.pooled import assert_matches_pooled, pooled_cohort_stats
 from trains.errors import CentralError
 
 TRAIN = Path(__file__).resolve().parents[1] / "trains" / "reference" / "cohort"
@@ -39,7 +39,10 @@ def hospital_frame(seed: int, n: int) -> pd.DataFrame:
 def pht_train(*args: str, env_args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "train_builder.cli", *env_args, *args],
-        capture_output=True, text=True, check=False, timeout=900,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
     )
 
 
@@ -69,7 +72,11 @@ def test_cohort_train_travels_three_stations(network, tmp_path):
     built = pht_train("build", str(train), "--registry", net.registry, env_args=cli)
     assert built.returncode == 0, built.stderr
     submitted = pht_train(
-        "submit", str(train), "--route", "hospital-a,hospital-b,hospital-c", "--yes",
+        "submit",
+        str(train),
+        "--route",
+        "hospital-a,hospital-b,hospital-c",
+        "--yes",
         env_args=cli,
     )
     assert submitted.returncode == 0, submitted.stderr
@@ -110,20 +117,23 @@ def test_result_refused_when_receipt_is_tampered(network, tmp_path):
     train = tmp_path / "cohort"
     subprocess.run(["cp", "-r", str(TRAIN), str(train)], check=True)
     assert pht_train("build", str(train), "--registry", net.registry, env_args=cli).returncode == 0
-    submitted = pht_train("submit", str(train), "--route", "hospital-b,hospital-a", "--yes",
-                          env_args=cli)
+    submitted = pht_train(
+        "submit", str(train), "--route", "hospital-b,hospital-a", "--yes", env_args=cli
+    )
     train_id = submitted.stdout.strip().splitlines()[-1].split()[-1]
     assert pht_train("wait", train_id, env_args=cli).returncode == 0, _logs(net)
 
     db = sqlite3.connect(net.central_dir / "central.db")
     (receipt,) = db.execute(
-        "SELECT receipt FROM hops WHERE train_id = ? AND \"index\" = 1", (train_id,)
+        'SELECT receipt FROM hops WHERE train_id = ? AND "index" = 1', (train_id,)
     ).fetchone()
     envelope = json.loads(receipt)
     sig = envelope["signatures"][0]["sig"]
     envelope["signatures"][0]["sig"] = ("A" if sig[0] != "A" else "B") + sig[1:]
-    db.execute("UPDATE hops SET receipt = ? WHERE train_id = ? AND \"index\" = 1",
-               (json.dumps(envelope), train_id))
+    db.execute(
+        'UPDATE hops SET receipt = ? WHERE train_id = ? AND "index" = 1',
+        (json.dumps(envelope), train_id),
+    )
     db.commit()
     db.close()
 
@@ -136,7 +146,7 @@ def test_result_refused_when_receipt_is_tampered(network, tmp_path):
 
 def test_untrusted_researcher_is_refused_by_the_station(network, tmp_path):
     net, _, _ = network
-    mallory, keys, token = net.add_researcher("mallory")
+    _, keys, token = net.add_researcher("mallory")
     cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys)]
     train = tmp_path / "cohort"
     subprocess.run(["cp", "-r", str(TRAIN), str(train)], check=True)
@@ -148,8 +158,10 @@ def test_untrusted_researcher_is_refused_by_the_station(network, tmp_path):
     assert "does not trust signer mallory" in waited.stdout
     from central.client import CentralClient
 
-    with CentralClient(net.central_url, token.read_text().strip()) as client, \
-            pytest.raises(CentralError, match="failed"):
+    with (
+        CentralClient(net.central_url, token.read_text().strip()) as client,
+        pytest.raises(CentralError, match="failed"),
+    ):
         client.result(train_id)
 
 

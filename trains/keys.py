@@ -11,7 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -23,8 +23,6 @@ from trains.errors import KeyFileError
 SIGNING_KEY_FILE = "signing.key"
 SEALING_KEY_FILE = "sealing.key"
 PUBLIC_FILE = "public.json"
-
-K = TypeVar("K", Ed25519PrivateKey, X25519PrivateKey)
 
 
 def b64encode(raw: bytes) -> str:
@@ -142,7 +140,7 @@ def _write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def _load_private(path: Path, kind: type[K]) -> K:
+def _load_private(path: Path, kind: type) -> Any:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:

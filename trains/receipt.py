@@ -6,7 +6,7 @@ and ``predicate`` says what happened. :func:`verify_chain` is the researcher's w
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -15,7 +15,7 @@ from trains.manifest import Manifest
 from trains.signing import Envelope, open_envelope, unverified_payload
 
 RECEIPT_TYPE = "application/vnd.in-toto+json"
-PREDICATE_TYPE = "https://pht.dev/hop-receipt/v1"
+PREDICATE_TYPE: Final = "https://pht.dev/hop-receipt/v1"
 
 
 class Subject(BaseModel):

@@ -1,4 +1,4 @@
-"""The cohort statistics computed directly on pooled data: the yardstick for the train."""
+"""Pooled-analysis yardsticks: what the federated result must equal (demo, tests, benchmarks)."""
 
 from __future__ import annotations
 
