@@ -127,6 +127,14 @@ def create_app(settings: CentralSettings) -> FastAPI:
         digest = await store(request, train_id, state_blob(0))
         service.initial_state_stored(who, train_id, digest)
 
+    @app.get("/api/v1/trains")
+    def list_trains(who: Researcher) -> list[dict[str, object]]:
+        return service.list_trains(who)
+
+    @app.post("/api/v1/trains/{train_id}/cancel")
+    def cancel(train_id: str, who: Researcher) -> dict[str, str]:
+        return {"status": service.cancel(who, train_id)}
+
     @app.get("/api/v1/trains/{train_id}")
     def status(train_id: str, who: Researcher) -> dict[str, object]:
         return service.status(who, train_id)

@@ -84,6 +84,12 @@ class CentralClient:
     def status(self, train_id: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v1/trains/{train_id}").json()  # type: ignore[no-any-return]
 
+    def list_trains(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/trains").json()  # type: ignore[no-any-return]
+
+    def cancel(self, train_id: str) -> str:
+        return self._request("POST", f"/api/v1/trains/{train_id}/cancel").json()["status"]  # type: ignore[no-any-return]
+
     def manifest(self, train_id: str) -> Envelope:
         return Envelope.model_validate(
             self._request("GET", f"/api/v1/trains/{train_id}/manifest").json()

@@ -30,7 +30,10 @@ class TrainStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
+
+FINISHED = {TrainStatus.DONE, TrainStatus.FAILED, TrainStatus.CANCELLED}
 
 LEGAL = {
     HopStatus.WAITING: {HopStatus.QUEUED, HopStatus.FAILED},
@@ -94,3 +97,14 @@ def on_hop_failed(statuses: dict[int, HopStatus], index: int) -> Step:
         if i != index and status in (HopStatus.WAITING, HopStatus.QUEUED):
             changes[i] = HopStatus.FAILED
     return Step(changes, TrainStatus.FAILED, {})
+
+
+def on_cancel(statuses: dict[int, HopStatus]) -> Step:
+    """The researcher withdraws the train: nothing not yet running will run. A hop already
+    running may finish, but its output goes nowhere."""
+    changes = {
+        i: HopStatus.FAILED
+        for i, status in statuses.items()
+        if status in (HopStatus.WAITING, HopStatus.QUEUED)
+    }
+    return Step(changes, TrainStatus.CANCELLED, {})

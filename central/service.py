@@ -197,6 +197,34 @@ class Service:
                 ],
             }
 
+    def list_trains(self, caller: Caller) -> list[dict[str, object]]:
+        with self.sessions() as db:
+            rows = db.scalars(
+                select(TrainRow)
+                .where(TrainRow.researcher_id == caller.id)
+                .order_by(TrainRow.created_at)
+            )
+            return [
+                {
+                    "train_id": t.id,
+                    "name": t.name,
+                    "status": t.status,
+                    "created_at": t.created_at.isoformat(),
+                }
+                for t in rows
+            ]
+
+    def cancel(self, caller: Caller, train_id: str) -> str:
+        with self.sessions.begin() as db:
+            train = self.own_train(db, caller, train_id)
+            if train.status in routing.FINISHED:
+                raise ServiceError(409, "finished", f"train {train_id} is already {train.status}")
+            hops = _hops(db, train_id)
+            step = routing.on_cancel({h.index: HopStatus(h.status) for h in hops})
+            train.error = "cancelled by the researcher"
+            _apply(db, train, hops, step)
+            return str(train.status)
+
     def manifest_envelope(self, caller: Caller, train_id: str) -> Envelope:
         with self.sessions() as db:
             return Envelope.model_validate_json(self.own_train(db, caller, train_id).manifest)
@@ -292,6 +320,8 @@ class Service:
                 if hop.receipt is not None and Envelope.model_validate_json(hop.receipt) == receipt:
                     return str(train.status)
                 raise ServiceError(409, "hop_done", f"hop {index} already finished differently")
+            if train.status in routing.FINISHED:
+                raise ServiceError(409, "train_finished", f"train {train_id} is {train.status}")
             manifest = Manifest.model_validate_json(
                 Envelope.model_validate_json(train.manifest).payload_bytes
             )
@@ -332,6 +362,9 @@ class Service:
             except routing.IllegalTransition as exc:
                 raise ServiceError(409, "hop_finished", str(exc)) from None
             hop.error = reason[:2000]
+            if train.status == TrainStatus.CANCELLED:
+                hop.status = HopStatus.FAILED
+                return
             train.error = f"hop {index} at {caller.name}: {reason[:2000]}"
             _apply(db, train, hops, step)
 

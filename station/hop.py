@@ -90,6 +90,9 @@ def _process(
                 "PHT_ROUND": str(hop.round),
                 "PHT_HOP": str(hop.index),
                 "PHT_LAST_HOP": "1" if hop.is_last else "0",
+                "PHT_STOP": str(hop.index % len(manifest.route.stops)),
+                "PHT_STOPS": str(len(manifest.route.stops)),
+                "PHT_ROUNDS": str(manifest.route.rounds),
             },
             resources=manifest.resources,
         )

@@ -205,3 +205,29 @@ def test_failed_hop_fails_the_train_with_the_reason(world):
     assert status["status"] == "failed"
     assert "untrusted" in status["error"]
     assert client.post("/api/v1/hops/next", headers=auth(tokens["hospital-b"])).status_code == 204
+
+
+def test_cancel_stops_the_route_and_a_late_result_is_refused(world):
+    client, researcher, stations, tokens = world
+    manifest, _ = submit(client, researcher, stations, tokens["alice"])
+    mine = client.get("/api/v1/trains", headers=auth(tokens["alice"])).json()
+    assert [t["train_id"] for t in mine] == [manifest.train_id]
+    offered = client.post("/api/v1/hops/next", headers=auth(tokens["hospital-a"]))
+    assert offered.status_code == 200
+    url = f"/api/v1/trains/{manifest.train_id}"
+    assert client.post(f"{url}/cancel", headers=auth(tokens["alice"])).json() == {
+        "status": "cancelled"
+    }
+    assert client.post(f"{url}/cancel", headers=auth(tokens["alice"])).status_code == 409
+    # the running hop's station finds the train gone, and hop 1 is never offered
+    done = client.post(
+        f"{url}/hops/0/fail", json={"reason": "x"}, headers=auth(tokens["hospital-a"])
+    )
+    assert done.status_code == 204
+    assert client.post("/api/v1/hops/next", headers=auth(tokens["hospital-b"])).status_code == 204
+    assert client.get(url, headers=auth(tokens["alice"])).json()["status"] == "cancelled"
+    # another researcher neither sees nor cancels it
+    bob = Identity.generate("bob")
+    bob_token = client.app.state.service.register("researcher", bob.public)
+    assert client.get("/api/v1/trains", headers=auth(bob_token)).json() == []
+    assert client.post(f"{url}/cancel", headers=auth(bob_token)).status_code == 404

@@ -47,21 +47,20 @@ def pht_train(*args: str, env_args: list[str]) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory, docker_required):
-    root = tmp_path_factory.mktemp("net")
-    with LocalNet(root) as net:
-        net.start_registry()
-        net.start_central()
-        researcher, keys, token = net.add_researcher("dr-alice")
-        frames = {}
-        for i, name in enumerate(["hospital-a", "hospital-b", "hospital-c"]):
-            frames[name] = hospital_frame(seed=i, n=60 + 25 * i)
-            csv = root / f"{name}.csv"
-            frames[name].to_csv(csv, index=False)
-            net.add_station(name, {"cohort": csv}, trusted=[researcher])
-            net.start_station(name)
-        cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys)]
-        yield net, cli, frames
+def network(localnet, tmp_path_factory):
+    """Three hospitals, each a station daemon with its own keys and data."""
+    net = localnet
+    root = tmp_path_factory.mktemp("hospitals")
+    researcher, keys, token = net.add_researcher("dr-alice")
+    frames = {}
+    for i, name in enumerate(["hospital-a", "hospital-b", "hospital-c"]):
+        frames[name] = hospital_frame(seed=i, n=60 + 25 * i)
+        csv = root / f"{name}.csv"
+        frames[name].to_csv(csv, index=False)
+        net.add_station(name, {"cohort": csv}, trusted=[researcher])
+        net.start_station(name)
+    cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys)]
+    return net, cli, frames
 
 
 def test_cohort_train_travels_three_stations(network, tmp_path):

@@ -90,7 +90,7 @@ class Researcher:
         deadline = time.monotonic() + timeout_s
         while True:
             status = self.central.status(train_id)
-            if status["status"] in ("done", "failed"):
+            if status["status"] in ("done", "failed", "cancelled"):
                 return status
             if time.monotonic() > deadline:
                 raise PhtError(f"train {train_id} still {status['status']} after {timeout_s}s")

@@ -14,6 +14,7 @@ NaN becomes null. A train may also write declared files to ``ctx.output_dir`` it
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -46,6 +47,14 @@ class Context:
     mode: str = "local"
     output_dir: Path = field(default=Path("/pht/output"))
     params: dict[str, Any] = field(default_factory=dict)
+    stop: int = 0  # this stop's position in the round, 0-based
+    stops: int = 1  # stops per round
+    rounds: int = 1
+
+    @property
+    def is_round_end(self) -> bool:
+        """True at the last stop of a round: where an iterative train takes its step."""
+        return self.stop == self.stops - 1
 
     @classmethod
     def from_env(cls) -> Context:
@@ -56,6 +65,9 @@ class Context:
             hop=int(env.get("PHT_HOP", "0")),
             is_last=env.get("PHT_LAST_HOP", "1") == "1",
             mode=env.get("PHT_MODE", "local"),
+            stop=int(env.get("PHT_STOP", "0")),
+            stops=int(env.get("PHT_STOPS", "1")),
+            rounds=int(env.get("PHT_ROUNDS", "1")),
         )
 
 
@@ -124,7 +136,7 @@ def run_train(
     toml = read_train_toml(train_dir)
     data = {name: load_dataset(data_dir / name) for name in toml.get("datasets", [])}
     params = dict(toml.get("parameters", {}))
-    ctx = Context(ctx.station, ctx.round, ctx.hop, ctx.is_last, ctx.mode, output_dir, params)
+    ctx = dataclasses.replace(ctx, output_dir=output_dir, params=params)
     state = module.local(data, load_state(input_dir), ctx)
     finalize = getattr(module, "finalize", None)
     if ctx.is_last and callable(finalize):
