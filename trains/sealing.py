@@ -1,35 +1,44 @@
 """Sealed state: the payload is encrypted once, its key wrapped for each recipient.
 
-* payload: AES-256-GCM under a fresh random data key;
-* data key: wrapped per recipient with HPKE (RFC 9180, base mode,
-  DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM) from ``cryptography``;
-* the header (recipients, nonce, context) is the payload's associated data, and the
-  context (train id and hop) is HPKE's ``info``, so a sealed state can be opened only
-  for the train and hop it was sealed for, and no byte of it can change unnoticed.
+* file key: 32 random bytes, wrapped per recipient with HPKE (RFC 9180, base mode,
+  DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM, from ``cryptography``); the
+  context (train id and hop) is HPKE's ``info``, so a state opens only for the train and
+  hop it was sealed for;
+* payload: the STREAM construction exactly as the age format specifies it (C2SP age,
+  "payload"): ChaCha20-Poly1305 over 64 KiB chunks, nonce = 11-byte big-endian chunk
+  counter || last-chunk flag, under a payload key = HKDF-SHA256(file key, salt = a random
+  16-byte nonce). We add the SHA-256 of the header to HKDF's ``info``, so no byte of the
+  header (recipients, context) can change without the payload failing to open. Streaming
+  keeps memory flat for a state of any size; truncation and reordering are detected.
 
-File layout: ``PHTSEAL1`` | header length (4 bytes, big endian) | header JSON | ciphertext.
+File layout: ``PHTSEAL2`` | header length (4 bytes, big endian) | header JSON | chunks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke, serialization
+from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from trains.errors import SealError
 from trains.keys import PublicIdentity, b64decode, b64encode, fingerprint
 
-MAGIC = b"PHTSEAL1"
-SUITE_NAME = "HPKE(X25519,HKDF-SHA256,AES-256-GCM)+AES-256-GCM"
+MAGIC = b"PHTSEAL2"
+SUITE_NAME = "HPKE(X25519,HKDF-SHA256,AES-256-GCM)+age-STREAM(ChaCha20-Poly1305,64KiB)"
+CHUNK = 64 * 1024
+TAG = 16
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _MAX_HEADER = 1 << 20
 
@@ -38,7 +47,7 @@ class WrappedKey(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     recipient: str  # sealing-key fingerprint
-    wrapped: str  # HPKE ciphertext (encapsulated key + sealed data key), base64
+    wrapped: str  # HPKE ciphertext (encapsulated key + sealed file key), base64
 
 
 class SealHeader(BaseModel):
@@ -46,7 +55,7 @@ class SealHeader(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    version: int = 1
+    version: int = 2
     suite: str = SUITE_NAME
     context: str
     nonce: str
@@ -63,47 +72,79 @@ def seal_context(train_id: str, hop_index: int) -> str:
 
 
 def _info(context: str) -> bytes:
-    return b"pht sealed state v1|" + context.encode()
+    return b"pht sealed state v2|" + context.encode()
 
 
-def seal(plaintext: bytes, recipients: Sequence[PublicIdentity], context: str) -> bytes:
-    """Encrypt ``plaintext`` so that each recipient (and no one else) can open it."""
+def _payload_cipher(file_key: bytes, header: SealHeader, prefix: bytes) -> ChaCha20Poly1305:
+    payload_key = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b64decode(header.nonce),
+        info=b"payload|" + hashlib.sha256(prefix).digest(),
+    ).derive(file_key)
+    return ChaCha20Poly1305(payload_key)
+
+
+def _chunk_nonce(counter: int, last: bool) -> bytes:
+    return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+def seal_stream(
+    source: BinaryIO, target: BinaryIO, recipients: Sequence[PublicIdentity], context: str
+) -> None:
+    """Encrypt ``source`` into ``target`` so that each recipient (and no one else) can open
+    it. Memory use is one chunk, whatever the size."""
     if not recipients:
         raise SealError("a state must be sealed to at least one recipient")
-    data_key = AESGCM.generate_key(bit_length=256)
+    file_key = os.urandom(32)
     wrapped = [
         WrappedKey(
             recipient=r.sealing_fingerprint,
-            wrapped=b64encode(_SUITE.encrypt(data_key, r.seal_key(), info=_info(context))),
+            wrapped=b64encode(_SUITE.encrypt(file_key, r.seal_key(), info=_info(context))),
         )
         for r in recipients
     ]
-    header = SealHeader(context=context, nonce=b64encode(os.urandom(12)), recipients=wrapped)
+    header = SealHeader(context=context, nonce=b64encode(os.urandom(16)), recipients=wrapped)
     header_bytes = header.model_dump_json().encode()
     prefix = MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes
-    ciphertext = AESGCM(data_key).encrypt(b64decode(header.nonce), plaintext, prefix)
-    return prefix + ciphertext
+    target.write(prefix)
+    cipher = _payload_cipher(file_key, header, prefix)
+    counter = 0
+    chunk = source.read(CHUNK)
+    while True:
+        following = source.read(CHUNK) if len(chunk) == CHUNK else b""
+        last = not following
+        target.write(cipher.encrypt(_chunk_nonce(counter, last), chunk, None))
+        if last:
+            return
+        chunk, counter = following, counter + 1
 
 
-def read_header(sealed: bytes) -> tuple[SealHeader, bytes, bytes]:
-    """Split a sealed blob into its parsed header, the associated data and the ciphertext."""
-    if sealed[: len(MAGIC)] != MAGIC or len(sealed) < len(MAGIC) + 4:
+def read_header_from(source: BinaryIO) -> tuple[SealHeader, bytes]:
+    """Read and parse the header; return it with its raw bytes (magic and length included)."""
+    start = source.read(len(MAGIC) + 4)
+    if start[: len(MAGIC)] != MAGIC or len(start) < len(MAGIC) + 4:
         raise SealError("not a sealed pht state (bad magic); was the file truncated or swapped?")
-    (length,) = struct.unpack(">I", sealed[len(MAGIC) : len(MAGIC) + 4])
-    if length > _MAX_HEADER or len(MAGIC) + 4 + length > len(sealed):
+    (length,) = struct.unpack(">I", start[len(MAGIC) :])
+    raw = source.read(length) if length <= _MAX_HEADER else b""
+    if len(raw) != length:
         raise SealError("sealed state header is truncated or oversized")
-    end = len(MAGIC) + 4 + length
     try:
-        header = SealHeader.model_validate(json.loads(sealed[len(MAGIC) + 4 : end]))
+        header = SealHeader.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
         raise SealError(f"sealed state header is corrupt: {exc}") from None
-    return header, sealed[:end], sealed[end:]
+    return header, start + raw
 
 
-def open_sealed(sealed: bytes, key: X25519PrivateKey, context: str) -> bytes:
-    """Decrypt a sealed state with our sealing key, insisting on the expected context."""
-    header, prefix, ciphertext = read_header(sealed)
-    if header.version != 1 or header.suite != SUITE_NAME:
+def open_stream(source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, context: str) -> None:
+    """Decrypt a sealed state with our sealing key, insisting on the expected context.
+
+    Each chunk is authenticated before it is written; a truncated or reordered stream
+    fails. On failure ``target`` may hold a prefix: write to a temporary file and keep it
+    only on success (:func:`open_file` does).
+    """
+    header, prefix = read_header_from(source)
+    if header.version != 2 or header.suite != SUITE_NAME:
         raise SealError(f"unsupported sealed state version {header.version} / {header.suite}")
     if header.context != context:
         raise SealError(
@@ -120,12 +161,61 @@ def open_sealed(sealed: bytes, key: X25519PrivateKey, context: str) -> bytes:
             + ", ".join(w.recipient for w in header.recipients)
         )
     try:
-        data_key = _SUITE.decrypt(b64decode(entry.wrapped), key, info=_info(context))
-        return AESGCM(data_key).decrypt(b64decode(header.nonce), ciphertext, prefix)
+        file_key = _SUITE.decrypt(b64decode(entry.wrapped), key, info=_info(context))
+        cipher = _payload_cipher(file_key, header, prefix)
+        counter = 0
+        chunk = source.read(CHUNK + TAG)
+        while True:
+            following = source.read(CHUNK + TAG) if len(chunk) == CHUNK + TAG else b""
+            last = not following
+            target.write(cipher.decrypt(_chunk_nonce(counter, last), chunk, None))
+            if last:
+                return
+            chunk, counter = following, counter + 1
     except (InvalidTag, ValueError):
         raise SealError(
-            "sealed state failed authentication: it was tampered with or is damaged"
+            "sealed state failed authentication: it was tampered with, truncated or damaged"
         ) from None
+
+
+def seal_file(
+    source: Path, target: Path, recipients: Sequence[PublicIdentity], context: str
+) -> str:
+    """Seal a file into another; return the sealed file's digest."""
+    with source.open("rb") as src, target.open("wb") as dst:
+        seal_stream(src, dst, recipients, context)
+    return digest_file(target)
+
+
+def open_file(source: Path, target: Path, key: X25519PrivateKey, context: str) -> None:
+    """Open a sealed file; ``target`` appears only if every byte authenticated."""
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with source.open("rb") as src, partial.open("wb") as dst:
+            open_stream(src, dst, key, context)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def seal(plaintext: bytes, recipients: Sequence[PublicIdentity], context: str) -> bytes:
+    """In-memory form of :func:`seal_stream`, for small states and tests."""
+    out = io.BytesIO()
+    seal_stream(io.BytesIO(plaintext), out, recipients, context)
+    return out.getvalue()
+
+
+def open_sealed(sealed: bytes, key: X25519PrivateKey, context: str) -> bytes:
+    """In-memory form of :func:`open_stream`."""
+    out = io.BytesIO()
+    open_stream(io.BytesIO(sealed), out, key, context)
+    return out.getvalue()
+
+
+def read_header(sealed: bytes) -> tuple[SealHeader, bytes, bytes]:
+    """Split a sealed blob into its parsed header, the header bytes and the chunks."""
+    header, prefix = read_header_from(io.BytesIO(sealed))
+    return header, prefix, sealed[len(prefix) :]
 
 
 def digest_bytes(data: bytes) -> str:

@@ -12,6 +12,7 @@ import stat
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from trains.errors import StateInvalid, StateTooLarge
 
@@ -45,11 +46,17 @@ def list_state_files(folder: Path) -> list[str]:
 
 
 def pack(folder: Path, files: Iterable[str], max_bytes: int) -> bytes:
-    """Tar exactly ``files`` from ``folder``: sorted, owner 0, mtime 0, so equal folders
-    give equal bytes."""
+    """In-memory form of :func:`pack_to`, for small states and tests."""
     buffer = io.BytesIO()
+    pack_to(folder, files, max_bytes, buffer)
+    return buffer.getvalue()
+
+
+def pack_to(folder: Path, files: Iterable[str], max_bytes: int, target: BinaryIO) -> None:
+    """Tar exactly ``files`` from ``folder`` into ``target`` (streamed): sorted, owner 0,
+    mtime 0, so equal folders give equal bytes."""
     total = 0
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=target, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(set(files)):
             _check_name(name)
             path = folder / name
@@ -67,16 +74,21 @@ def pack(folder: Path, files: Iterable[str], max_bytes: int) -> bytes:
             info.mtime = 0
             with path.open("rb") as handle:
                 tar.addfile(info, handle)
-    return buffer.getvalue()
 
 
 def unpack(archive: bytes, folder: Path, max_bytes: int) -> list[str]:
-    """Extract a state archive into ``folder``, refusing anything but plain files."""
+    """In-memory form of :func:`unpack_from`."""
+    return unpack_from(io.BytesIO(archive), folder, max_bytes)
+
+
+def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
+    """Extract a state archive (streamed) into ``folder``, refusing anything but plain
+    files."""
     names = []
     total = 0
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(archive), mode="r:")  # noqa: SIM115 - closed below
+        tar = tarfile.open(fileobj=source, mode="r|")  # noqa: SIM115 - closed below
     except tarfile.TarError as exc:
         raise StateInvalid(f"state archive is not a tar file: {exc}") from None
     with tar:
@@ -89,11 +101,11 @@ def unpack(archive: bytes, folder: Path, max_bytes: int) -> list[str]:
                 raise StateTooLarge(f"the state archive unpacks to more than {max_bytes} bytes")
             target = folder.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            if source is None:
+            content = tar.extractfile(member)
+            if content is None:
                 raise StateInvalid(f"state archive entry {member.name!r} has no content")
-            with source, target.open("wb") as out:
-                while chunk := source.read(1 << 20):
+            with content, target.open("wb") as out:
+                while chunk := content.read(1 << 20):
                     out.write(chunk)
             names.append(rel.as_posix())
     return names
