@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,40 @@ def run(workdir: Path) -> int:
     return 0
 
 
+def serve(workdir: Path) -> int:
+    """Start the demo network and keep it running, with a researcher profile to use it."""
+    run_dir = workdir / "serve"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with LocalNet(run_dir) as net:
+        net.start_registry(storage=workdir / "registry")
+        net.start_central()
+        alice, keys, token = net.add_researcher("dr-alice")
+        for name in HOSPITALS:
+            net.add_station(name, {"cohort": COHORT / "sample" / f"{name}.csv"}, trusted=[alice])
+            net.start_station(name)
+        profile = run_dir / "profile.toml"
+        profile.write_text(
+            f'central_url = "{net.central_url}"\n'
+            f'token_file = "{token}"\n'
+            f'keys_dir = "{keys}"\n'
+            f'registry = "{net.registry}"\n'
+        )
+        say(f"demo network up: central {net.central_url}, registry {net.registry}")
+        say(f"stations: {', '.join(HOSPITALS)} (each offers the dataset 'cohort')")
+        say("you are researcher dr-alice; in another shell run:")
+        say(f"    export PHT_PROFILE={profile}")
+        say("press Ctrl-C to stop the network")
+        try:
+            while all(p.poll() is None for p in net.processes):
+                time.sleep(1)
+            say("a demo process stopped; see the logs in " + str(run_dir))
+            return 1
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup
+            say("stopping")
+            return 0
+
+
 def print_comparison(federated: dict, pooled: dict) -> None:  # type: ignore[type-arg]
     say("\nnumeric columns        federated (3 stations)            pooled (all data in one place)")
     for col, p in pooled["numeric"].items():
@@ -97,8 +132,13 @@ def print_comparison(federated: dict, pooled: dict) -> None:  # type: ignore[typ
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", default=str(REPO / ".demo"))
+    parser.add_argument(
+        "--serve", action="store_true", help="keep the network running for the tutorial"
+    )
     args = parser.parse_args(argv)
     try:
+        if args.serve:
+            return serve(Path(args.workdir).resolve())
         return run(Path(args.workdir).resolve())
     except PhtError as exc:
         print(f"error: {exc}", file=sys.stderr)
