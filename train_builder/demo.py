@@ -8,6 +8,8 @@ Run it with ``scripts/demo.sh`` (which sets the machine up first) or
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import shutil
 import signal
 import sys
@@ -73,27 +75,36 @@ def run(workdir: Path) -> int:
 
 
 def serve(workdir: Path) -> int:
-    """Start the demo network and keep it running, with a researcher profile to use it."""
+    """Start the demo network and keep it running; register you as a researcher (your
+    keys in ~/.pht/keys, made if missing), have the stations trust you, and point your
+    profile (~/.config/pht/profile.toml, or $PHT_PROFILE) at the network."""
+    from train_builder.profile import DEFAULT_KEYS_DIR, profile_path, write_profile_value
+
     run_dir = workdir / "serve"
     shutil.rmtree(run_dir, ignore_errors=True)
+    keys_dir = Path(os.environ.get("PHT_KEYS_DIR") or DEFAULT_KEYS_DIR).expanduser()
     with LocalNet(run_dir) as net:
         net.start_registry(storage=workdir / "registry")
         net.start_central()
-        alice, keys, token = net.add_researcher("dr-alice")
+        you, keys, token = net.add_researcher(getpass.getuser() or "researcher", keys_dir)
         for name in HOSPITALS:
-            net.add_station(name, {"cohort": COHORT / "sample" / f"{name}.csv"}, trusted=[alice])
+            net.add_station(name, {"cohort": COHORT / "sample" / f"{name}.csv"}, trusted=[you])
             net.start_station(name)
-        profile = run_dir / "profile.toml"
-        profile.write_text(
-            f'central_url = "{net.central_url}"\n'
-            f'token_file = "{token}"\n'
-            f'keys_dir = "{keys}"\n'
-            f'registry = "{net.registry}"\n'
-        )
+        profile = profile_path()
+        if profile.exists():
+            backup = profile.with_name(profile.name + ".before-demo")
+            shutil.copy2(profile, backup)
+            say(f"your profile was saved to {backup}")
+        for key, value in (
+            ("central_url", net.central_url),
+            ("token_file", str(token)),
+            ("keys_dir", str(keys)),
+            ("registry", net.registry),
+        ):
+            write_profile_value(key, value, profile)
         say(f"demo network up: central {net.central_url}, registry {net.registry}")
         say(f"stations: {', '.join(HOSPITALS)} (each offers the dataset 'cohort')")
-        say("you are researcher dr-alice; in another shell run:")
-        say(f"    export PHT_PROFILE={profile}")
+        say(f"you are researcher {you.name} (keys in {keys}); profile written to {profile}")
         say("press Ctrl-C to stop the network")
         try:
             while all(p.poll() is None for p in net.processes):

@@ -153,15 +153,23 @@ class LocalNet:
             raise PhtError(f"registering {role} {identity.name} failed: {done.stderr.strip()}")
         return done.stdout.strip().splitlines()[-1]
 
-    def add_researcher(self, name: str) -> tuple[Identity, Path, Path]:
-        """Create a researcher; return (identity, keys dir, token file)."""
+    def add_researcher(
+        self, name: str, keys_dir: Path | None = None
+    ) -> tuple[Identity, Path, Path]:
+        """Register a researcher (new keys, or the ones already in ``keys_dir``); return
+        (identity, keys dir, token file)."""
         directory = self.root / "researchers" / name
-        identity = Identity.generate(name)
-        identity.save(directory / "keys")
+        directory.mkdir(parents=True, exist_ok=True)
+        keys = keys_dir or directory / "keys"
+        if (keys / "signing.key").exists():
+            identity = Identity.load(keys)
+        else:
+            identity = Identity.generate(name)
+            identity.save(keys)
         token = directory / "token"
         token.write_text(self.register("researcher", identity) + "\n")
         token.chmod(0o600)
-        return identity, directory / "keys", token
+        return identity, keys, token
 
     def add_station(
         self, name: str, datasets: dict[str, Path], trusted: list[Identity], poll_s: float = 0.2

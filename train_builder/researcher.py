@@ -1,8 +1,9 @@
 """The researcher's Python API (the CLI is a thin layer over it; notebooks use it directly).
 
 r = Researcher.from_profile()
+image = r.build(Path("mytrain"))
 train_id = r.submit(Path("mytrain"), image, route=["hospital-a", "hospital-b"])
-r.wait(train_id)
+r.watch(train_id)
 result = r.result(train_id, Path("out"))
 """
 
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from central.client import CentralClient
+from train_builder.profile import Profile, resolve_profile
 from trains import state_codec
-from trains.errors import CentralError, PhtError, RouteMismatch
+from trains.errors import CentralError, KeyFileError, PhtError, RouteMismatch
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Image, Manifest, Route, Stop, expiry_from_now
 from trains.receipt import HopPredicate, verify_chain
@@ -25,6 +28,7 @@ from trains.signing import open_envelope, sign
 from trains.train_spec import load_train_spec
 
 MAX_RESULT_BYTES = 4 * 1024**3
+FINISHED = ("done", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,50 @@ class Result:
 
 
 class Researcher:
-    def __init__(self, identity: Identity, central: CentralClient) -> None:
+    def __init__(
+        self, identity: Identity, central: CentralClient, registry: str | None = None
+    ) -> None:
         self.identity = identity
         self.central = central
+        self.registry = registry
+
+    @classmethod
+    def from_profile(cls, profile: Profile | None = None, **flags: str | None) -> Researcher:
+        """The researcher the profile describes (see ``train_builder.profile``).
+
+        ``flags`` override it like the CLI's flags: central_url, token_file, keys_dir,
+        registry."""
+        profile = profile or resolve_profile(flags)
+        url = profile.require_central_url()
+        token = profile.token()
+        keys = profile.keys_path()
+        if not (keys / "signing.key").exists():
+            raise KeyFileError(
+                f"no researcher keys in {keys} (keys_dir from {profile.keys_dir.source}): run "
+                "'pht-train keys new --name NAME', or point keys_dir at your keys "
+                "('pht-train profile set keys_dir DIR')"
+            )
+        return cls(Identity.load(keys), CentralClient(url, token), profile.registry_value())
+
+    def close(self) -> None:
+        self.central.close()
+
+    def __enter__(self) -> Researcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def build(self, folder: Path, push: bool = True, wheelhouse: Path | None = None) -> Image:
+        """Build the train image and push it to the profile's registry; return its digest."""
+        from train_builder.image import build_image, push_image, write_image_file
+
+        if not self.registry:
+            raise PhtError("no registry: set it with 'pht-train profile set registry HOST:PORT'")
+        _, tag = build_image(folder, self.registry, wheelhouse=wheelhouse)
+        image = push_image(tag)
+        write_image_file(folder, image)
+        return image
 
     def route_stops(self, names: list[str]) -> list[Stop]:
         """Look up each station's keys at central, to be pinned in the manifest."""
@@ -86,15 +131,60 @@ class Researcher:
     def status(self, train_id: str) -> dict[str, Any]:
         return self.central.status(train_id)
 
-    def wait(self, train_id: str, timeout_s: float = 3600, poll_s: float = 0.5) -> dict[str, Any]:
+    def list(self) -> list[dict[str, Any]]:
+        """Your trains, oldest first: train_id, name, status, created_at."""
+        return self.central.list_trains()
+
+    def cancel(self, train_id: str) -> str:
+        """Stop a train; hops not yet run never run. Returns the new status."""
+        return self.central.cancel(train_id)
+
+    def resolve(self, train_id: str) -> str:
+        """``last`` means your most recently submitted train."""
+        if train_id != "last":
+            return train_id
+        trains = self.list()
+        if not trains:
+            raise PhtError("you have submitted no train yet")
+        return str(trains[-1]["train_id"])
+
+    def follow(
+        self, train_id: str, timeout_s: float = 3600, poll_s: float = 0.5
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the train's status each time it changes, until the train finishes."""
         deadline = time.monotonic() + timeout_s
+        last: dict[str, Any] | None = None
         while True:
             status = self.central.status(train_id)
-            if status["status"] in ("done", "failed", "cancelled"):
-                return status
+            if status != last:
+                yield status
+                last = status
+            if status["status"] in FINISHED:
+                return
             if time.monotonic() > deadline:
-                raise PhtError(f"train {train_id} still {status['status']} after {timeout_s}s")
+                raise PhtError(
+                    f"train {train_id} still {status['status']} after {timeout_s:.0f}s; "
+                    f"it keeps travelling: 'pht-train watch {train_id}' to look again"
+                )
             time.sleep(poll_s)
+
+    def watch(
+        self,
+        train_id: str,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+        timeout_s: float = 3600,
+        poll_s: float = 0.5,
+    ) -> dict[str, Any]:
+        """Wait until the train finishes, calling ``on_change`` with every new status."""
+        status: dict[str, Any] = {}
+        for status in self.follow(train_id, timeout_s, poll_s):
+            if on_change is not None:
+                on_change(status)
+        return status
+
+    def wait(self, train_id: str, timeout_s: float = 3600, poll_s: float = 0.5) -> dict[str, Any]:
+        """The train's final status (done, failed or cancelled)."""
+        return self.watch(train_id, None, timeout_s, poll_s)
 
     def result(self, train_id: str, out_dir: Path) -> Result:
         """Download, verify the whole receipt chain, then open the final state."""

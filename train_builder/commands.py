@@ -1,0 +1,256 @@
+"""One function per ``pht-train`` subcommand: read the parsed flags, call the API, print.
+
+Every failure a researcher can cause is a ``PhtError`` whose message says what to do;
+``train_builder.cli.main`` prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from train_builder.profile import Profile, resolve_profile, write_profile_value
+from train_builder.researcher import Researcher
+from trains.errors import ConfigError, PhtError
+from trains.keys import Identity
+from trains.train_spec import load_train_spec
+
+STATE_LINES = 40  # how much of a state the terminal shows; --out keeps all of it
+
+
+def profile_of(args: argparse.Namespace) -> Profile:
+    return resolve_profile(
+        {
+            "central_url": args.central,
+            "token_file": args.token_file,
+            "keys_dir": args.keys,
+            "registry": getattr(args, "registry", None),
+        }
+    )
+
+
+def researcher_of(args: argparse.Namespace) -> Researcher:
+    return Researcher.from_profile(profile_of(args))
+
+
+def train_folder(path: str) -> Path:
+    """A train folder, or an error that says what is wrong with the path."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise ConfigError(f"{folder} does not exist (looked from {Path.cwd()})")
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is a file; give the train's folder (the one with train.toml)")
+    load_train_spec(folder)  # names the file and the key when train.toml is wrong
+    return folder
+
+
+def show_state(state: dict[str, Any] | None, files: list[str]) -> None:
+    if state is None:
+        print(f"final state files: {', '.join(files) or '(none)'}")
+        return
+    lines = json.dumps(state, indent=2, sort_keys=True).splitlines()
+    print("\n".join(lines[:STATE_LINES]))
+    if len(lines) > STATE_LINES:
+        print(f"... ({len(lines) - STATE_LINES} more lines; --out DIR keeps the whole state)")
+
+
+# -- identity and profile ------------------------------------------------------------
+
+
+def keys_new(args: argparse.Namespace) -> int:
+    directory = profile_of(args).keys_path()
+    if (directory / "signing.key").exists():
+        raise PhtError(f"{directory} already holds keys; pass --keys DIR for another identity")
+    identity = Identity.generate(args.name)
+    identity.save(directory)
+    print(f"researcher identity {args.name} written to {directory}")
+    print(f"  signing key {identity.public.signing_fingerprint}")
+    print(f"hand {directory / 'public.json'} to central's operator and to each station admin")
+    return 0
+
+
+def profile_set(args: argparse.Namespace) -> int:
+    path = write_profile_value(args.key, args.value)
+    print(f"{args.key} = {args.value}  (saved in {path})")
+    return 0
+
+
+def profile_show(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    print(f"profile {profile.path}{'' if profile.path.exists() else ' (not created yet)'}")
+    for key, value, source in profile.describe():
+        print(f"  {key:<12} {value:<40} ({source})")
+    return 0
+
+
+# -- local work: scaffold, test, build -----------------------------------------------
+
+
+def init(args: argparse.Namespace) -> int:
+    from train_builder.templates import scaffold, templates
+
+    if args.template is None:
+        raise ConfigError(f"choose a template with --template: {', '.join(sorted(templates()))}")
+    target = Path(args.name).expanduser()
+    written = scaffold(target, args.template)
+    print(f"created train {target.name} from template {args.template}:")
+    for path in written:
+        print(f"  {path}")
+    print(f"next: read {target / 'README.md'}, then 'pht-train test {target} --data ...'")
+    return 0
+
+
+def list_templates(args: argparse.Namespace) -> int:
+    from train_builder.templates import templates
+
+    for template in templates().values():
+        print(f"  {template.name:<12} {template.description}")
+    return 0
+
+
+def test(args: argparse.Namespace) -> int:
+    from train_builder.local_run import LocalHop, parse_data, run_local
+
+    folder = train_folder(args.dir)
+    stops = parse_data(args.data, load_train_spec(folder))
+    where = "in containers" if args.in_docker else "in-process"
+    print(f"testing {folder} {where}: {args.rounds} round(s) over {len(stops)} local station(s)")
+
+    def on_hop(hop: LocalHop) -> None:
+        print(f"  hop {hop.hop} round {hop.round} {hop.station:<20} ok  {hop.seconds:.2f}s")
+
+    result = run_local(
+        folder,
+        stops,
+        args.rounds,
+        in_docker=args.in_docker,
+        base=args.base,
+        wheelhouse=Path(args.wheelhouse) if args.wheelhouse else None,
+        out_dir=Path(args.out) if args.out else None,
+        on_hop=on_hop,
+    )
+    print("final state:")
+    show_state(result.state, result.files)
+    if args.out:
+        print(f"kept the final state in {args.out}: {', '.join(result.files)}")
+    return 0
+
+
+def build(args: argparse.Namespace) -> int:
+    from train_builder.image import build_image, push_image, write_image_file
+
+    folder = train_folder(args.dir)
+    registry = profile_of(args).registry_value()
+    wheelhouse = Path(args.wheelhouse).expanduser() if args.wheelhouse else None
+    _, tag = build_image(folder, registry, args.base, wheelhouse)
+    print(f"built {tag}")
+    if args.no_push:
+        print(f"not pushed; push it with 'pht-train push {folder}'")
+        return 0
+    image = push_image(tag)
+    write_image_file(folder, image)
+    print(f"pushed {image.reference}")
+    return 0
+
+
+def push(args: argparse.Namespace) -> int:
+    from train_builder.image import push_image, write_image_file
+
+    folder = train_folder(args.dir)
+    spec = load_train_spec(folder)
+    registry = profile_of(args).registry_value()
+    image = push_image(f"{registry}/pht/{spec.train.name}:{spec.train.version}")
+    write_image_file(folder, image)
+    print(f"pushed {image.reference}")
+    return 0
+
+
+# -- the network: submit, follow, fetch ----------------------------------------------
+
+
+def submit(args: argparse.Namespace) -> int:
+    from train_builder.image import read_image_file
+
+    folder = train_folder(args.dir)
+    image = read_image_file(folder)
+    with researcher_of(args) as researcher:
+        stops = researcher.route_stops([s.strip() for s in args.route.split(",") if s.strip()])
+        manifest = researcher.make_manifest(folder, image, stops, args.rounds, args.days)
+        print(f"train {manifest.name} {manifest.version}, image {image.digest}")
+        print(f"route ({args.rounds} round(s)):")
+        for i, stop in enumerate(stops, 1):
+            print(f"  {i}. {stop.name:<20} signing key {stop.station.signing_fingerprint}")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise PhtError("confirm the fingerprints above: re-run with --yes to submit")
+            if input("Pin these keys and submit? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("not submitted")
+                return 1
+        train_id = researcher.submit_manifest(manifest)
+    print(f"follow it with 'pht-train watch {train_id}'")
+    print(f"submitted train {train_id}")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from train_builder.watch import headline, hop_line
+
+    with researcher_of(args) as researcher:
+        current = researcher.status(researcher.resolve(args.train_id))
+    print(headline(current))
+    for hop in current["hops"]:
+        print(hop_line(hop))
+    if current.get("error"):
+        print(f"  {current['error']}")
+    return 0
+
+
+def watch(args: argparse.Namespace) -> int:
+    from train_builder.watch import watch_train
+
+    with researcher_of(args) as researcher:
+        final = watch_train(researcher, researcher.resolve(args.train_id), timeout_s=args.timeout)
+    return 0 if final["status"] == "done" else 1
+
+
+def wait(args: argparse.Namespace) -> int:
+    with researcher_of(args) as researcher:
+        train_id = researcher.resolve(args.train_id)
+        final = researcher.wait(train_id, timeout_s=args.timeout)
+    print(f"train {train_id}: {final['status']}")
+    if final.get("error"):
+        print(f"  {final['error']}")
+    return 0 if final["status"] == "done" else 1
+
+
+def list_trains(args: argparse.Namespace) -> int:
+    with researcher_of(args) as researcher:
+        trains = researcher.list()
+    if not trains:
+        print("no trains yet; submit one with 'pht-train submit DIR --route A,B'")
+    for train in trains:
+        created = train["created_at"][:19]
+        print(f"{train['train_id']}  {train['status']:<18} {created}  {train['name']}")
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    with researcher_of(args) as researcher:
+        train_id = researcher.resolve(args.train_id)
+        print(f"train {train_id}: {researcher.cancel(train_id)}")
+    return 0
+
+
+def result(args: argparse.Namespace) -> int:
+    with researcher_of(args) as researcher:
+        fetched = researcher.result(researcher.resolve(args.train_id), Path(args.out))
+    print(f"verified {len(fetched.hops)} receipts:")
+    for hop in fetched.hops:
+        print(f"  hop {hop.hop} {hop.station:<20} container {hop.container_seconds:.2f}s")
+    print(f"opened the final state into {fetched.out_dir}: {', '.join(fetched.files)}")
+    if not args.quiet:
+        show_state(fetched.state, fetched.files)
+    return 0
