@@ -18,6 +18,9 @@ def main() -> int:
     except TrainCodeError as exc:
         print(f"pht runtime: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # how reference trains refuse, e.g. too few rows to share
+        print(f"pht runtime: the train refused: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

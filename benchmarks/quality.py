@@ -1,0 +1,582 @@
+"""Quality benchmark: every reference train, federated vs pooled vs local-only.
+
+Runs each train in-process through ``trains.runtime.run_train`` (the code the containers
+run) on medical tables that ship inside installed packages, so nothing is downloaded:
+
+* NCCTG lung cancer (``lifelines.datasets.load_lung``): the 18 institutions ``inst`` are
+  spread over three stations (station k holds the institutions with ``inst % 3 == k``);
+* Wisconsin breast cancer (``sklearn.datasets.load_breast_cancer``): split non-IID over
+  three stations by tumour size (small tumours, mostly benign, at the first station).
+
+Prints a table, writes it to docs/quality.md and draws docs/quality.png.
+Run from the repository root: ``python3 benchmarks/quality.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from lifelines import KaplanMeierFitter
+from lifelines.datasets import load_lung
+from lifelines.statistics import multivariate_logrank_test
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import SGDClassifier
+from sklearn.metrics import roc_auc_score
+
+from trains.runtime import Context, run_train
+from trains.runtime.core import load_train_module, read_train_toml
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "trains" / "reference"
+DOCS = ROOT / "docs"
+EXACT = 1e-6  # target: exact trains equal pooled to this relative difference
+SGD_TARGET = 0.01  # target: sgd within 1 percentage point of pooled accuracy and AUC
+
+Row = dict[str, Any]
+
+
+# ------------------------------------------------------------------ running a route
+
+
+def configured(train: str, folder: Path, **params: Any) -> Path:
+    """A copy of a reference train with its [parameters] table (the last one) replaced."""
+    folder.mkdir(parents=True)
+    shutil.copy2(REFERENCE / train / "train.py", folder / "train.py")
+    text = (REFERENCE / train / "train.toml").read_text()
+    lines = [f"{key} = {json.dumps(value)}" for key, value in params.items()]
+    head = text[: text.index("[parameters]")]
+    (folder / "train.toml").write_text(head + "[parameters]\n" + "\n".join(lines) + "\n")
+    return folder
+
+
+def run_route(train_dir: Path, frames: list[pd.DataFrame], rounds: int = 1) -> dict[str, Any]:
+    """A sequential route over ``frames`` (one per station) for ``rounds`` rounds."""
+    dataset = read_train_toml(train_dir)["datasets"][0]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        for stop, frame in enumerate(frames):
+            (base / f"data{stop}" / dataset).mkdir(parents=True)
+            frame.to_csv(base / f"data{stop}" / dataset / "data.csv", index=False)
+        previous = base / "in"
+        previous.mkdir()
+        hops = rounds * len(frames)
+        state = None
+        for hop in range(hops):
+            stop = hop % len(frames)
+            out = base / f"out{hop}"
+            out.mkdir()
+            ctx = Context(
+                station=f"station-{stop}", round=hop // len(frames), hop=hop,
+                is_last=hop == hops - 1, stop=stop, stops=len(frames), rounds=rounds,
+            )  # fmt: skip
+            state = run_train(train_dir, previous, base / f"data{stop}", out, ctx)
+            previous = out
+    assert state is not None
+    return state
+
+
+def rel(a: Any, b: Any) -> float:
+    """Largest relative difference between two arrays (NaN-free parts)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(x - y) / np.maximum(np.abs(y), 1e-12)))
+
+
+def indicators(frame: pd.DataFrame, covariates: list[str], intercept: bool) -> pd.DataFrame:
+    columns: dict[str, Any] = {"intercept": np.ones(len(frame))} if intercept else {}
+    for item in covariates:
+        name, _, level = item.partition("=")
+        columns[item] = (frame[name].astype(str) == level).astype(float) if level else frame[name]
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def local_only(
+    fit: Callable[[pd.DataFrame], np.ndarray], frames: list[pd.DataFrame], pooled: np.ndarray
+) -> str:
+    """Each station alone against pooled: the largest relative deviation, per station."""
+    out = []
+    for frame in frames:
+        try:
+            out.append(f"{rel(fit(frame), pooled):.2g}")
+        except Exception as exc:  # a station alone may be too small or separated
+            out.append(f"fails ({type(exc).__name__})")
+    return " / ".join(out)
+
+
+# ------------------------------------------------------------------ data
+
+
+def lung_sites() -> list[pd.DataFrame]:
+    lung = load_lung().dropna(subset=["inst"])
+    return [lung[lung["inst"].astype(int) % 3 == k].reset_index(drop=True) for k in range(3)]
+
+
+def cancer_sites() -> list[pd.DataFrame]:
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["malignant"] = 1 - frame.pop("target")
+    rank = frame["mean radius"].rank(pct=True).to_numpy()
+    noise = np.random.default_rng(7).normal(0, 0.6, len(frame))
+    site = np.clip(np.floor(rank * 3 + noise), 0, 2).astype(int)
+    return [frame[site == k].reset_index(drop=True) for k in range(3)]
+
+
+# ------------------------------------------------------------------ the trains
+
+
+def bench_linreg(tmp: Path, frames: list[pd.DataFrame]) -> list[Row]:
+    covariates = ["age", "sex=2", "ph.ecog", "wt.loss"]
+    params = {
+        "outcome": "pat.karno",
+        "covariates": covariates,
+        "intercept": True,
+        "min_rows": 10,
+        "conf_level": 0.95,
+    }
+    result = run_route(configured("linreg", tmp / "linreg", **params), frames)
+
+    def ols(frame: pd.DataFrame) -> Any:
+        rows = frame.dropna(subset=["pat.karno", "age", "sex", "ph.ecog", "wt.loss"])
+        return sm.OLS(rows["pat.karno"], indicators(rows, covariates, True)).fit()
+
+    pooled = ols(pd.concat(frames))
+    coef = result["coefficients"]
+    names = list(coef)
+    est = [coef[n]["estimate"] for n in names]
+    se = [coef[n]["se"] for n in names]
+    lonely = local_only(lambda f: ols(f).params.to_numpy(), frames, pooled.params.to_numpy())
+    return [
+        row(
+            "linreg",
+            "lung: pat.karno ~ age+sex+ecog+wt.loss",
+            "coefficients",
+            rel(est, pooled.params),
+            lonely,
+            EXACT,
+        ),
+        row("linreg", "", "standard errors", rel(se, pooled.bse), "", EXACT),
+        row(
+            "linreg", "", "p-values", rel([coef[n]["p"] for n in names], pooled.pvalues), "", EXACT
+        ),
+    ]
+
+
+def bench_logreg(tmp: Path, frames: list[pd.DataFrame]) -> list[Row]:
+    covariates = ["mean radius", "mean texture", "mean smoothness", "mean concavity"]
+    params = {
+        "outcome": "malignant",
+        "covariates": covariates,
+        "intercept": True,
+        "min_rows": 10,
+        "tol": 1e-8,
+        "conf_level": 0.95,
+    }
+    result = run_route(configured("logreg", tmp / "logreg", **params), frames, rounds=12)
+
+    def logit(frame: pd.DataFrame) -> Any:
+        return sm.Logit(frame["malignant"], indicators(frame, covariates, True)).fit(
+            disp=0, tol=1e-12, maxiter=100
+        )
+
+    pooled = logit(pd.concat(frames))
+    coef = result["coefficients"]
+    est = [coef[n]["estimate"] for n in coef]
+    lonely = local_only(lambda f: logit(f).params.to_numpy(), frames, pooled.params.to_numpy())
+    extra = f"converged={result['converged']} after {result['iterations']} rounds"
+    return [
+        row(
+            "logreg",
+            "breast cancer: malignant ~ 4 features",
+            "coefficients",
+            rel(est, pooled.params),
+            lonely,
+            EXACT,
+            extra,
+        ),
+        row(
+            "logreg",
+            "",
+            "standard errors",
+            rel([coef[n]["se"] for n in coef], pooled.bse),
+            "",
+            EXACT,
+        ),
+    ]
+
+
+def bench_km(tmp: Path, frames: list[pd.DataFrame]) -> tuple[list[Row], dict[str, Any]]:
+    params = {
+        "time": "time",
+        "event": "status",
+        "group": "sex",
+        "time_unit": 0,
+        "min_at_risk": 5,
+        "min_rows": 10,
+        "conf_level": 0.95,
+    }
+    result = run_route(configured("km", tmp / "km", **params), frames)
+    pooled = pd.concat(frames)
+    worst_s = worst_ci = 0.0
+    fitted = {}
+    for label, got in result["curves"].items():
+        part = pooled[pooled["sex"].astype(str) == label]
+        kmf = KaplanMeierFitter().fit(part["time"], part["status"])
+        fitted[label] = kmf
+        times = np.asarray(got["time"])
+        worst_s = max(worst_s, rel(got["survival"], kmf.survival_function_.loc[times].iloc[:, 0]))
+        band = kmf.confidence_interval_.loc[times].to_numpy()
+        worst_ci = max(worst_ci, rel(got["ci_low"], band[:, 0]), rel(got["ci_high"], band[:, 1]))
+
+    def curve_gap(frame: pd.DataFrame) -> np.ndarray:
+        # largest absolute gap of a station's own curve to the pooled one (both sexes)
+        gaps = []
+        for label, kmf in fitted.items():
+            part = frame[frame["sex"].astype(str) == label]
+            own = KaplanMeierFitter().fit(part["time"], part["status"])
+            grid = kmf.survival_function_.index
+            gaps.append(
+                np.abs(
+                    own.survival_function_at_times(grid).to_numpy()
+                    - kmf.survival_function_.iloc[:, 0].to_numpy()
+                ).max()
+            )
+        return np.array([max(gaps)])
+
+    lonely = " / ".join(f"{curve_gap(f)[0]:.2g} abs" for f in frames)
+    test = multivariate_logrank_test(pooled["time"], pooled["sex"], pooled["status"])
+    rows = [
+        row("km", "lung: survival by sex", "survival curve", worst_s, lonely, EXACT),
+        row("km", "", "Greenwood band (log-log)", worst_ci, "", EXACT),
+        row(
+            "km",
+            "",
+            "log-rank chi2",
+            rel(result["logrank"]["chi2"], test.test_statistic),
+            "",
+            EXACT,
+            f"p={result['logrank']['p']:.2g}",
+        ),
+    ]
+    return rows, {"result": result, "fitted": fitted}
+
+
+def bench_cox(tmp: Path, frames: list[pd.DataFrame]) -> tuple[list[Row], dict[str, Any]]:
+    covariates = ["age", "sex=2", "ph.ecog"]
+    params = {
+        "time": "time",
+        "event": "status",
+        "covariates": covariates,
+        "time_unit": 0,
+        "min_rows": 10,
+        "tol": 1e-8,
+        "conf_level": 0.95,
+    }
+    result = run_route(configured("cox", tmp / "cox", **params), frames, rounds=10)
+
+    def phreg(frame: pd.DataFrame) -> Any:
+        rows = frame.dropna(subset=["ph.ecog"])
+        x = indicators(rows, covariates, False)
+        return sm.PHReg(rows["time"], x, status=rows["status"], ties="breslow").fit()
+
+    pooled = phreg(pd.concat(frames))
+    coef = result["coefficients"]
+    hr = [coef[n]["hazard_ratio"] for n in covariates]
+    low = [coef[n]["hr_ci_low"] for n in covariates]
+    lonely = local_only(lambda f: np.exp(phreg(f).params), frames, np.exp(pooled.params))
+    rows = [
+        row(
+            "cox",
+            "lung: age+sex+ecog, Breslow ties",
+            "hazard ratios",
+            rel(hr, np.exp(pooled.params)),
+            lonely,
+            EXACT,
+            f"converged={result['converged']} after {result['iterations']} iterations",
+        ),
+        row(
+            "cox",
+            "",
+            "standard errors",
+            rel([coef[n]["se"] for n in covariates], pooled.bse),
+            "",
+            EXACT,
+        ),
+        row("cox", "", "HR 95% CI", rel(low, np.exp(pooled.conf_int()[:, 0])), "", EXACT),
+    ]
+    sites = [np.exp(phreg(f).conf_int()) for f in frames]
+    site_hr = [np.exp(phreg(f).params) for f in frames]
+    return rows, {
+        "result": result,
+        "pooled": pooled,
+        "sites": list(zip(site_hr, sites, strict=True)),
+    }
+
+
+def bench_sgd(tmp: Path, frames: list[pd.DataFrame]) -> tuple[list[Row], dict[str, Any]]:
+    covariates = [c for c in frames[0].columns if c != "malignant"]
+    params = {
+        "outcome": "malignant",
+        "covariates": covariates,
+        "alpha": 0.001,
+        "learning_rate": "invscaling",
+        "eta0": 0.1,
+        "epochs_per_stop": 1,
+        "test_fraction": 0.25,
+        "seed": 0,
+        "auc_bins": 1000,
+        "min_rows": 10,
+    }
+    train_dir = configured("sgd", tmp / "sgd", **params)
+    code = load_train_module(train_dir)  # the train's own split, so all arms see the same rows
+    parts = [code.design(f, covariates, "malignant") for f in frames]
+    masks = [code.held_out(len(y), 0.25, 0) for _, y in parts]
+    test_x = np.vstack([x[m] for (x, _), m in zip(parts, masks, strict=True)])
+    test_y = np.concatenate([y[m] for (_, y), m in zip(parts, masks, strict=True)])
+
+    def centralised(xs: list[np.ndarray], ys: list[np.ndarray], passes: int) -> tuple[float, float]:
+        x, y = np.vstack(xs), np.concatenate(ys)
+        mean, scale = x.mean(0), x.std(0, ddof=1)
+        model = SGDClassifier(
+            loss="log_loss", alpha=0.001, learning_rate="invscaling", eta0=0.1, random_state=0
+        )
+        rng = np.random.default_rng(0)
+        for _ in range(passes):
+            order = rng.permutation(len(y))
+            model.partial_fit((x[order] - mean) / scale, y[order], classes=[0, 1])
+        score = model.decision_function((test_x - mean) / scale)
+        return float(np.mean((score > 0) == test_y)), float(roc_auc_score(test_y, score))
+
+    fit_x = [x[~m] for (x, _), m in zip(parts, masks, strict=True)]
+    fit_y = [y[~m] for (_, y), m in zip(parts, masks, strict=True)]
+    curve: list[dict[str, Any]] = []
+    for rounds in (3, 4, 5, 7, 10, 14):
+        fed = run_route(train_dir, frames, rounds=rounds)
+        pooled_acc, pooled_auc = centralised(fit_x, fit_y, rounds - 2)
+        alone = [centralised([x], [y], rounds - 2) for x, y in zip(fit_x, fit_y, strict=True)]
+        curve.append(
+            {
+                "passes": rounds - 2,
+                "fed": (fed["accuracy"], fed["auc"]),
+                "pooled": (pooled_acc, pooled_auc),
+                "alone": alone,
+            }
+        )
+    n_test = len(test_y)
+    rows = []
+    data = f"breast cancer, 30 features, non-IID, {n_test} held out"
+    for entry in curve:
+        (fed_acc, fed_auc), (pool_acc, pool_auc) = entry["fed"], entry["pooled"]
+        label = f"{entry['passes'] + 2} rounds"
+        rows += [
+            row(
+                "sgd",
+                data if entry is curve[0] else "",
+                f"accuracy, {label}",
+                fed_acc - pool_acc,
+                " / ".join(f"{a[0]:.3f}" for a in entry["alone"]),
+                SGD_TARGET,
+                f"fed {fed_acc:.3f} vs pooled {pool_acc:.3f}",
+                absolute=True,
+            ),
+            row(
+                "sgd",
+                "",
+                f"AUC, {label}",
+                fed_auc - pool_auc,
+                " / ".join(f"{a[1]:.3f}" for a in entry["alone"]),
+                SGD_TARGET,
+                f"fed {fed_auc:.4f} vs pooled {pool_auc:.4f}",
+                absolute=True,
+            ),
+        ]
+    return rows, {"curve": curve}
+
+
+def row(
+    train: str,
+    data: str,
+    quantity: str,
+    diff: float,
+    alone: str,
+    target: float,
+    note: str = "",
+    absolute: bool = False,
+) -> Row:
+    return {
+        "train": train,
+        "data": data,
+        "quantity": quantity,
+        "diff": diff,
+        "alone": alone,
+        "target": target,
+        "ok": abs(diff) <= target,
+        "note": note,
+        "absolute": absolute,
+    }
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt_diff(r: Row) -> str:
+    return f"{r['diff'] * 100:+.2f} pp" if r["absolute"] else f"{r['diff']:.1e}"
+
+
+def markdown(rows: list[Row], seconds: float) -> str:
+    lines = [
+        "# Quality of the reference trains: federated vs pooled vs local-only",
+        "",
+        "Produced by `python3 benchmarks/quality.py` (every train run in-process through",
+        "`trains.runtime.run_train`, the code the containers run, over three stations).",
+        "Exact trains: largest relative difference to the same method on the pooled data",
+        f"(target {EXACT:g}). SGD: federated minus pooled, in percentage points (target",
+        f"{SGD_TARGET * 100:g} pp). *Local-only*: each station's own fit against the pooled one",
+        "(largest relative deviation; KM: largest absolute gap of the survival curve; SGD:",
+        "each station's model on all held-out rows) - what a station learns alone.",
+        "",
+        "Data: NCCTG lung cancer (lifelines; 227 patients, institutions spread over 3 stations",
+        "by `inst % 3`: 77 / 105 / 45 patients) and Wisconsin breast cancer (scikit-learn; 569",
+        "tumours split non-IID by size: 215 / 179 / 175, 8% / 30% / 81% malignant).",
+        "",
+        "| train | data | quantity | federated vs pooled | local-only (station 1 / 2 / 3) "
+        "| target | met | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        target = f"{r['target'] * 100:g} pp" if r["absolute"] else f"{r['target']:g}"
+        lines.append(
+            f"| {r['train']} | {r['data']} | {r['quantity']} | {fmt_diff(r)} | {r['alone']} "
+            f"| {target} | {'yes' if r['ok'] else '**no**'} | {r['note']} |"
+        )
+    lines += [
+        "",
+        "SGD is not exact: one model travels the stations in order, so after every round it",
+        "has last seen the third station (81% malignant) and its intercept leans that way;",
+        "the decreasing step size (`invscaling`) shrinks that pull with every pass. The gap",
+        "counts whole held-out tumours: 1 of them is 0.70 pp. AUC (ranking) stays within",
+        "0.5 pp from the first pass on; accuracy (one threshold) needs about 8 passes to come",
+        "within 1 pp. Each station alone does worse on the other stations' tumours. FedAvg or",
+        "FedProx (parallel rounds that average the stations' models) would remove the order",
+        "effect but need an aggregator stop, which routes do not have yet.",
+        "",
+        "![federated vs pooled](quality.png)",
+        "",
+        f"Run time of the whole benchmark: {seconds:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(km: dict[str, Any], cox: dict[str, Any], sgd: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    ax = axes[0]
+    for label, got in km["result"]["curves"].items():
+        name = {"1": "male", "2": "female"}.get(label, label)
+        km["fitted"][label].plot_survival_function(ax=ax, ci_show=True, label=f"pooled {name}")
+        ax.plot(got["time"], got["survival"], "k.", markersize=3)
+    ax.plot([], [], "k.", label="federated (3 stations)")
+    ax.set(title="Kaplan-Meier, lung, by sex", xlabel="days", ylabel="survival")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    names = list(cox["result"]["coefficients"])
+    pooled_ci = np.exp(cox["pooled"].conf_int())
+    for i, name in enumerate(names):
+        got = cox["result"]["coefficients"][name]
+        ax.errorbar(
+            got["hazard_ratio"],
+            i,
+            fmt="ko",
+            xerr=[
+                [got["hazard_ratio"] - got["hr_ci_low"]],
+                [got["hr_ci_high"] - got["hazard_ratio"]],
+            ],
+            label="federated" if i == 0 else None,
+        )
+        ax.plot(pooled_ci[i], [i + 0.12] * 2, "r-", label="pooled 95% CI" if i == 0 else None)
+        for k, (hr, ci) in enumerate(cox["sites"]):
+            ax.errorbar(
+                hr[i],
+                i - 0.15 - 0.1 * k,
+                xerr=[[hr[i] - ci[i, 0]], [ci[i, 1] - hr[i]]],
+                fmt="s",
+                color="0.6",
+                markersize=3,
+                label="each station alone" if i == 0 and k == 0 else None,
+            )
+    ax.axvline(1.0, color="0.8", zorder=0)
+    ax.set_yticks(range(len(names)), names)
+    ax.set(title="Cox hazard ratios, lung (Breslow)", xlabel="hazard ratio", xscale="log")
+    ax.set_xticks([0.25, 0.5, 1, 2, 4], ["0.25", "0.5", "1", "2", "4"])
+    ax.minorticks_off()
+    ax.legend(fontsize=8)
+
+    ax = axes[2]
+    passes = [c["passes"] for c in sgd["curve"]]
+    ax.plot(passes, [c["fed"][1] for c in sgd["curve"]], "ko-", label="federated AUC")
+    ax.plot(passes, [c["pooled"][1] for c in sgd["curve"]], "r^--", label="pooled AUC")
+    ax.plot(
+        passes, [c["fed"][0] for c in sgd["curve"]], "ks-", mfc="none", label="federated accuracy"
+    )
+    ax.plot(
+        passes, [c["pooled"][0] for c in sgd["curve"]], "r^:", mfc="none", label="pooled accuracy"
+    )
+    for k in range(3):
+        ax.plot(
+            passes,
+            [c["alone"][k][0] for c in sgd["curve"]],
+            color="0.6",
+            lw=1,
+            label="station alone, accuracy" if k == 0 else None,
+        )
+    ax.set(
+        title="SGD, breast cancer (non-IID)",
+        xlabel="training passes (rounds - 2)",
+        ylabel="held-out score",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    warnings.simplefilter("ignore")  # statsmodels and lifelines chatter about versions
+    started = time.perf_counter()
+    lung, cancer = lung_sites(), cancer_sites()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        rows = bench_linreg(base, lung) + bench_logreg(base, cancer)
+        km_rows, km = bench_km(base, lung)
+        cox_rows, cox = bench_cox(base, lung)
+        sgd_rows, sgd = bench_sgd(base, cancer)
+    rows += km_rows + cox_rows + sgd_rows
+    seconds = time.perf_counter() - started
+    print(f"{'train':7} {'quantity':26} {'fed vs pooled':>14}  {'met':4} local-only")
+    for r in rows:
+        print(
+            f"{r['train']:7} {r['quantity']:26} {fmt_diff(r):>14}  "
+            f"{'yes' if r['ok'] else 'NO':4} {r['alone']}  {r['note']}"
+        )
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "quality.md").write_text(markdown(rows, seconds))
+    plot(km, cox, sgd, DOCS / "quality.png")
+    print(f"wrote {DOCS / 'quality.md'} and {DOCS / 'quality.png'} ({seconds:.0f} s)")
+    # the exact trains must meet their target; sgd is reported (see docs/quality.md)
+    return 0 if all(r["ok"] for r in rows if not r["absolute"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

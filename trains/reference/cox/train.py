@@ -1,0 +1,167 @@
+"""Cox proportional hazards regression, exact across stations (Breslow ties).
+
+WebDISCO (Lu et al., "WebDISCO: a web service for distributed Cox model learning without
+patient-level data sharing", JAMIA 2015): the partial likelihood, its gradient and its
+Hessian depend on the data only through, at each distinct event time t, the number of
+events d(t) and the risk-set sums S0(t) = sum exp(x'b), S1(t) = sum x exp(x'b) and
+S2(t) = sum x x' exp(x'b) over patients still at risk, and through the sum of covariates
+over all events. Round 0 collects the event times, their event counts and the covariate
+sums; every later round each stop adds its risk-set sums at the current coefficients and
+the last stop takes the Newton step. The result equals the pooled Cox fit with Breslow's
+handling of ties (statsmodels' PHReg(ties="breslow"); lifelines uses Efron's, which equals
+Breslow's only when no two events share a time).
+"""
+
+import numpy as np
+from scipy import stats
+
+
+def _column(rows, item):
+    name, _, level = item.partition("=")
+    values = rows[name].astype(str) == level if level else rows[name]
+    return np.asarray(values, dtype=float)
+
+
+def survival_design(frame, p):
+    """Complete-case times, events and covariate matrix."""
+    time, event, covariates = p.get("time", "time"), p.get("event", "event"), p["covariates"]
+    needed = [time, event] + [item.partition("=")[0] for item in covariates]
+    missing = sorted(set(needed) - set(frame.columns))
+    if missing:
+        raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
+    rows = frame.dropna(subset=needed)
+    t = rows[time].to_numpy(dtype=float)
+    unit = float(p.get("time_unit", 0))
+    if unit > 0:
+        t = np.ceil(t / unit) * unit
+    e = rows[event].to_numpy(dtype=float)
+    if not np.isin(e, (0.0, 1.0)).all():
+        raise ValueError(f"event column {event!r} must hold 0 (censored) or 1 (event)")
+    x = np.column_stack([_column(rows, item) for item in covariates])
+    return t, e, x
+
+
+def setup(state, t, e, x):
+    """Round 0: event times with their counts, sums of covariates over events and over all."""
+    times, inverse = np.unique(t[e == 1], return_inverse=True)
+    deaths = np.bincount(inverse, minlength=times.size)
+    if "event_times" in state:
+        both = np.concatenate([state["event_times"], times])
+        times, inverse = np.unique(both, return_inverse=True)
+        deaths = np.bincount(inverse, weights=np.concatenate([state["deaths"], deaths]))
+    state["event_times"], state["deaths"] = times, deaths.astype(int)
+    state["n"] = state.get("n", 0) + len(t)
+    zeros = np.zeros(x.shape[1])
+    state["sum_x"] = np.asarray(state.get("sum_x", zeros)) + x.sum(0)
+    state["event_sum_x"] = np.asarray(state.get("event_sum_x", zeros)) + x[e == 1].sum(0)
+
+
+def risk_sums(times, t, x, beta):
+    """S0, S1, S2 over this station's patients at risk (time >= t_j) at every event time."""
+    order = np.argsort(t, kind="stable")
+    t, x = t[order], x[order]
+    w = np.exp(x @ beta)
+    k = x.shape[1]
+    # suffix sums: row i holds the sum over patients i.. (time-sorted); the last row is 0
+    s0 = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])
+    s1 = np.vstack([np.cumsum((w[:, None] * x)[::-1], axis=0)[::-1], np.zeros((1, k))])
+    outer = w[:, None, None] * x[:, :, None] * x[:, None, :]
+    s2 = np.concatenate([np.cumsum(outer[::-1], axis=0)[::-1], np.zeros((1, k, k))])
+    first = np.searchsorted(t, times, side="left")
+    return s0[first], s1[first], s2[first]
+
+
+def local(data, state, ctx):
+    p = ctx.params
+    t, e, x = survival_design(data["survival"], p)
+    min_rows = int(p.get("min_rows", 10))
+    if len(t) < min_rows:
+        raise ValueError(
+            f"station {ctx.station} has {len(t)} complete rows, fewer than min_rows={min_rows}; "
+            "it refuses to contribute"
+        )
+    if ctx.rounds < 2:
+        raise ValueError(
+            "the cox train needs at least 2 rounds (1 setup + iterations); submit with --rounds 10"
+        )
+    state = state or {"columns": list(p["covariates"]), "history": [], "converged": False}
+    if ctx.round == 0:
+        setup(state, t, e, x)
+        if ctx.is_round_end:
+            state["beta"] = np.zeros(x.shape[1])
+        return state
+    # Center on the pooled means: risk-set sums scale by a common factor, the fit is unchanged
+    # and exp() stays in range.
+    xc = x - np.asarray(state["sum_x"]) / state["n"]
+    times = np.asarray(state["event_times"], dtype=float)
+    beta = np.asarray(state["beta"], dtype=float)
+    s0, s1, s2 = risk_sums(times, t, xc, beta)
+    if ctx.stop == 0:
+        state.update(s0=s0, s1=s1, s2=s2)
+    else:
+        state["s0"] = np.asarray(state["s0"]) + s0
+        state["s1"] = np.asarray(state["s1"]) + s1
+        state["s2"] = np.asarray(state["s2"]) + s2
+    if ctx.is_round_end:
+        newton_step(state, float(p.get("tol", 1e-8)), ctx.round)
+    return state
+
+
+def newton_step(state, tol, round_):
+    """Partial likelihood, gradient and information from the summed risk sets; one step."""
+    d = np.asarray(state["deaths"], dtype=float)
+    s0, s1, s2 = (np.asarray(state[key], dtype=float) for key in ("s0", "s1", "s2"))
+    beta = np.asarray(state["beta"], dtype=float)
+    event_sum = np.asarray(state["event_sum_x"]) - d.sum() * np.asarray(state["sum_x"]) / state["n"]
+    mean = s1 / s0[:, None]
+    gradient = event_sum - d @ mean
+    information = np.einsum("j,jab->ab", d / s0, s2) - np.einsum("j,ja,jb->ab", d, mean, mean)
+    state["loglik"] = float(event_sum @ beta - d @ np.log(s0))
+    try:
+        step = np.linalg.solve(information, gradient)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "the information matrix is singular: a covariate is constant or collinear; "
+            "drop that covariate"
+        ) from None
+    state["information"] = information
+    state["beta"] = beta + step
+    largest = float(np.abs(step).max())
+    state["converged"] = largest < tol
+    state["history"].append({"round": round_, "loglik": state["loglik"], "max_step": largest})
+    for key in ("s0", "s1", "s2"):
+        del state[key]  # the next round starts fresh; the last stop's sums need not travel
+
+
+def finalize(state, ctx):
+    """Hazard ratios with confidence intervals; standard errors from the information at the
+    coefficients before the last step (equal at convergence, which ``converged`` reports)."""
+    conf_level = float(ctx.params.get("conf_level", 0.95))
+    beta = np.asarray(state["beta"])
+    se = np.sqrt(np.diag(np.linalg.inv(np.asarray(state["information"]))))
+    z = beta / se
+    q = stats.norm.ppf(0.5 + conf_level / 2)
+    coefficients = {
+        name: {
+            "estimate": beta[i],
+            "se": se[i],
+            "z": z[i],
+            "p": 2 * stats.norm.sf(abs(z[i])),
+            "hazard_ratio": np.exp(beta[i]),
+            "hr_ci_low": np.exp(beta[i] - q * se[i]),
+            "hr_ci_high": np.exp(beta[i] + q * se[i]),
+        }
+        for i, name in enumerate(state["columns"])
+    }
+    return {
+        "method": "cox",
+        "ties": "breslow",
+        "n": state["n"],
+        "n_events": int(np.sum(state["deaths"])),
+        "converged": state["converged"],
+        "iterations": len(state["history"]),
+        "loglik": state["loglik"],
+        "history": state["history"],
+        "conf_level": conf_level,
+        "coefficients": coefficients,
+    }

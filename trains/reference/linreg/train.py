@@ -1,0 +1,110 @@
+"""Linear regression (ordinary least squares), exact across stations.
+
+OLS depends on the data only through the sufficient statistics X'X, X'y, y'y and n, and
+these are sums over patients, so summing them stop by stop gives exactly the pooled ones
+(e.g. Karr et al., "Secure regression on distributed databases", JCGS 2005). ``finalize``
+solves the normal equations and reports coefficients, standard errors, t statistics,
+p-values and confidence intervals, as statsmodels' OLS does on the pooled data.
+"""
+
+import numpy as np
+from scipy import stats
+
+
+def _column(rows, item):
+    name, _, level = item.partition("=")
+    values = rows[name].astype(str) == level if level else rows[name]
+    return np.asarray(values, dtype=float)
+
+
+def design(frame, covariates, outcome, intercept=True):
+    """Complete-case design matrix X, outcome y and the coefficient names."""
+    needed = [item.partition("=")[0] for item in [*covariates, outcome]]
+    missing = sorted(set(needed) - set(frame.columns))
+    if missing:
+        raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
+    rows = frame.dropna(subset=needed)
+    names = (["intercept"] if intercept else []) + list(covariates)
+    columns = [np.ones(len(rows))] if intercept else []
+    columns += [_column(rows, item) for item in covariates]
+    return np.column_stack(columns), _column(rows, outcome), names
+
+
+def local(data, state, ctx):
+    p = ctx.params
+    x, y, names = design(data["cohort"], p["covariates"], p["outcome"], p.get("intercept", True))
+    min_rows = int(p.get("min_rows", 10))
+    if len(y) < min_rows:
+        raise ValueError(
+            f"station {ctx.station} has {len(y)} complete rows, fewer than min_rows={min_rows}; "
+            "it refuses to contribute"
+        )
+    if state is None:
+        k = len(names)
+        state = {
+            "columns": names,
+            "n": 0,
+            "stations": 0,
+            "xtx": np.zeros((k, k)),
+            "xty": np.zeros(k),
+            "yty": 0.0,
+            "sum_y": 0.0,
+        }
+    if state["columns"] != names:
+        raise ValueError(f"state columns {state['columns']} differ from this stop's {names}")
+    return {
+        "columns": names,
+        "n": state["n"] + len(y),
+        "stations": state["stations"] + 1,
+        "xtx": np.asarray(state["xtx"]) + x.T @ x,
+        "xty": np.asarray(state["xty"]) + x.T @ y,
+        "yty": state["yty"] + float(y @ y),
+        "sum_y": state["sum_y"] + float(y.sum()),
+    }
+
+
+def fit(state, conf_level=0.95):
+    """Coefficients and their inference from the summed statistics alone."""
+    xtx, xty, n = np.asarray(state["xtx"]), np.asarray(state["xty"]), state["n"]
+    k = len(xty)
+    df = n - k
+    if df <= 0:
+        raise ValueError(
+            f"{n} rows for {k} coefficients: too few to fit; add rows or drop covariates"
+        )
+    # Equilibrate before solving: covariates on very different scales make X'X ill-conditioned.
+    scale = 1.0 / np.sqrt(np.diag(xtx))
+    inverse = scale[:, None] * np.linalg.inv(xtx * np.outer(scale, scale)) * scale[None, :]
+    beta = inverse @ xty
+    rss = max(state["yty"] - 2 * beta @ xty + beta @ xtx @ beta, 0.0)
+    sigma2 = rss / df
+    se = np.sqrt(np.diag(inverse) * sigma2)
+    t = beta / se
+    q = stats.t.ppf(0.5 + conf_level / 2, df)
+    tss = state["yty"] - state["sum_y"] ** 2 / n
+    coefficients = {
+        name: {
+            "estimate": beta[i],
+            "se": se[i],
+            "t": t[i],
+            "p": 2 * stats.t.sf(abs(t[i]), df),
+            "ci_low": beta[i] - q * se[i],
+            "ci_high": beta[i] + q * se[i],
+        }
+        for i, name in enumerate(state["columns"])
+    }
+    return {
+        "n": n,
+        "df_resid": df,
+        "sigma": float(np.sqrt(sigma2)),
+        "r_squared": 1 - rss / tss if "intercept" in state["columns"] else None,
+        "conf_level": conf_level,
+        "coefficients": coefficients,
+    }
+
+
+def finalize(state, ctx):
+    result = fit(state, float(ctx.params.get("conf_level", 0.95)))
+    result["method"] = "linreg"
+    result["stations"] = state["stations"]
+    return result
