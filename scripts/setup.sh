@@ -2,7 +2,7 @@
 # One-shot setup of a fresh Debian/Ubuntu machine for pht, as root. Idempotent: a second
 # run only checks and takes a few seconds.
 #
-#   1. apt: install whichever of docker.io, docker-registry, debootstrap are missing
+#   1. apt: install whichever of docker.io, docker-registry, debootstrap, postgresql are missing
 #      (apt-get update only when something has to be installed)
 #   2. pip: install this repository in editable mode with the dev extras
 #      (skipped when pyproject.toml is unchanged since the last successful install)
@@ -39,7 +39,7 @@ t_start=$SECONDS
 pkg_installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
-for p in docker.io docker-registry debootstrap; do
+for p in docker.io docker-registry debootstrap postgresql; do
     pkg_installed "$p" || missing+=("$p")
 done
 # The commands may also come from elsewhere (e.g. Docker's own packages): only the
@@ -50,6 +50,8 @@ for p in "${missing[@]}"; do
         docker.io) { command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1; } || want+=("$p") ;;
         docker-registry) command -v docker-registry >/dev/null 2>&1 || want+=("$p") ;;
         debootstrap) command -v debootstrap >/dev/null 2>&1 || want+=("$p") ;;
+        # PostgreSQL: central's production database; tests start throwaway clusters of it.
+        postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || want+=("$p") ;;
     esac
 done
 if [ "$DO_PIP" = 1 ] && ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
@@ -63,7 +65,7 @@ if [ ${#want[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 else
-    say "apt: docker.io, docker-registry, debootstrap present"
+    say "apt: docker.io, docker-registry, debootstrap, postgresql present"
 fi
 
 # --- 2. the Python package ------------------------------------------------------------------
