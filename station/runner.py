@@ -1,24 +1,63 @@
-"""The Docker adapter: pull by digest, run one hop in a locked-down container, clean up."""
+"""The Docker adapter: pull by digest, run one hop in a locked-down container, clean up.
+
+Every control of the sandbox is in ``_sandbox`` below; docs/sandbox.md explains each one and
+names the test in tests/test_sandbox_attacks.py that attacks it.
+
+The output folder is a size-capped tmpfs volume, so a train that floods it hits ENOSPC
+inside the container instead of filling the station's disk. A tmpfs vanishes when the last
+container using it stops, so a second, equally locked-down *holder* container keeps it
+mounted until the output has been copied out (streamed, bounded) with ``get_archive``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import tarfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
+from docker.types import LogConfig, Mount, Ulimit
 
 from trains.errors import ImageError, PhtError
 from trains.manifest import Image, Resources
 
-CONTAINER_USER = "10001:10001"
+CONTAINER_UID = 10001
+CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_UID}"
+OUTPUT_PATH = "/pht/output"
 LOG_TAIL_BYTES = 20_000
+MIB = 1024 * 1024
+# The output tmpfs is one MiB larger than the cap, so "wrote more than the cap" is visible.
+OUTPUT_SLACK = MIB
+# how the Docker client says that waiting for the container took longer than asked
+_HTTP_TIMEOUTS = (requests.exceptions.Timeout, requests.exceptions.ConnectionError)
 
 
 class DockerUnavailable(PhtError):
     """Docker Engine cannot be reached."""
+
+
+class SandboxError(PhtError):
+    """Docker refused to set up or tear down a hop's sandbox."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Station-wide limits of every run, on top of what the manifest's resources ask for."""
+
+    pids: int = 256  # processes and threads: a fork bomb stops here
+    tmp_mb: int = 64  # the writable /tmp (tmpfs, noexec)
+    shm_mb: int = 16  # /dev/shm (tmpfs, noexec)
+    output_files: int = 4096  # inodes of the output tmpfs
+    open_files: int = 1024  # RLIMIT_NOFILE
+    log_mb: int = 1  # what Docker keeps of the container's stdout/stderr
 
 
 @dataclass(frozen=True)
@@ -27,10 +66,38 @@ class RunResult:
     seconds: float
     timed_out: bool
     log: str  # stays at the station
+    oom_killed: bool = False
+    output_too_large: bool = False
+    output_bytes: int = 0  # what the train wrote to /pht/output
+    run_id: str = ""  # names the hop's containers and volume: pht-{hop,hold,output}-<run_id>
+
+    @property
+    def ok(self) -> bool:
+        return self.failure(None) is None
+
+    def failure(self, resources: Resources | None) -> str | None:
+        """What went wrong, in words for the researcher; None when the run succeeded."""
+        if self.timed_out:
+            limit = f" of {resources.timeout_s}s" if resources else ""
+            return f"the train exceeded its timeout{limit} and was killed"
+        if self.oom_killed:
+            limit = f" of {resources.memory_mb} MB" if resources else ""
+            return (
+                f"the train ran out of its memory{limit} and was killed; ask for more "
+                "memory_mb in train.toml (files in /pht/output count against it)"
+            )
+        if self.output_too_large:
+            limit = f" of {resources.max_output_mb} MB" if resources else ""
+            return f"the train wrote more than its max_output_mb{limit}; nothing was kept"
+        if self.exit_code != 0:
+            return f"the train exited with code {self.exit_code}"
+        return None
 
 
 class DockerRunner:
-    def __init__(self) -> None:
+    def __init__(self, limits: SandboxLimits | None = None) -> None:
+        self.limits = limits or SandboxLimits()
+        self.runner_id = uuid.uuid4().hex[:12]  # label of everything this runner creates
         try:
             self.client = docker.from_env(timeout=120)
             self.client.ping()
@@ -60,39 +127,240 @@ class DockerRunner:
         env: dict[str, str],
         resources: Resources,
     ) -> RunResult:
-        """Run one hop with no network, read-only everything but ``/pht/output``."""
-        started = time.monotonic()
+        """Run one hop locked down; copy ``/pht/output`` to ``output_dir`` if it succeeded.
+
+        The containers and the output volume are removed afterwards, also on timeout, kill
+        or exception. Nothing of the output is copied when the run failed. Docker's own
+        errors (``docker.errors.DockerException``) pass through unchanged, so the caller can
+        tell a refused run (4xx) from a Docker Engine in trouble (5xx, connection).
+        """
+        run_id = uuid.uuid4().hex[:12]
+        made: list[Any] = []  # what this run created, removed in reverse order
+        try:
+            result, holder = self._run(run_id, made, image_id, input_dir, data_dir, env, resources)
+            written, too_large = _copy_output(
+                holder,
+                output_dir,
+                resources.max_output_mb * MIB,
+                result.ok,
+                self._bound(resources),
+            )
+        except BaseException:
+            self._remove(made, quiet=True)  # never mask what went wrong
+            raise
+        self._remove(made)
+        return replace(result, output_bytes=written, output_too_large=too_large)
+
+    def _run(
+        self,
+        run_id: str,
+        made: list[Any],
+        image_id: str,
+        input_dir: Path,
+        data_dir: Path,
+        env: dict[str, str],
+        resources: Resources,
+    ) -> tuple[RunResult, Any]:
+        """Create the output volume, the holder and the hop container; run to the end."""
+        labels = {"pht": "hop", "pht.runner": self.runner_id, "pht.run": run_id}
+        volume = self.client.volumes.create(
+            name=f"pht-output-{run_id}",
+            driver="local",
+            driver_opts={"type": "tmpfs", "device": "tmpfs", "o": self._output_opts(resources)},
+            labels=labels,
+        )
+        made.append(volume)
+        holder = self.client.containers.create(
+            image_id,
+            name=f"pht-hold-{run_id}",
+            entrypoint=["sleep", "infinity"],
+            mounts=[_output_mount(volume.name, read_only=True)],
+            labels=labels,
+            **self._sandbox(memory_mb=16, cpus=0.1, pids=8),
+        )
+        made.append(holder)
+        holder.start()
         container = self.client.containers.create(
             image_id,
+            name=f"pht-hop-{run_id}",
             environment=env,
-            network_mode="none",
-            read_only=True,
-            tmpfs={"/tmp": "size=64m,mode=1777"},
-            user=CONTAINER_USER,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            mem_limit=f"{resources.memory_mb}m",
-            memswap_limit=f"{resources.memory_mb}m",
-            nano_cpus=int(resources.cpus * 1e9),
-            pids_limit=256,
-            volumes={
-                str(input_dir): {"bind": "/pht/input", "mode": "ro"},
-                str(data_dir): {"bind": "/pht/data", "mode": "ro"},
-                str(output_dir): {"bind": "/pht/output", "mode": "rw"},
-            },
-            labels={"pht": "hop"},
+            mounts=[
+                # type=bind refuses a missing source instead of creating it on the host
+                Mount("/pht/input", str(input_dir), type="bind", read_only=True),
+                Mount("/pht/data", str(data_dir), type="bind", read_only=True),
+                _output_mount(volume.name, read_only=False),
+            ],
+            labels=labels,
+            **self._sandbox(resources.memory_mb, resources.cpus, self.limits.pids),
         )
-        timed_out = False
+        made.append(container)
+        started = time.monotonic()
+        container.start()
+        exit_code, timed_out = self._wait(container, resources.timeout_s)
+        seconds = time.monotonic() - started
+        container.reload()
+        result = RunResult(
+            exit_code=exit_code,
+            seconds=seconds,
+            timed_out=timed_out,
+            log=self._log(container),
+            oom_killed=bool(container.attrs["State"].get("OOMKilled", False)),
+            run_id=run_id,
+        )
+        return result, holder
+
+    def _sandbox(self, memory_mb: int, cpus: float, pids: int) -> dict[str, Any]:
+        """The host configuration of every container of a hop: see docs/sandbox.md."""
+        lim = self.limits
+        return {
+            "user": CONTAINER_USER,
+            "network_mode": "none",
+            "read_only": True,
+            "tmpfs": {"/tmp": f"size={lim.tmp_mb}m,mode=1777,noexec,nosuid,nodev"},
+            "shm_size": f"{lim.shm_mb}m",
+            "cap_drop": ["ALL"],
+            # no seccomp= option: Docker's default seccomp profile stays in force
+            "security_opt": ["no-new-privileges"],
+            "privileged": False,
+            "devices": [],
+            "mem_limit": f"{memory_mb}m",
+            "memswap_limit": f"{memory_mb}m",  # equal: no swap
+            "oom_kill_disable": False,
+            "nano_cpus": int(cpus * 1e9),
+            "pids_limit": pids,
+            "ulimits": [
+                Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
+                Ulimit(name="core", soft=0, hard=0),  # no core dump handed to the host
+            ],
+            "init": True,  # reaps zombies, forwards the kill
+            "ipc_mode": "private",
+            "cgroupns": "private",
+            "hostname": "pht-train",
+            "log_config": LogConfig(
+                type="json-file", config={"max-size": f"{lim.log_mb}m", "max-file": "1"}
+            ),
+        }
+
+    def _output_opts(self, resources: Resources) -> str:
+        size = resources.max_output_mb * MIB + OUTPUT_SLACK
+        return (
+            f"size={size},nr_inodes={self.limits.output_files},"
+            f"uid={CONTAINER_UID},gid={CONTAINER_UID},mode=0700,noexec,nosuid,nodev"
+        )
+
+    def _bound(self, resources: Resources) -> int:
+        """The most bytes a tar of the output tmpfs can take: data plus headers per inode."""
+        size = resources.max_output_mb * MIB + OUTPUT_SLACK
+        return size + self.limits.output_files * 3 * 512 + MIB
+
+    def _wait(self, container: Any, timeout_s: int) -> tuple[int, bool]:
+        """Exit code and whether the wall-clock timeout killed the container."""
         try:
-            container.start()
+            return int(container.wait(timeout=timeout_s)["StatusCode"]), False
+        except _HTTP_TIMEOUTS:
+            pass
+        with contextlib.suppress(docker.errors.APIError):  # it may have just ended itself
+            container.kill()
+        with contextlib.suppress(*_HTTP_TIMEOUTS):  # removal with force follows anyway
+            container.wait(timeout=30)
+        return -1, True
+
+    def _log(self, container: Any) -> str:
+        raw = container.logs(stdout=True, stderr=True, tail=400)
+        return bytes(raw)[-LOG_TAIL_BYTES:].decode(errors="replace")
+
+    def _remove(self, made: list[Any], quiet: bool = False) -> None:
+        problems = []
+        for thing in reversed(made):
             try:
-                exit_code = int(container.wait(timeout=resources.timeout_s)["StatusCode"])
-            except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):
-                timed_out = True
-                container.kill()
-                exit_code = -1
-            seconds = time.monotonic() - started
-            log = container.logs(stdout=True, stderr=True, tail=200).decode(errors="replace")
-        finally:
-            container.remove(force=True)
-        return RunResult(exit_code, seconds, timed_out, log[-LOG_TAIL_BYTES:])
+                thing.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                problems.append(f"{getattr(thing, 'name', thing)}: {exc.explanation}")
+        if problems and not quiet:
+            raise SandboxError(
+                "could not remove a hop's sandbox (" + "; ".join(problems) + "); remove it "
+                "by hand: docker rm -f / docker volume rm on the names given"
+            )
+
+
+def _output_mount(volume: str, read_only: bool) -> Mount:
+    # nocopy: whatever the image holds at /pht/output does not seed the volume
+    return Mount(OUTPUT_PATH, volume, type="volume", read_only=read_only, no_copy=True)
+
+
+def _copy_output(
+    holder: Any, output_dir: Path, cap: int, keep: bool, bound: int
+) -> tuple[int, bool]:
+    """Stream the output volume's tar from the holder; write it only when ``keep``.
+
+    Returns the bytes of file content and whether they exceed ``cap``; then nothing is
+    written (the rest is not even read). Only plain files and folders are copied; links
+    and devices are dropped.
+    """
+    stream, _ = holder.get_archive(f"{OUTPUT_PATH}/.")
+    reader = _BoundedStream(stream, bound)
+    written: list[Path] = []
+    total = 0
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        for member in tar:
+            total += member.size if member.isfile() else 0
+            if total > cap:
+                for path in reversed(written):  # files before their folders
+                    if path.is_dir():
+                        path.rmdir()
+                    else:
+                        path.unlink()
+                return total, True
+            relative = _safe_relative(member.name)
+            if not keep or relative is None:
+                continue
+            target = output_dir.joinpath(*relative.parts)
+            if member.isdir() and not target.is_dir():
+                target.mkdir(mode=0o755)
+                written.append(target)
+            elif member.isfile() and target.parent.is_dir() and not target.exists():
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file always has content
+                with target.open("wb") as sink:
+                    while chunk := source.read(MIB):
+                        sink.write(chunk)
+                target.chmod(0o644)
+                written.append(target)
+    return total, False
+
+
+def _safe_relative(name: str) -> PurePosixPath | None:
+    """A member's path inside the output folder, or None for the root or anything odd."""
+    path = PurePosixPath(name)
+    parts = [p for p in path.parts if p not in (".", "")]
+    if path.is_absolute() or not parts or ".." in parts:
+        return None
+    return PurePosixPath(*parts)
+
+
+class _BoundedStream(io.RawIOBase):
+    """A file over Docker's chunk iterator that refuses to read past ``bound`` bytes."""
+
+    def __init__(self, chunks: Iterator[bytes], bound: int) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._left = bound
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left -= len(chunk)
+            if self._left < 0:
+                raise SandboxError("the train's output archive is larger than its cap allows")
+            self._buffer = chunk
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size

@@ -1,0 +1,5 @@
+"""Does nothing: the baseline for start overhead and the success path."""
+
+
+def local(data, state, ctx):
+    return {"ok": True}
