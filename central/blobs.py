@@ -54,3 +54,24 @@ class BlobStore:
     @staticmethod
     def discard(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
+
+    def usage(self, train_id: str) -> int:
+        """Bytes a train's committed blobs take (its per-train quota counts these)."""
+        folder = self.path(train_id, "x").parent
+        if not folder.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in folder.iterdir() if not p.name.startswith("."))
+
+    def prune(self, train_id: str, keep: set[str]) -> int:
+        """Delete a train's blobs (and stale partial uploads) except ``keep``; return bytes."""
+        folder = self.path(train_id, "x").parent
+        if not folder.is_dir():
+            return 0
+        freed = 0
+        for blob in folder.iterdir():
+            if blob.name not in keep:
+                freed += blob.stat().st_size
+                blob.unlink(missing_ok=True)
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        return freed

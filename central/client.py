@@ -21,6 +21,7 @@ class HopOffer:
     manifest: Envelope
     input_digest: str | None
     previous_receipt: Envelope | None
+    lease_s: float = 0.0  # renew with CentralClient.heartbeat well within this
 
 
 class CentralClient:
@@ -104,8 +105,12 @@ class CentralClient:
 
     # -- station ----------------------------------------------------------------------
 
-    def next_hop(self) -> HopOffer | None:
-        response = self._request("POST", "/api/v1/hops/next")
+    def next_hop(self, wait: float = 0) -> HopOffer | None:
+        """Claim this station's next hop, or None. With ``wait`` > 0 central holds the
+        request until a hop is queued for this station (answered at once) or ``wait``
+        seconds pass: a long poll, so a station need not poll in a tight loop."""
+        params = {"wait": wait} if wait > 0 else None
+        response = self._request("POST", "/api/v1/hops/next", params=params)
         if response.status_code == 204:
             return None
         raw = response.json()
@@ -116,7 +121,17 @@ class CentralClient:
             manifest=Envelope.model_validate(raw["manifest"]),
             input_digest=raw.get("input_digest"),
             previous_receipt=None if prev is None else Envelope.model_validate(prev),
+            lease_s=float(raw.get("lease_s", 0.0)),
         )
+
+    def heartbeat(self, train_id: str, hop: int) -> str:
+        """Renew the lease on a hop this station runs; return the train's status.
+
+        Raises CentralError (409, lease_lost) when the lease already ran out and the hop was
+        offered again: stop working on it. A status of ``cancelled`` means: stop too."""
+        return self._request(  # type: ignore[no-any-return]
+            "POST", f"/api/v1/trains/{train_id}/hops/{hop}/heartbeat"
+        ).json()["train_status"]
 
     def download_input(self, train_id: str, hop: int, target: Path) -> None:
         url = f"/api/v1/trains/{train_id}/hops/{hop}/input"

@@ -1,17 +1,26 @@
 """Central's tables (SQLAlchemy 2). Central keeps metadata and blob names, never a key that
-opens a state."""
+opens a state.
+
+The schema is owned by the Alembic migrations in ``central/migrations``; :func:`open_database`
+brings a database to the newest revision before anything uses it.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, create_engine, event
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Datetimes come back naive from SQLite (and from PostgreSQL ``timestamp``): all are UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):
@@ -19,7 +28,9 @@ class Base(DeclarativeBase):
 
 
 class Party(Base):
-    """A registered station, researcher or admin, with its public keys and hashed token."""
+    """A registered station, researcher or admin, with its public keys and hashed token.
+
+    Admins have no keys: they manage identities and never sign or open anything."""
 
     __tablename__ = "parties"
     __table_args__ = (UniqueConstraint("role", "name"),)
@@ -27,10 +38,12 @@ class Party(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     role: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(64))
-    signing_key: Mapped[str] = mapped_column(String(64))
-    sealing_key: Mapped[str] = mapped_column(String(64))
+    signing_key: Mapped[str | None] = mapped_column(String(64))
+    sealing_key: Mapped[str | None] = mapped_column(String(64))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class TrainRow(Base):
@@ -41,17 +54,22 @@ class TrainRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     manifest: Mapped[str] = mapped_column(Text)  # the signed envelope, JSON
     manifest_digest: Mapped[str] = mapped_column(String(80))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32))  # "waiting_for_state" needs 17
     error: Mapped[str | None] = mapped_column(Text, default=None)
     initial_state_digest: Mapped[str | None] = mapped_column(String(80), default=None)
     final_state_digest: Mapped[str | None] = mapped_column(String(80), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    blobs_pruned_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class HopRow(Base):
     __tablename__ = "hops"
-    __table_args__ = (UniqueConstraint("train_id", "index"),)
+    __table_args__ = (
+        UniqueConstraint("train_id", "index"),
+        Index("ix_hops_station_status", "station", "status"),
+        Index("ix_hops_status_lease", "status", "lease_expires_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     train_id: Mapped[str] = mapped_column(ForeignKey("trains.id"))
@@ -65,9 +83,13 @@ class HopRow(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    queued_at: Mapped[datetime | None] = mapped_column(default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(default=0)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, migrate: bool = True) -> Engine:
+    """An engine for ``url``; with ``migrate`` the schema is upgraded to the newest revision."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -79,10 +101,20 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
     else:
-        engine = create_engine(url, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
+        # every timestamp central writes is UTC; make the server read them so
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            connect_args={"options": "-c timezone=UTC"},
+        )
+    if migrate:
+        from central.migrate import upgrade
+
+        upgrade(engine)
     return engine
 
 
-def make_sessions(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
+def make_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)

@@ -3,12 +3,15 @@
 A train's hops are numbered 0..N-1 (rounds x stops). Hop states move only along::
 
     waiting -> queued -> running -> done
-                 |          |
+                 |   ^      |
+                 |   +------+  (lease expired: offered again, up to a limit)
                  +----------+----> failed
 
 Hop 0 is queued at submission (or once the initial state is uploaded); finishing hop i
 queues hop i+1 with hop i's output as its input; finishing the last hop finishes the
-train. A failed hop fails the train with the station's reason.
+train. A failed hop fails the train with the station's reason. A claimed hop holds a lease
+that its station renews; a lease that runs out puts the hop back in the queue, and after
+``max_attempts`` claims the train fails with a reason that says so.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ FINISHED = {TrainStatus.DONE, TrainStatus.FAILED, TrainStatus.CANCELLED}
 LEGAL = {
     HopStatus.WAITING: {HopStatus.QUEUED, HopStatus.FAILED},
     HopStatus.QUEUED: {HopStatus.RUNNING, HopStatus.FAILED},
-    HopStatus.RUNNING: {HopStatus.DONE, HopStatus.FAILED},
+    HopStatus.RUNNING: {HopStatus.DONE, HopStatus.FAILED, HopStatus.QUEUED},
     HopStatus.DONE: set(),
     HopStatus.FAILED: set(),
 }
@@ -90,6 +93,15 @@ def on_hop_done(statuses: dict[int, HopStatus], index: int, output_digest: str) 
     )
 
 
+def on_late_hop_done(statuses: dict[int, HopStatus], index: int, output_digest: str) -> Step:
+    """A station finished a hop whose lease ran out and that nobody has claimed since (e.g.
+    a station that sends no heartbeats ran a long container): its signed result is as good
+    as a fresh run's, so take it rather than run the hop again."""
+    if statuses[index] != HopStatus.QUEUED:
+        raise IllegalTransition(f"hop {index} is {statuses[index]}, not waiting for a re-run")
+    return on_hop_done({**statuses, index: HopStatus.RUNNING}, index, output_digest)
+
+
 def on_hop_failed(statuses: dict[int, HopStatus], index: int) -> Step:
     check_transition(statuses[index], HopStatus.FAILED)
     changes = {index: HopStatus.FAILED}
@@ -108,3 +120,32 @@ def on_cancel(statuses: dict[int, HopStatus]) -> Step:
         if status in (HopStatus.WAITING, HopStatus.QUEUED)
     }
     return Step(changes, TrainStatus.CANCELLED, {})
+
+
+def on_lease_expired(
+    statuses: dict[int, HopStatus],
+    index: int,
+    attempts: int,
+    max_attempts: int,
+    train_status: TrainStatus,
+) -> Step:
+    """A running hop's station stopped renewing its lease: offer the hop again, or give up.
+
+    ``attempts`` counts the claims so far. A cancelled train's hop just ends."""
+    if statuses[index] != HopStatus.RUNNING:
+        raise IllegalTransition(
+            f"only a running hop holds a lease; hop {index} is {statuses[index]}"
+        )
+    if train_status in FINISHED:
+        return Step({index: HopStatus.FAILED}, train_status, {})
+    if attempts < max_attempts:
+        return Step({index: HopStatus.QUEUED}, TrainStatus.RUNNING, {})
+    return on_hop_failed(statuses, index)
+
+
+def lease_expired_reason(index: int, station: str, attempts: int) -> str:
+    return (
+        f"hop {index} at {station}: the station stopped renewing its lease {attempts} times "
+        "(it crashed, lost its connection or the hop ran without heartbeats); ask the "
+        "station admin to check the station, then submit the train again"
+    )

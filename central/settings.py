@@ -12,7 +12,20 @@ class CentralSettings(BaseModel):
     database_url: str = ""
     host: str = "127.0.0.1"
     port: int = Field(8700, ge=0, le=65535)
-    max_state_mb: int = Field(2048, ge=1)
+    max_state_mb: int = Field(2048, ge=1, description="largest single sealed state")
+    max_train_mb: int = Field(8192, ge=1, description="all blobs of one train together")
+    lease_s: float = Field(60.0, gt=0, description="a claimed hop's lease; heartbeats renew it")
+    max_attempts: int = Field(3, ge=1, description="claims of one hop before its train fails")
+    lease_check_s: float = Field(5.0, gt=0, description="how often expired leases are swept")
+    long_poll_max_s: float = Field(30.0, ge=0, description="longest ?wait= a station may ask")
+    poll_recheck_s: float = Field(
+        1.0, gt=0, description="long-poll DB re-check (another central process queued a hop)"
+    )
+    retention_h: float = Field(
+        168.0, ge=0, description="keep intermediate states of finished trains this long"
+    )
+    gc_interval_s: float = Field(3600.0, gt=0, description="how often retention runs in serve")
+    log_json: bool = True
 
     def model_post_init(self, _context: object) -> None:
         if not self.database_url:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from central.api import create_app
 from central.settings import CentralSettings
+from central.testing_pg import database_url_for
 from tests.factories import make_manifest
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Manifest
@@ -19,9 +20,15 @@ from trains.sealing import digest_bytes, open_sealed, seal, seal_context
 from trains.signing import Envelope, sign
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """Every central test runs on SQLite (the default) and on a real PostgreSQL server."""
+    return database_url_for(request.param, tmp_path)
+
+
 @pytest.fixture
-def world(tmp_path):
-    app = create_app(CentralSettings(data_dir=tmp_path))
+def world(tmp_path, database_url):
+    app = create_app(CentralSettings(data_dir=tmp_path, database_url=database_url))
     service = app.state.service
     researcher = Identity.generate("alice")
     stations = [Identity.generate(n) for n in ("hospital-a", "hospital-b")]

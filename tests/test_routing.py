@@ -61,3 +61,39 @@ def test_only_legal_transitions(start):
         else:
             with pytest.raises(routing.IllegalTransition):
                 routing.check_transition(start, target)
+
+
+def test_an_expired_lease_offers_the_hop_again_until_the_limit_then_fails_the_train():
+    statuses = {0: H.DONE, 1: H.RUNNING, 2: H.WAITING}
+    again = routing.on_lease_expired(
+        statuses, 1, attempts=1, max_attempts=3, train_status=T.RUNNING
+    )
+    assert again.hop_status == {1: H.QUEUED}
+    assert again.train_status == T.RUNNING
+    assert again.input_for == {}  # the hop keeps the input it had
+    final = routing.on_lease_expired(
+        statuses, 1, attempts=3, max_attempts=3, train_status=T.RUNNING
+    )
+    assert final.train_status == T.FAILED
+    assert final.hop_status == {1: H.FAILED, 2: H.FAILED}
+    assert "lease" in routing.lease_expired_reason(1, "hospital-b", 3)
+
+
+def test_a_cancelled_trains_expired_hop_just_ends_and_only_running_hops_expire():
+    cancelled = routing.on_lease_expired(
+        {0: H.RUNNING, 1: H.FAILED}, 0, attempts=1, max_attempts=3, train_status=T.CANCELLED
+    )
+    assert cancelled.hop_status == {0: H.FAILED}
+    assert cancelled.train_status == T.CANCELLED
+    for status in (H.WAITING, H.QUEUED, H.DONE, H.FAILED):
+        with pytest.raises(routing.IllegalTransition):
+            routing.on_lease_expired({0: status}, 0, 1, 3, T.RUNNING)
+
+
+def test_a_late_result_counts_only_while_nobody_has_claimed_the_hop_again():
+    step = routing.on_late_hop_done({0: H.QUEUED, 1: H.WAITING}, 0, "sha256:late")
+    assert step.hop_status == {0: H.DONE, 1: H.QUEUED}
+    assert step.input_for == {1: "sha256:late"}
+    for status in (H.WAITING, H.DONE, H.FAILED):
+        with pytest.raises(routing.IllegalTransition):
+            routing.on_late_hop_done({0: status, 1: H.WAITING}, 0, "sha256:late")

@@ -1,0 +1,97 @@
+"""Station routes: long-poll for the next hop, renew its lease, fetch input, upload output,
+complete or fail it. A station only ever sees hops routed to it."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from central.api.context import Ctx, Station
+from central.api.uploads import blob_response, store
+from central.errors import ServiceError
+from central.service import state_blob
+from trains.sealing import digest_file
+from trains.signing import Envelope
+
+router = APIRouter(prefix="/api/v1", tags=["station"])
+
+
+class FailRequest(BaseModel):
+    reason: str
+
+
+class CompleteRequest(BaseModel):
+    receipt: Envelope
+
+
+@router.post("/hops/next", responses={204: {"description": "no hop for you (yet)"}})
+async def next_hop(
+    who: Station,
+    ctx: Ctx,
+    wait: Annotated[float, Query(ge=0, le=3600, description="long-poll up to this many s")] = 0,
+) -> Response:
+    """Claim this station's oldest queued hop. With ``wait`` the request is held until a hop
+    is queued for the station (answered at once) or ``wait`` seconds pass (204)."""
+    deadline = time.monotonic() + min(wait, ctx.settings.long_poll_max_s)
+    while True:
+        rung = ctx.doorbell.event(who.name)  # before the check: a ring in between counts
+        offer = await run_in_threadpool(ctx.service.claim_next, who)
+        remaining = deadline - time.monotonic()
+        if offer is not None:
+            return JSONResponse(
+                {
+                    "train_id": offer.train_id,
+                    "hop": offer.hop,
+                    "manifest": offer.manifest.model_dump(mode="json"),
+                    "input_digest": offer.input_digest,
+                    "previous_receipt": None
+                    if offer.previous_receipt is None
+                    else offer.previous_receipt.model_dump(mode="json"),
+                    "lease_s": offer.lease_s,
+                }
+            )
+        if remaining <= 0:
+            return Response(status_code=204)
+        await ctx.doorbell.wait(rung, remaining)
+
+
+@router.post("/trains/{train_id}/hops/{index}/heartbeat")
+def heartbeat(train_id: str, index: int, who: Station, ctx: Ctx) -> dict[str, object]:
+    """Renew the lease of a running hop; answers the train's status (stop if cancelled)."""
+    return ctx.service.heartbeat(who, train_id, index)
+
+
+@router.get("/trains/{train_id}/hops/{index}/input", response_class=FileResponse)
+def hop_input(train_id: str, index: int, who: Station, ctx: Ctx) -> FileResponse:
+    digest = ctx.service.input_digest(who, train_id, index)
+    return blob_response(ctx.blobs.path(train_id, state_blob(index)), digest)
+
+
+@router.put("/trains/{train_id}/hops/{index}/output", status_code=200)
+async def hop_output(
+    train_id: str, index: int, request: Request, who: Station, ctx: Ctx
+) -> dict[str, str]:
+    target, replace = await run_in_threadpool(ctx.service.may_upload_output, who, train_id, index)
+    return {"digest": await store(ctx, request, train_id, state_blob(target), replace)}
+
+
+@router.post("/trains/{train_id}/hops/{index}/complete")
+def hop_complete(
+    train_id: str, index: int, body: CompleteRequest, who: Station, ctx: Ctx
+) -> dict[str, str]:
+    target, _ = ctx.service.may_upload_output(who, train_id, index)
+    path = ctx.blobs.path(train_id, state_blob(target))
+    if not path.exists():
+        raise ServiceError(409, "no_output", "upload the output state before completing")
+    status = ctx.service.complete_hop(who, train_id, index, body.receipt, digest_file(path))
+    return {"train_status": status}
+
+
+@router.post("/trains/{train_id}/hops/{index}/fail", status_code=204)
+def hop_fail(train_id: str, index: int, body: FailRequest, who: Station, ctx: Ctx) -> None:
+    ctx.service.fail_hop(who, train_id, index, body.reason)

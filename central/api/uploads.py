@@ -1,0 +1,76 @@
+"""Blob uploads and downloads over HTTP: streamed, hashed, size-limited, idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from central.api.context import Context
+from central.errors import ServiceError
+from trains.errors import StateTooLarge
+from trains.sealing import digest_file
+
+MB = 1024 * 1024
+
+
+async def _chunks(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+async def store(
+    ctx: Context, request: Request, train_id: str, name: str, replace: bool = False
+) -> str:
+    """Stream the body into blob ``name``; return its digest.
+
+    Identical bytes again are accepted (idempotent); different bytes replace the blob only
+    when ``replace`` (a hop still running), else 409."""
+    blobs, settings = ctx.blobs, ctx.settings
+    target = blobs.path(train_id, name)
+    existing = target.stat().st_size if target.exists() else 0
+    room = settings.max_train_mb * MB - await run_in_threadpool(blobs.usage, train_id) + existing
+    limit = min(settings.max_state_mb * MB, room)
+    try:
+        tmp, digest = await blobs.write(train_id, name, _chunks(request), limit)
+    except StateTooLarge:
+        which = (
+            f"the per-state limit of {settings.max_state_mb} MB"
+            if limit == settings.max_state_mb * MB
+            else f"this train's remaining quota ({settings.max_train_mb} MB for all its states)"
+        )
+        raise ServiceError(
+            413, "too_large", f"the upload exceeds {which}; make the state smaller"
+        ) from None
+    expected = request.headers.get("x-content-sha256")
+    if expected is not None and expected != digest:
+        blobs.discard(tmp)
+        raise ServiceError(
+            422, "digest_mismatch", "the upload does not match its X-Content-Sha256; send again"
+        )
+    if target.exists():
+        same = await run_in_threadpool(digest_file, target) == digest
+        if same or not replace:
+            blobs.discard(tmp)
+            if same:
+                return digest
+            raise ServiceError(409, "exists", "a different state was already uploaded here")
+    blobs.commit(tmp, train_id, name)
+    return digest
+
+
+class BlobResponse(FileResponse):
+    chunk_size = MB  # 1 MB reads: fewer event-loop round trips than Starlette's 64 kB
+
+
+def blob_response(path: Path, digest: str) -> FileResponse:
+    """Stream a blob from disk in chunks, with its digest for the client to check."""
+    if not path.exists():
+        raise ServiceError(404, "not_found", "state blob missing (pruned after retention?)")
+    return BlobResponse(
+        path, media_type="application/octet-stream", headers={"X-Content-Sha256": digest}
+    )

@@ -1,0 +1,268 @@
+"""The station side of the service: claim a hop under a lease, renew it, expire it, take
+the station's output and receipt, or its failure. Only ever the caller's own hops."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from central import routing
+from central.db import HopRow, TrainRow, as_utc, utcnow
+from central.errors import ServiceError, not_found
+from central.identities import Caller
+from central.records import (
+    Hooks,
+    HopOffer,
+    apply_step,
+    hops_of,
+    statuses_of,
+    verify_envelope,
+)
+from central.routing import HopStatus, TrainStatus
+from trains.manifest import Manifest
+from trains.receipt import RECEIPT_TYPE, HopReceipt
+from trains.signing import Envelope
+
+
+class HopDesk:
+    """Mixed into :class:`central.service.Service`, which sets these attributes."""
+
+    sessions: sessionmaker[Session]
+    lease_s: float
+    max_attempts: int
+    hooks: Hooks
+    _postgres: bool
+
+    def claim_next(self, caller: Caller) -> HopOffer | None:
+        """Hand the station its oldest queued hop, claimed atomically (one runner per hop),
+        under a lease the station renews with :meth:`heartbeat`."""
+        oldest_first = (
+            select(HopRow.id)
+            .join(TrainRow, TrainRow.id == HopRow.train_id)
+            .where(HopRow.station == caller.name, HopRow.status == HopStatus.QUEUED)
+            .order_by(TrainRow.created_at, HopRow.index)
+        )
+        if self._postgres:
+            # several central processes: each skips rows another is claiming right now
+            with self.sessions.begin() as db:
+                hop_id = db.scalar(
+                    oldest_first.limit(1).with_for_update(skip_locked=True, of=HopRow)
+                )
+                return None if hop_id is None else self._claim(db, hop_id)
+        with self.sessions() as db:
+            candidates = db.scalars(oldest_first.limit(10)).all()
+        for hop_id in candidates:
+            with self.sessions.begin() as db:
+                offer = self._claim(db, hop_id)
+                if offer is not None:
+                    return offer
+        return None
+
+    def _claim(self, db: Session, hop_id: int) -> HopOffer | None:
+        now = utcnow()
+        claimed = db.execute(
+            update(HopRow)
+            .where(HopRow.id == hop_id, HopRow.status == HopStatus.QUEUED)
+            .values(
+                status=HopStatus.RUNNING,
+                claimed_at=now,
+                lease_expires_at=now + timedelta(seconds=self.lease_s),
+                attempts=HopRow.attempts + 1,
+            )
+        ).rowcount  # type: ignore[attr-defined]
+        if not claimed:
+            return None
+        hop = db.get(HopRow, hop_id)
+        assert hop is not None
+        train = db.get(TrainRow, hop.train_id)
+        assert train is not None
+        previous = None
+        if hop.index > 0:
+            prev = db.scalar(
+                select(HopRow).where(HopRow.train_id == hop.train_id, HopRow.index == hop.index - 1)
+            )
+            assert prev is not None and prev.receipt is not None
+            previous = Envelope.model_validate_json(prev.receipt)
+        if hop.queued_at is not None:
+            self.hooks.claimed(max(0.0, (now - as_utc(hop.queued_at)).total_seconds()))
+        return HopOffer(
+            train_id=train.id,
+            hop=hop.index,
+            manifest=Envelope.model_validate_json(train.manifest),
+            input_digest=hop.input_digest,
+            previous_receipt=previous,
+            lease_s=self.lease_s,
+        )
+
+    def queued_stations(self, among: set[str]) -> set[str]:
+        """Which of these stations have a hop queued (for waking their long polls)."""
+        if not among:
+            return set()
+        with self.sessions() as db:
+            return set(
+                db.scalars(
+                    select(HopRow.station)
+                    .where(HopRow.status == HopStatus.QUEUED, HopRow.station.in_(among))
+                    .distinct()
+                )
+            )
+
+    def station_hop(self, db: Session, caller: Caller, train_id: str, index: int) -> HopRow:
+        hop = db.scalar(select(HopRow).where(HopRow.train_id == train_id, HopRow.index == index))
+        if hop is None or caller.role != "station" or hop.station != caller.name:
+            raise not_found(f"hop {index} of train {train_id} for station {caller.name}")
+        return hop
+
+    def heartbeat(self, caller: Caller, train_id: str, index: int) -> dict[str, object]:
+        """Renew the lease of a hop the caller runs; tell it if the train was cancelled."""
+        with self.sessions.begin() as db:
+            hop = self.station_hop(db, caller, train_id, index)
+            if hop.status != HopStatus.RUNNING:
+                raise ServiceError(
+                    409,
+                    "lease_lost",
+                    f"hop {index} is {hop.status}, not running: its lease ran out and it is "
+                    "offered again (a result you still complete before the next claim is "
+                    "accepted), or it finished",
+                )
+            hop.lease_expires_at = utcnow() + timedelta(seconds=self.lease_s)
+            train = db.get(TrainRow, train_id)
+            assert train is not None
+            return {"lease_s": self.lease_s, "train_status": train.status}
+
+    def expire_leases(self) -> int:
+        """Offer again every running hop whose lease ran out (or fail its train after
+        ``max_attempts``). Safe to run in several processes at once. Returns how many."""
+        now = utcnow()
+        with self.sessions() as db:
+            expired = db.scalars(
+                select(HopRow.id).where(
+                    HopRow.status == HopStatus.RUNNING, HopRow.lease_expires_at < now
+                )
+            ).all()
+        count = 0
+        queued: set[str] = set()
+        for hop_id in expired:
+            with self.sessions.begin() as db:
+                hop = db.get(HopRow, hop_id, with_for_update=self._postgres)
+                if hop is None or hop.status != HopStatus.RUNNING:
+                    continue
+                if hop.lease_expires_at is None or as_utc(hop.lease_expires_at) >= now:
+                    continue
+                train = db.get(TrainRow, hop.train_id)
+                assert train is not None
+                hops = hops_of(db, hop.train_id)
+                step = routing.on_lease_expired(
+                    statuses_of(hops),
+                    hop.index,
+                    hop.attempts,
+                    self.max_attempts,
+                    TrainStatus(train.status),
+                )
+                # only if nobody changed the hop since we read it (another central process)
+                if not db.execute(
+                    update(HopRow)
+                    .where(
+                        HopRow.id == hop_id,
+                        HopRow.status == HopStatus.RUNNING,
+                        HopRow.lease_expires_at < now,
+                    )
+                    .values(lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                ).rowcount:  # type: ignore[attr-defined]
+                    continue
+                if step.train_status == TrainStatus.FAILED and train.status not in routing.FINISHED:
+                    reason = routing.lease_expired_reason(hop.index, hop.station, hop.attempts)
+                    hop.error = reason
+                    train.error = reason
+                queued |= apply_step(train, hops, step)
+                count += 1
+        self.hooks.queued(queued)
+        return count
+
+    def input_digest(self, caller: Caller, train_id: str, index: int) -> str:
+        with self.sessions() as db:
+            hop = self.station_hop(db, caller, train_id, index)
+            if hop.status != HopStatus.RUNNING or hop.input_digest is None:
+                raise not_found(f"input state of hop {index}")
+            return hop.input_digest
+
+    def may_upload_output(self, caller: Caller, train_id: str, index: int) -> tuple[int, bool]:
+        """Check the caller runs this hop; return (blob index of its output, may replace).
+
+        While the hop runs its output may be replaced (a re-offered hop seals afresh); once
+        it is done only the identical bytes are accepted again."""
+        with self.sessions() as db:
+            hop = self.station_hop(db, caller, train_id, index)
+            late = hop.status == HopStatus.QUEUED and hop.attempts > 0
+            if hop.status not in (HopStatus.RUNNING, HopStatus.DONE) and not late:
+                raise ServiceError(409, "hop_not_running", f"hop {index} is {hop.status}")
+            return index + 1, hop.status != HopStatus.DONE
+
+    def complete_hop(
+        self, caller: Caller, train_id: str, index: int, receipt: Envelope, stored_digest: str
+    ) -> str:
+        """Record a hop's signed receipt and advance the route. Idempotent for equal receipts."""
+        with self.sessions.begin() as db:
+            hop = self.station_hop(db, caller, train_id, index)
+            train = db.get(TrainRow, train_id)
+            assert train is not None
+            if hop.status == HopStatus.DONE:
+                if hop.receipt is not None and Envelope.model_validate_json(hop.receipt) == receipt:
+                    return str(train.status)
+                raise ServiceError(409, "hop_done", f"hop {index} already finished differently")
+            if train.status in routing.FINISHED:
+                raise ServiceError(409, "train_finished", f"train {train_id} is {train.status}")
+            late = hop.status == HopStatus.QUEUED and hop.attempts > 0
+            if hop.status != HopStatus.RUNNING and not late:
+                raise ServiceError(409, "hop_not_running", f"hop {index} is {hop.status}")
+            manifest = Manifest.model_validate_json(
+                Envelope.model_validate_json(train.manifest).payload_bytes
+            )
+            stop = manifest.hop(index).stop
+            parsed = verify_envelope(
+                receipt, stop.station, RECEIPT_TYPE, HopReceipt, f"receipt of hop {index}"
+            )
+            p = parsed.predicate
+            if (p.train_id, p.hop) != (train_id, index):
+                raise ServiceError(422, "receipt_mismatch", "the receipt names another hop")
+            if p.output_state_digest != stored_digest:
+                raise ServiceError(
+                    422,
+                    "digest_mismatch",
+                    "the receipt's output digest is not the digest of the uploaded state",
+                )
+            if p.input_state_digest != hop.input_digest:
+                raise ServiceError(422, "input_mismatch", "the receipt names another input state")
+            hops = hops_of(db, train_id)
+            done = routing.on_late_hop_done if late else routing.on_hop_done
+            step = done(statuses_of(hops), index, p.output_state_digest)
+            hop.receipt = receipt.model_dump_json()
+            hop.output_digest = p.output_state_digest
+            hop.lease_expires_at = None
+            if step.train_status == TrainStatus.DONE:
+                train.final_state_digest = p.output_state_digest
+            queued = apply_step(train, hops, step)
+            status = str(train.status)
+        self.hooks.queued(queued)
+        return status
+
+    def fail_hop(self, caller: Caller, train_id: str, index: int, reason: str) -> None:
+        with self.sessions.begin() as db:
+            hop = self.station_hop(db, caller, train_id, index)
+            train = db.get(TrainRow, train_id)
+            assert train is not None
+            hops = hops_of(db, train_id)
+            try:
+                step = routing.on_hop_failed(statuses_of(hops), index)
+            except routing.IllegalTransition as exc:
+                raise ServiceError(409, "hop_finished", str(exc)) from None
+            hop.error = reason[:2000]
+            hop.lease_expires_at = None
+            if train.status == TrainStatus.CANCELLED:
+                hop.status = HopStatus.FAILED
+                return
+            train.error = f"hop {index} at {caller.name}: {reason[:2000]}"
+            apply_step(train, hops, step)
