@@ -11,5 +11,5 @@ echo "test: ruff"
 echo "test: mypy"
 "$PYTHON" -m mypy trains central station train_builder
 echo "test: pytest"
-# Docker-backed tests must run here, not skip: setup.sh has just made Docker ready.
-PHT_REQUIRE_DOCKER=1 "$PYTHON" -m pytest -ra "$@"
+# Docker- and PostgreSQL-backed tests must run here, not skip: setup.sh installed both.
+PHT_REQUIRE_DOCKER=1 PHT_REQUIRE_POSTGRES=1 "$PYTHON" -m pytest -ra "$@"
