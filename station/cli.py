@@ -1,4 +1,4 @@
-"""``pht-station``: set up a station and run its daemon."""
+"""``pht-station``: set up a station, check it, run its daemon, and approve what it runs."""
 
 from __future__ import annotations
 
@@ -6,36 +6,68 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from trains.errors import PhtError
+from trains.errors import ConfigError, PhtError
 from trains.keys import Identity
+
+if TYPE_CHECKING:
+    from station.audit import AuditLog
+    from station.config import StationConfig
+    from station.queue import HopQueue
 
 TEMPLATE = """\
 # pht station configuration. Paths are relative to this file.
+# 'pht-station doctor --config station.toml' checks it; docs/station-admin.md explains it.
 [station]
 name = "{name}"
 central_url = "{central}"
 token_file = "token"        # the token central's operator gives you (keep it 0600)
 keys_dir = "keys"           # this station's private keys; never share them
 work_dir = "work"           # scratch space for runs; logs of each run stay here
+state_dir = "state"         # approval queue, outputs not yet delivered, audit log: back it up
 poll_interval_s = 1.0
+max_backoff_s = 30.0        # longest wait between retries when central or Docker is away
 
-# Datasets trains may ask for, by name. Each is materialised read-only per run.
+# Datasets trains may ask for, by name. Each is materialised read-only, per run, into
+# /pht/data/<name>/data.csv (or data.parquet).
 # [datasets.cohort]
-# type = "csv"
+# type = "csv"              # or "parquet"
 # path = "data/cohort.csv"
+#
+# [datasets.labs]
+# type = "sql"              # any SQLAlchemy URL; the query runs afresh for every hop
+# url = "postgresql+psycopg://pht_reader@127.0.0.1:5432/hospital"
+# query = "SELECT age, sex, hba1c FROM labs WHERE consent"
+# format = "csv"            # or "parquet"
 
 [policy]
-# Researcher signing-key fingerprints (sha256:...) whose trains run here.
+# Researcher signing-key fingerprints (sha256:...) whose trains may run here, on any
+# dataset, approved automatically. Use [policy.signers."sha256:..."] for finer rules.
 trusted_signers = []
 # Registries images may come from (host or host:port).
 allowed_registries = ["127.0.0.1"]
+# Image digests approved in advance. Empty: any image from an allowed registry. An image
+# not listed waits in the queue for 'pht-station approve'.
+allowed_images = []
+approval = "auto"           # "manual": every hop waits for 'pht-station approve'
+release = "auto"            # "manual": every output waits for 'pht-station release'
 
-[policy.caps]
+# [policy.signers."sha256:<researcher signing-key fingerprint>"]
+# name = "dr-alice"         # for you; the fingerprint is what counts
+# datasets = ["cohort"]     # the datasets this researcher's trains may use
+# auto_approve = false      # true: run without asking (if the image is allowed)
+
+[policy.caps]               # the most a train may ask for
 memory_mb = 2048
 cpus = 2.0
 timeout_s = 3600
 max_output_mb = 1024
+
+[policy.disclosure]         # checks on every output before it is sealed
+min_cell = 5                # counts 1..min_cell-1 in count files are small cells
+small_cells = "suppress"    # or "refuse": fail the hop instead of blanking them
+count_files = ["*.counts.csv", "*.counts.json"]
 """
 
 
@@ -43,41 +75,201 @@ def init(args: argparse.Namespace) -> int:
     directory = Path(args.dir)
     config_path = directory / "station.toml"
     if config_path.exists():
-        raise PhtError(f"{config_path} exists; choose another folder or edit it")
+        raise ConfigError(f"{config_path} exists; choose another folder or edit it")
     identity = Identity.generate(args.name)
     identity.save(directory / "keys")
     config_path.write_text(TEMPLATE.format(name=args.name, central=args.central))
+    config_path.chmod(0o640)
     public = identity.public
     print(f"station {args.name} created in {directory}")
     print(f"  signing key {public.signing_fingerprint}")
     print(f"  sealing key {public.sealing_fingerprint}")
-    print(f"hand {directory / 'keys' / 'public.json'} to central's operator; put the token")
-    print(f"they give you in {directory / 'token'}")
+    print()
+    print("1. hand this public-key block to central's operator (also in keys/public.json):")
+    print()
+    print(public.model_dump_json(indent=2))
+    print()
+    print(f"2. put the token they give you in {directory / 'token'} (chmod 600)")
+    print(f"3. add datasets and trusted researchers to {config_path}")
+    print(f"4. check everything: pht-station doctor --config {config_path}")
     return 0
+
+
+def doctor(args: argparse.Namespace) -> int:
+    from station.config import load_config
+    from station.doctor import run_checks
+
+    findings = run_checks(load_config(Path(args.config)))
+    for finding in findings:
+        mark = "ok  " if finding.ok else "FAIL"
+        print(f"{mark} {finding.check:<18} {finding.detail}")
+    failed = [f for f in findings if not f.ok]
+    print(f"{len(failed)} of {len(findings)} checks failed" if failed else "all checks passed")
+    return 1 if failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
     from station.config import load_config
     from station.daemon import run_daemon
 
-    config = load_config(Path(args.config))
-    run_daemon(config, once=args.once)
+    run_daemon(load_config(Path(args.config)), once=args.once)
     return 0
+
+
+def pending(args: argparse.Namespace) -> int:
+    from station.queue import OPEN, HopState, summary_line
+
+    queue = _queue(args)
+    shown = [r for r in queue.all() if args.all or r.state in OPEN]
+    if not shown:
+        print("no hops waiting" if not args.all else "no hops yet")
+    for record in shown:
+        print(summary_line(record))
+        if record.state == HopState.PENDING:
+            print(f"    waits because: {'; '.join(record.needs_approval)}")
+        if record.state == HopState.HELD:
+            print("    output held: 'pht-station show' it, then 'release' or 'reject'")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    from station.show import describe
+
+    config, queue = _config(args), _queue(args)
+    print(describe(queue.get(args.id), config, with_files=not args.no_files))
+    return 0
+
+
+def approve(args: argparse.Namespace) -> int:
+    from station.queue import HopState
+
+    queue, audit = _queue(args), _audit(args)
+    record = queue.get(args.id)
+    _expect(record.state, HopState.PENDING, "approve")
+    record.state, record.approved_by = HopState.APPROVED, "admin"
+    queue.save(record)
+    audit.append("approved", train_id=record.train_id, hop=record.hop, by="admin")
+    print(f"approved {record.id}; the daemon runs it on its next loop")
+    return 0
+
+
+def reject(args: argparse.Namespace) -> int:
+    from station.queue import HopState
+
+    config, queue, audit = _config(args), _queue(args), _audit(args)
+    record = queue.get(args.id)
+    if record.state not in (HopState.PENDING, HopState.HELD):
+        raise ConfigError(f"hop {record.id} is {record.state}; only pending or held hops")
+    what = "its output" if record.state == HopState.HELD else "the hop"
+    record.state = HopState.REJECTED
+    record.reason = f"PolicyRejected: the admin of station {config.station.name} rejected " + (
+        f"{what}: {args.reason}"
+    )
+    record.reported = False
+    queue.clear_output(record)
+    queue.save(record)
+    audit.append("rejected", train_id=record.train_id, hop=record.hop, by="admin")
+    print(f"rejected {record.id}; the daemon tells central, and the researcher sees the reason")
+    return 0
+
+
+def release(args: argparse.Namespace) -> int:
+    from station.queue import HopState
+    from station.show import describe_disclosure
+
+    queue, audit = _queue(args), _audit(args)
+    record = queue.get(args.id)
+    _expect(record.state, HopState.HELD, "release")
+    print(describe_disclosure(record))
+    if not args.yes:
+        answer = input("release this output to the next stop? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("not released")
+            return 1
+    record.state = HopState.SEALED
+    queue.save(record)
+    audit.append(
+        "output_released",
+        train_id=record.train_id,
+        hop=record.hop,
+        by="admin",
+        output_digest=record.output_digest,
+    )
+    print(f"released {record.id}; the daemon uploads it on its next loop")
+    return 0
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    from station.audit import verify
+
+    path = _audit(args).path
+    problems = verify(path)
+    for problem in problems:
+        print(f"{path}:{problem.line}: {problem.message}")
+    if problems:
+        print(f"the audit log is NOT intact ({len(problems)} problems)")
+        return 1
+    print(f"{path}: intact")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> StationConfig:
+    from station.config import load_config
+
+    return load_config(Path(args.config))
+
+
+def _queue(args: argparse.Namespace) -> HopQueue:
+    from station.queue import HopQueue
+
+    return HopQueue(_config(args).state_dir)
+
+
+def _audit(args: argparse.Namespace) -> AuditLog:
+    from station.audit import AUDIT_FILE, AuditLog
+
+    return AuditLog(_config(args).state_dir / AUDIT_FILE)
+
+
+def _expect(state: str, wanted: str, action: str) -> None:
+    if state != wanted:
+        raise ConfigError(f"only a {wanted} hop can be {action}d; this one is {state}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pht-station", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    i = sub.add_parser("init", help="create keys and a commented station.toml")
+
+    def command(name: str, func: object, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        if name != "init":
+            p.add_argument("--config", default="station.toml")
+        p.set_defaults(func=func)
+        return p
+
+    i = command("init", init, "create keys and a commented station.toml")
     i.add_argument("dir")
     i.add_argument("--name", required=True)
     i.add_argument("--central", required=True, help="central's URL")
-    i.set_defaults(func=init)
-    r = sub.add_parser("run", help="run the station daemon")
-    r.add_argument("--config", default="station.toml")
+    command("doctor", doctor, "check Docker, central, token, keys and datasets")
+    r = command("run", run, "run the station daemon")
     r.add_argument("--once", action="store_true", help="stop when no hop is waiting")
-    r.set_defaults(func=run)
+    p = command("pending", pending, "list hops waiting for approval or release")
+    p.add_argument("--all", action="store_true", help="every hop this station has seen")
+    s = command("show", show, "everything about one hop, with the train's code")
+    s.add_argument("id")
+    s.add_argument("--no-files", action="store_true", help="do not pull the image")
+    a = command("approve", approve, "let a pending hop run")
+    a.add_argument("id")
+    j = command("reject", reject, "refuse a pending hop or a held output, with a reason")
+    j.add_argument("id")
+    j.add_argument("--reason", required=True, help="what the researcher will read")
+    rel = command("release", release, "let a held output leave")
+    rel.add_argument("id")
+    rel.add_argument("--yes", action="store_true", help="do not ask")
+    au = command("audit", audit_verify, "check the audit log's hash chain")
+    au.add_argument("action", choices=["verify"])
     return parser
 
 

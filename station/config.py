@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from trains.errors import ConfigError
-from trains.manifest import Resources
+from trains.manifest import DIGEST_RE, Resources
 from trains.train_spec import format_validation
 
 
@@ -21,14 +28,65 @@ class StationInfo(BaseModel):
     token_file: Path = Path("token")
     keys_dir: Path = Path("keys")
     work_dir: Path = Path("work")
+    state_dir: Path = Path("state")  # approval queue, outbox, audit log: keep it backed up
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
+    max_backoff_s: float = Field(30.0, gt=0, le=3600)
+    heartbeat_s: float = Field(10.0, gt=0, le=3600)  # well within central's hop lease
 
 
-class Dataset(BaseModel):
+class CsvSource(BaseModel):
+    """A CSV file, handed to trains as it is."""
+
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["csv"] = "csv"
     path: Path
+
+
+class ParquetSource(BaseModel):
+    """A Parquet file, handed to trains as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["parquet"]
+    path: Path
+
+
+class SqlSource(BaseModel):
+    """A query against a database (any SQLAlchemy URL), run afresh for every hop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["sql"]
+    url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db")
+    query: str = Field(min_length=1)
+    format: Literal["csv", "parquet"] = "csv"
+
+
+Dataset = Annotated[CsvSource | ParquetSource | SqlSource, Field(discriminator="type")]
+
+
+class SignerPolicy(BaseModel):
+    """What one researcher key may do here; the table key is its fingerprint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""  # for people reading the config; the fingerprint is what counts
+    datasets: list[str] | None = None  # None: every dataset this station offers
+    auto_approve: bool = True
+
+
+class DisclosurePolicy(BaseModel):
+    """What a station checks on an output before it leaves (see station.disclosure)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_cell: int = Field(5, ge=1, le=1_000_000)
+    small_cells: Literal["suppress", "refuse"] = "suppress"
+    count_files: list[str] = Field(
+        default_factory=lambda: ["*.counts.csv", "*.counts.json"],
+        description="glob patterns of output files whose numbers are counts",
+    )
 
 
 class Policy(BaseModel):
@@ -37,8 +95,43 @@ class Policy(BaseModel):
     trusted_signers: list[str] = Field(
         default_factory=list, description="researcher signing-key fingerprints (sha256:...)"
     )
+    signers: dict[str, SignerPolicy] = Field(default_factory=dict)
     allowed_registries: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    allowed_images: list[str] = Field(
+        default_factory=list,
+        description="image digests approved in advance; empty: any image from an allowed "
+        "registry. An image not listed waits for the admin's approval.",
+    )
+    approval: Literal["auto", "manual"] = "auto"
+    release: Literal["auto", "manual"] = "auto"
     caps: Resources = Resources(memory_mb=2048, cpus=2.0, timeout_s=3600, max_output_mb=1024)
+    disclosure: DisclosurePolicy = DisclosurePolicy()
+
+    @field_validator("trusted_signers", "allowed_images")
+    @classmethod
+    def _digests(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not DIGEST_RE.match(value):
+                raise ValueError(f"{value!r} is not a fingerprint of the form sha256:<64 hex>")
+        return values
+
+    @field_validator("signers")
+    @classmethod
+    def _signer_keys(cls, values: dict[str, SignerPolicy]) -> dict[str, SignerPolicy]:
+        for key in values:
+            if not DIGEST_RE.match(key):
+                raise ValueError(
+                    f'[policy.signers."{key}"] must be named by a fingerprint sha256:<64 hex>'
+                )
+        return values
+
+    def signer(self, fingerprint: str) -> SignerPolicy | None:
+        """The rules for a researcher key, or None when this station does not trust it."""
+        if fingerprint in self.signers:
+            return self.signers[fingerprint]
+        if fingerprint in self.trusted_signers:
+            return SignerPolicy()
+        return None
 
 
 class StationConfig(BaseModel):
@@ -48,6 +141,15 @@ class StationConfig(BaseModel):
     datasets: dict[str, Dataset] = Field(default_factory=dict)
     policy: Policy = Policy()
     base_dir: Path = Path(".")
+    source: Path | None = None  # the file this was read from, for messages
+
+    @model_validator(mode="before")
+    @classmethod
+    def _csv_by_default(cls, raw: Any) -> Any:
+        for dataset in (raw.get("datasets") or {}).values() if isinstance(raw, dict) else ():
+            if isinstance(dataset, dict):
+                dataset.setdefault("type", "csv")
+        return raw
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else self.base_dir / path
@@ -60,8 +162,16 @@ class StationConfig(BaseModel):
     def work_dir(self) -> Path:
         return self.resolve(self.station.work_dir)
 
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.station.state_dir)
+
+    @property
+    def token_path(self) -> Path:
+        return self.resolve(self.station.token_file)
+
     def token(self) -> str:
-        path = self.resolve(self.station.token_file)
+        path = self.token_path
         try:
             token = path.read_text().strip()
         except FileNotFoundError:
@@ -82,15 +192,24 @@ def load_config(path: Path) -> StationConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     raw["base_dir"] = str(path.resolve().parent)
+    raw["source"] = str(path)
     try:
         config = StationConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {format_validation(exc)}") from None
     for name, dataset in config.datasets.items():
-        source = config.resolve(dataset.path)
-        if not source.is_file():
+        if isinstance(dataset, CsvSource | ParquetSource):
+            source = config.resolve(dataset.path)
+            if not source.is_file():
+                raise ConfigError(
+                    f"{path}: key 'datasets.{name}.path': {source} does not exist; "
+                    "point it at the dataset's file"
+                )
+    for fingerprint, signer in config.policy.signers.items():
+        unknown = sorted(set(signer.datasets or []) - set(config.datasets))
+        if unknown:
             raise ConfigError(
-                f"{path}: key 'datasets.{name}.path': {source} does not exist; "
-                "point it at the dataset's file"
+                f"{path}: key 'policy.signers.\"{fingerprint}\".datasets': no dataset named "
+                f"{unknown}; use names from the [datasets.*] tables {sorted(config.datasets)}"
             )
     return config

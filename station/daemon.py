@@ -1,13 +1,29 @@
-"""The polling loop: ask central for the next hop, process it, repeat. Outbound HTTP only."""
+"""The polling loop. Outbound HTTP only; everything owed to central survives a restart.
+
+Each pass, in this order: deliver sealed outputs central has not yet accepted, report
+rejections and failures it has not yet heard, run one approved hop, then ask for the next
+offer. Central or Docker being unreachable backs off and retries; no hop is dropped.
+
+Alongside, a heartbeat thread renews central's lease on every hop the station holds
+(waiting for approval, running, held for release, waiting for upload), so central does not
+offer it again; a hop whose train the researcher cancelled is dropped.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from central.client import CentralClient
+from station import delivery
+from station import hop as hops
+from station.audit import AUDIT_FILE, AuditLog
 from station.config import StationConfig
-from station.hop import process_offer
+from station.queue import OPEN, HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from trains.errors import CentralError
 from trains.keys import Identity
@@ -15,25 +31,172 @@ from trains.keys import Identity
 log = logging.getLogger("pht.station")
 
 
-def run_daemon(config: StationConfig, once: bool = False, max_backoff_s: float = 30.0) -> None:
-    identity = Identity.load(config.keys_dir)
-    runner = DockerRunner()
-    backoff = config.station.poll_interval_s
+@dataclass
+class Station:
+    """The daemon's state: config, keys, queue, audit log, and a Docker client made lazily."""
+
+    config: StationConfig
+    identity: Identity
+    queue: HopQueue
+    audit: AuditLog
+    _runner: DockerRunner | None = field(default=None, repr=False)
+    cancelled: set[str] = field(default_factory=set)  # record ids; the heartbeat fills it
+
+    @classmethod
+    def open(cls, config: StationConfig) -> Station:
+        queue = HopQueue(config.state_dir)
+        return cls(config, Identity.load(config.keys_dir), queue, AuditLog(queue.root / AUDIT_FILE))
+
+    def runner(self) -> DockerRunner:
+        if self._runner is None:
+            self._runner = DockerRunner()  # raises DockerUnavailable; the hop is deferred
+        return self._runner
+
+    def recover(self) -> None:
+        """After a crash or restart: a hop caught mid-run runs again from the start.
+
+        Nothing of it left the station (outputs leave only from the outbox), so running it
+        again is safe; its stale scratch folders are removed.
+        """
+        for record in self.queue.in_state(HopState.RUNNING):
+            log.info("hop %s was interrupted; it will run again", record.id)
+            if record.runner_id:
+                _remove_leftovers(record.runner_id)
+            self.audit.append("resumed", train_id=record.train_id, hop=record.hop)
+            record.state = HopState.APPROVED
+            self.queue.save(record)
+        if self.config.work_dir.is_dir():
+            for stale in self.config.work_dir.glob(f"{hops.WORK_PREFIX}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def drop_cancelled(self) -> None:
+        for record in self.queue.in_state(HopState.PENDING, HopState.APPROVED, HopState.HELD):
+            if record.id in self.cancelled:
+                log.info("hop %s: the researcher cancelled the train", record.id)
+                self.audit.append("cancelled", train_id=record.train_id, hop=record.hop)
+                record.state, record.reason = HopState.FAILED, "the researcher cancelled"
+                record.reported = True  # central knows: it told us
+                self.queue.clear_output(record)
+                self.queue.save(record)
+
+    def step(self, central: CentralClient) -> bool:
+        """One pass of the loop; True when there was work (so poll again at once)."""
+        self.drop_cancelled()
+        for record in self.queue.in_state(HopState.SEALED):
+            delivery.deliver(record, central, self.queue, self.audit)
+        for record in self.queue.in_state(HopState.REJECTED, HopState.FAILED):
+            if not record.reported:
+                delivery.report(record, central, self.queue, self.audit)
+        approved = self.queue.in_state(HopState.APPROVED)
+        if approved:
+            record = hops.run(
+                approved[0],
+                self.config,
+                self.identity,
+                central,
+                self.runner,
+                self.queue,
+                self.audit,
+            )
+            if record.state == HopState.APPROVED:  # deferred: Docker is away
+                raise _Deferred()
+            return True
+        offer = central.next_hop()
+        if offer is None:
+            return False
+        if self.queue.knows(offer):
+            # central offered again a hop we hold (its lease ran out while we were away):
+            # keep our record and the admin's decision; a refusal is told again
+            record = self.queue.get(f"{offer.train_id}-{offer.hop}")
+            log.info("hop %s was offered again; it is %s here", record.id, record.state)
+            if record.state in (HopState.REJECTED, HopState.FAILED):
+                record.reported = False
+                self.queue.save(record)
+            return True
+        hops.admit(offer, self.config, self.identity, self.queue, self.audit)
+        return True
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease of every hop the station holds, every ``heartbeat_s`` seconds."""
+
+    def __init__(self, station: Station) -> None:
+        super().__init__(name="pht-heartbeat", daemon=True)
+        self.station = station
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        config = self.station.config
+        # its own client: the main loop's may be busy with a long upload
+        with CentralClient(config.station.central_url, config.token(), timeout=10.0) as c:
+            beat = getattr(c, "heartbeat", None)
+            if beat is None:  # a central without leases
+                return
+            while not self.stopping.wait(config.station.heartbeat_s):
+                for record in self.station.queue.in_state(*OPEN):
+                    self._beat(beat, record)
+
+    def _beat(self, beat: Callable[[str, int], str], record: HopRecord) -> None:
+        try:
+            status = beat(record.train_id, record.hop)
+        except CentralError as exc:
+            log.debug("heartbeat for %s: %s", record.id, exc)
+            return
+        if status == "cancelled":
+            self.station.cancelled.add(record.id)
+
+
+def _remove_leftovers(runner_id: str) -> None:
+    """Containers and volumes of a run whose station died under it: never wanted again."""
+    import docker
+    import docker.errors
+
+    label = f"pht.runner={runner_id}"
+    try:
+        client = docker.from_env(timeout=30)
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
+        for volume in client.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
+    except docker.errors.DockerException as exc:
+        log.warning("could not remove the containers of an interrupted run (%s)", exc)
+
+
+class _Deferred(Exception):
+    """An approved hop could not start; back off before trying again."""
+
+
+def run_daemon(config: StationConfig, once: bool = False) -> None:
+    station = Station.open(config)
+    config.token()  # a missing token is a config error, said once, before any thread starts
+    station.recover()
+    interval, ceiling = config.station.poll_interval_s, config.station.max_backoff_s
+    heartbeat = Heartbeat(station)
+    heartbeat.start()
+    try:
+        _loop(station, once, interval, ceiling)
+    finally:
+        heartbeat.stopping.set()
+
+
+def _loop(station: Station, once: bool, interval: float, ceiling: float) -> None:
+    config = station.config
+    backoff = interval
     with CentralClient(config.station.central_url, config.token()) as central:
-        log.info("station %s polling %s", identity.name, config.station.central_url)
+        log.info("station %s polling %s", station.identity.name, config.station.central_url)
         while True:
             try:
-                offer = central.next_hop()
-                backoff = config.station.poll_interval_s
-            except CentralError as exc:
-                log.warning("%s; retrying in %.0fs", exc, backoff)
+                worked = station.step(central)
+                backoff = interval
+            except (CentralError, _Deferred) as exc:
+                if isinstance(exc, CentralError) and not delivery.is_transient(exc):
+                    raise
+                log.warning("%s; retrying in %.1fs", str(exc) or "Docker unavailable", backoff)
                 time.sleep(backoff)
-                backoff = min(backoff * 2, max_backoff_s)
+                backoff = min(backoff * 2, ceiling)
                 continue
-            if offer is not None:
-                status = process_offer(offer, config, identity, central, runner)
-                log.info("train %s is now %s", offer.train_id, status)
+            if worked:
                 continue
             if once:
                 return
-            time.sleep(config.station.poll_interval_s)
+            time.sleep(interval)

@@ -1,6 +1,12 @@
-"""One hop at a station, start to finish: verify, pull, run, check, seal, sign, upload.
+"""One hop at a station, in the order that is the security protocol:
 
-The order is the security protocol; see ``station.verify`` for the checks themselves.
+admit (verify, decide approval) -> run (open input, materialise data, run the container)
+-> disclosure control -> seal to the next reader and sign the receipt -> keep both on disk
+-> (manual release) -> upload the same bytes and complete, until central has them.
+
+``station.verify`` holds the checks, ``station.disclosure`` the output rules,
+``station.queue`` the record that survives restarts, ``station.delivery`` the upload and
+the failure report. Nothing about the data is logged.
 """
 
 from __future__ import annotations
@@ -9,56 +15,133 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from central.client import CentralClient, HopOffer
+from station import datasources
+from station.audit import AuditLog
 from station.config import StationConfig
+from station.delivery import is_transient
+from station.disclosure import check_output
+from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from station.verify import VerifiedHop, check_input_bytes, verify_offer
 from trains import state_codec
-from trains.errors import PhtError, StateInvalid, TrainFailed
+from trains.errors import CentralError, HopDeferred, PhtError, TrainFailed
 from trains.keys import Identity
+from trains.manifest import Resources
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
-from trains.sealing import open_sealed, seal, seal_context
-from trains.signing import sign
+from trains.sealing import digest_bytes, open_sealed, seal, seal_context
+from trains.signing import Envelope, sign
 
 log = logging.getLogger("pht.station")
 CONTAINER_UID = 10001
+WORK_PREFIX = "hop-"
+T = TypeVar("T")
 
 
-def process_offer(
-    offer: HopOffer,
-    config: StationConfig,
-    identity: Identity,
-    central: CentralClient,
-    runner: DockerRunner,
-) -> str:
-    """Run one offered hop; report a refusal or failure to central with its reason.
-
-    Returns the train's status after this hop. Nothing about the data is logged.
-    """
+def admit(
+    offer: HopOffer, config: StationConfig, me: Identity, queue: HopQueue, audit: AuditLog
+) -> HopRecord:
+    """Verify an offer and record it: refused, waiting for the admin, or approved to run."""
+    ident = {"train_id": offer.train_id, "hop": offer.hop}
+    audit.append("offer_received", **ident, manifest_digest=offer.manifest.digest)
     try:
-        return _process(offer, config, identity, central, runner)
+        verified = verify_offer(offer, config, me.public)
     except PhtError as exc:
         reason = f"{type(exc).__name__}: {exc}"
-        log.warning("hop %s of train %s refused or failed: %s", offer.hop, offer.train_id, reason)
-        central.fail(offer.train_id, offer.hop, reason)
-        return "failed"
+        audit.append("verified", **ident, result="refused", reason=reason)
+        log.warning("hop %s of train %s refused: %s", offer.hop, offer.train_id, reason)
+        return queue.save(HopRecord.from_offer(offer, HopState.REJECTED, reason=reason))
+    signer = verified.manifest.researcher
+    audit.append(
+        "verified",
+        **ident,
+        result="passed",
+        signer=signer.name,
+        signer_key=signer.signing_fingerprint,
+        image=verified.manifest.image.reference,
+        needs_approval=list(verified.needs_approval),
+    )
+    if verified.needs_approval:
+        log.info("hop %s of train %s waits for approval", offer.hop, offer.train_id)
+        record = HopRecord.from_offer(
+            offer, HopState.PENDING, needs_approval=list(verified.needs_approval)
+        )
+        audit.append("queued", **ident, needs_approval=list(verified.needs_approval))
+        return queue.save(record)
+    audit.append("approved", **ident, by="policy")
+    return queue.save(HopRecord.from_offer(offer, HopState.APPROVED, approved_by="policy"))
 
 
-def _process(
-    offer: HopOffer,
+def run(
+    record: HopRecord,
     config: StationConfig,
-    identity: Identity,
+    me: Identity,
     central: CentralClient,
-    runner: DockerRunner,
-) -> str:
+    runner: Callable[[], DockerRunner],
+    queue: HopQueue,
+    audit: AuditLog,
+) -> HopRecord:
+    """Run an approved hop to a sealed output and signed receipt kept on disk.
+
+    A HopDeferred (Docker or central unreachable) leaves the record approved, to retry; any
+    other PhtError fails it with its reason, for central.
+    """
+    ident = {"train_id": record.train_id, "hop": record.hop}
+    try:
+        docker = _docker(runner)
+        # remembered so that a restart can remove what a killed run left behind
+        record.runner_id = getattr(docker, "runner_id", None)
+        record.state, record.attempts = HopState.RUNNING, record.attempts + 1
+        queue.save(record)
+        sealed, receipt_env, disclosure = _run(record, config, me, central, docker, audit)
+    except HopDeferred as exc:
+        log.warning("hop %s of train %s deferred: %s", record.hop, record.train_id, exc)
+        audit.append("deferred", **ident, reason=str(exc))
+        record.state = HopState.APPROVED
+        return queue.save(record)
+    except PhtError as exc:
+        return fail(record, f"{type(exc).__name__}: {exc}", queue, audit)
+    queue.store_output(record, sealed, receipt_env)
+    record.output_digest = digest_bytes(sealed)
+    record.disclosure = disclosure
+    if config.policy.release == "manual":
+        record.state = HopState.HELD
+        audit.append("output_held", **ident, output_digest=record.output_digest)
+    else:
+        record.state = HopState.SEALED
+        audit.append("output_released", **ident, by="policy", output_digest=record.output_digest)
+    return queue.save(record)
+
+
+def fail(record: HopRecord, reason: str, queue: HopQueue, audit: AuditLog) -> HopRecord:
+    log.warning("hop %s of train %s failed: %s", record.hop, record.train_id, reason)
+    audit.append("failed", train_id=record.train_id, hop=record.hop, reason=reason)
+    record.state, record.reason, record.reported = HopState.FAILED, reason, False
+    queue.clear_output(record)
+    return queue.save(record)
+
+
+def _run(
+    record: HopRecord,
+    config: StationConfig,
+    me: Identity,
+    central: CentralClient,
+    docker: DockerRunner,
+    audit: AuditLog,
+) -> tuple[bytes, Envelope, dict[str, Any]]:
     started_at = datetime.now(UTC)
-    verified = verify_offer(offer, config, identity.public)
+    offer = record.offer
+    # the checks again: time has passed since the offer (expiry), the config may have changed
+    verified = verify_offer(offer, config, me.public)
     manifest, hop = verified.manifest, verified.hop
+    ident = {"train_id": record.train_id, "hop": record.hop}
     config.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    work = Path(tempfile.mkdtemp(prefix=f"hop-{hop.index}-", dir=config.work_dir))
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{hop.index}-", dir=config.work_dir))
     try:
         input_dir, data_dir, output_dir = (work / n for n in ("input", "data", "output"))
         for folder in (input_dir, data_dir, output_dir):
@@ -67,57 +150,59 @@ def _process(
         # 9. the input: digest as the chain names it, opened with our key for this hop
         if offer.input_digest is not None:
             sealed_path = work / "input.sealed"
-            central.download_input(offer.train_id, hop.index, sealed_path)
-            sealed = sealed_path.read_bytes()
-            check_input_bytes(sealed, offer.input_digest)
-            archive = open_sealed(
-                sealed, identity.sealing, seal_context(manifest.train_id, hop.index)
-            )
+            _central(lambda: central.download_input(offer.train_id, hop.index, sealed_path))
+            sealed_in = sealed_path.read_bytes()
+            check_input_bytes(sealed_in, offer.input_digest)
+            archive = open_sealed(sealed_in, me.sealing, seal_context(manifest.train_id, hop.index))
             state_codec.unpack(archive, input_dir, max_bytes)
             sealed_path.unlink()
-        image_id = runner.pull(manifest.image)
-        _materialise(config, manifest.datasets, data_dir)
+        image_id = _docker_call(lambda: docker.pull(manifest.image))
+        for name in manifest.datasets:
+            datasources.materialise(config, name, data_dir / name)
         _open_for_container(work, output_dir)
+        audit.append("run_started", **ident, attempt=record.attempts)
         log.info("running hop %s of train %s (%s)", hop.index, manifest.train_id, manifest.name)
-        result = runner.run(
-            image_id,
-            input_dir=input_dir,
-            data_dir=data_dir,
-            output_dir=output_dir,
-            env={
-                "PHT_MODE": "local",
-                "PHT_STATION": identity.name,
-                "PHT_ROUND": str(hop.round),
-                "PHT_HOP": str(hop.index),
-                "PHT_LAST_HOP": "1" if hop.is_last else "0",
-                "PHT_STOP": str(hop.index % len(manifest.route.stops)),
-                "PHT_STOPS": str(len(manifest.route.stops)),
-                "PHT_ROUNDS": str(manifest.route.rounds),
-            },
-            resources=manifest.resources,
+        result = _docker_call(
+            lambda: docker.run(
+                image_id,
+                input_dir=input_dir,
+                data_dir=data_dir,
+                output_dir=output_dir,
+                env=_environment(verified, me.name),
+                resources=manifest.resources,
+            )
         )
         (config.work_dir / f"{manifest.train_id}-hop{hop.index}.log").write_text(result.log)
-        if result.timed_out:
-            raise TrainFailed(f"the train exceeded its timeout of {manifest.resources.timeout_s}s")
-        if result.exit_code != 0:
-            raise TrainFailed(
-                f"the train exited with code {result.exit_code}; its log stays at station "
-                f"{identity.name} (ask the station admin)"
-            )
-        sealed_out = _disclose_and_seal(verified, output_dir, max_bytes)
-        output_digest = central.upload_output(offer.train_id, hop.index, sealed_out)
+        audit.append(
+            "run_finished",
+            **ident,
+            exit_code=result.exit_code,
+            seconds=round(result.seconds, 3),
+            timed_out=result.timed_out,
+        )
+        _check_result(result, manifest.resources, me.name)
+        disclosure = check_output(output_dir, manifest.outputs, max_bytes, config.policy.disclosure)
+        audit.append(
+            "disclosure_checked",
+            **ident,
+            files=len(disclosure.files),
+            bytes=disclosure.total_bytes,
+            suppressed_cells=disclosure.suppressed_cells,
+        )
+        archive = state_codec.pack(output_dir, manifest.outputs, max_bytes)
         recipient = manifest.recipient_after(hop.index)
+        sealed_out = seal(archive, [recipient], seal_context(manifest.train_id, hop.index + 1))
         receipt = HopReceipt.for_hop(
             HopPredicate(
                 train_id=manifest.train_id,
                 hop=hop.index,
                 round=hop.round,
-                station=identity.name,
-                station_key=identity.public.signing_fingerprint,
+                station=me.name,
+                station_key=me.public.signing_fingerprint,
                 manifest_digest=verified.manifest_digest,
                 image_digest=manifest.image.digest,
                 input_state_digest=offer.input_digest,
-                output_state_digest=output_digest,
+                output_state_digest=digest_bytes(sealed_out),
                 output_sealed_to=[recipient.sealing_fingerprint],
                 previous_receipt_digest=verified.previous_receipt_digest,
                 started_at=started_at,
@@ -125,22 +210,75 @@ def _process(
                 container_seconds=round(result.seconds, 3),
             )
         )
-        status = central.complete(
-            offer.train_id, hop.index, sign(receipt, RECEIPT_TYPE, identity.signing)
-        )
-        log.info("hop %s done in %.2fs (container)", hop.index, result.seconds)
-        return status
+        return sealed_out, sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _materialise(config: StationConfig, datasets: list[str], data_dir: Path) -> None:
-    """Copy each requested dataset into its own read-only folder for this run only."""
-    for name in datasets:
-        target = data_dir / name
-        target.mkdir()
-        source = config.resolve(config.datasets[name].path)
-        shutil.copyfile(source, target / f"data{source.suffix}")
+def _environment(verified: VerifiedHop, station: str) -> dict[str, str]:
+    manifest, hop = verified.manifest, verified.hop
+    return {
+        "PHT_MODE": "local",
+        "PHT_STATION": station,
+        "PHT_ROUND": str(hop.round),
+        "PHT_HOP": str(hop.index),
+        "PHT_LAST_HOP": "1" if hop.is_last else "0",
+        "PHT_STOP": str(hop.index % len(manifest.route.stops)),
+        "PHT_STOPS": str(len(manifest.route.stops)),
+        "PHT_ROUNDS": str(manifest.route.rounds),
+    }
+
+
+def _check_result(result: object, resources: Resources, station: str) -> None:
+    failure = getattr(result, "failure", None)  # newer runners word the failure themselves
+    if callable(failure):
+        message = failure(resources)
+    elif getattr(result, "timed_out", False):
+        message = f"the train exceeded its timeout of {resources.timeout_s}s"
+    elif getattr(result, "exit_code", -1) != 0:
+        message = f"the train exited with code {getattr(result, 'exit_code', -1)}"
+    else:
+        message = None
+    if message:
+        raise TrainFailed(f"{message}; its log stays at station {station} (ask the station admin)")
+
+
+def _central(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except CentralError as exc:
+        if is_transient(exc):
+            raise HopDeferred(str(exc)) from None
+        raise
+
+
+def _docker(factory: Callable[[], DockerRunner]) -> DockerRunner:
+    from station.runner import DockerUnavailable
+
+    try:
+        return factory()
+    except DockerUnavailable as exc:
+        raise HopDeferred(str(exc)) from None
+
+
+def _docker_call(call: Callable[[], T]) -> T:
+    """Docker going away mid-hop defers the hop; the image or train failing does not."""
+    import docker.errors
+    import requests.exceptions
+
+    from station.runner import DockerUnavailable
+
+    try:
+        return call()
+    except DockerUnavailable as exc:
+        raise HopDeferred(str(exc)) from None
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        if isinstance(exc, docker.errors.APIError) and exc.status_code and exc.status_code < 500:
+            raise TrainFailed(f"Docker refused the run: {exc.explanation}") from None
+        raise HopDeferred(
+            f"Docker Engine stopped answering ({type(exc).__name__}); the hop is kept and "
+            "retried; check dockerd"
+        ) from None
 
 
 def _open_for_container(work: Path, output_dir: Path) -> None:
@@ -150,20 +288,3 @@ def _open_for_container(work: Path, output_dir: Path) -> None:
     work.chmod(0o755)
     os.chown(output_dir, CONTAINER_UID, CONTAINER_UID)
     output_dir.chmod(0o700)
-
-
-def _disclose_and_seal(verified: VerifiedHop, output_dir: Path, max_bytes: int) -> bytes:
-    """Only the declared files leave, within the size cap, sealed to the next reader."""
-    manifest, hop = verified.manifest, verified.hop
-    written = state_codec.list_state_files(output_dir)
-    undeclared = sorted(set(written) - set(manifest.outputs))
-    if undeclared:
-        raise StateInvalid(
-            f"the train wrote undeclared files {undeclared}; declare them in train.toml outputs"
-        )
-    missing = sorted(set(manifest.outputs) - set(written))
-    if missing:
-        raise StateInvalid(f"the train did not write its declared outputs {missing}")
-    archive = state_codec.pack(output_dir, written, max_bytes)
-    recipient = manifest.recipient_after(hop.index)
-    return seal(archive, [recipient], seal_context(manifest.train_id, hop.index + 1))

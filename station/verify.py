@@ -5,13 +5,19 @@
 3. the manifest has not expired;
 4. this hop exists on the route, names this station, and pins this station's own keys;
 5. the image comes from an allowed registry and is pinned by digest;
+   5b. an image whose digest is not in ``policy.allowed_images`` (when that list is set)
+       waits for the admin's approval;
 6. the requested resources are within this station's caps;
 7. every requested dataset exists here;
+   7b. and this signer may use it (``[policy.signers."sha256:..."] datasets``);
 8. hop > 0: the previous receipt is signed by the key pinned for the previous stop, names
    this train, manifest and image, and its output is exactly the input we are handed;
 9. the input state's bytes hash to that digest, and open with our key for this hop.
 
-Pulling the image by digest (the Docker adapter) is the last check before the run.
+Checks that fail refuse the hop. What is left decides approval: automatic when the signer
+is trusted with ``auto_approve``, the image is allowed and ``policy.approval`` is "auto";
+otherwise the hop waits in the local queue for ``pht-station approve`` (``needs_approval``
+says why). Pulling the image by digest (the Docker adapter) is the last check before the run.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class VerifiedHop:
     manifest_digest: str
     hop: Hop
     previous_receipt_digest: str | None
+    needs_approval: tuple[str, ...] = ()  # empty: policy approves the run by itself
 
 
 def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> VerifiedHop:
@@ -46,7 +53,8 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
     )
     # 2. a signer this station trusts
     signer = manifest.researcher.signing_fingerprint
-    if signer not in config.policy.trusted_signers:
+    rules = config.policy.signer(signer)
+    if rules is None:
         raise PolicyRejected(
             f"station {me.name} does not trust signer {manifest.researcher.name} ({signer}); "
             "ask the station admin to add this key to policy.trusted_signers"
@@ -73,6 +81,10 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
         raise PolicyRejected(
             f"registry {registry} is not allowed here; allowed: {config.policy.allowed_registries}"
         )
+    needs_approval = []
+    # 5b. an image not approved in advance waits for the admin
+    if config.policy.allowed_images and manifest.image.digest not in config.policy.allowed_images:
+        needs_approval.append(f"image {manifest.image.digest} is not in policy.allowed_images")
     # 6. resources within caps
     asked, caps = manifest.resources, config.policy.caps
     for field in ("memory_mb", "cpus", "timeout_s", "max_output_mb"):
@@ -87,13 +99,27 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
         raise PolicyRejected(
             f"station {me.name} has no dataset {missing}; it offers {sorted(config.datasets)}"
         )
+    # 7b. this signer may use them
+    if rules.datasets is not None:
+        forbidden = [d for d in manifest.datasets if d not in rules.datasets]
+        if forbidden:
+            raise PolicyRejected(
+                f"signer {manifest.researcher.name} ({signer}) may not use dataset "
+                f"{forbidden} at station {me.name}; ask the station admin to add it to "
+                f'[policy.signers."{signer}"] datasets'
+            )
     # 8. the previous receipt links to our input
     previous_digest = None
     if hop.index > 0:
         previous_digest = _check_previous(offer, manifest, hop)
     elif offer.input_digest != manifest.initial_state_digest:
         raise RouteMismatch("the initial state handed to hop 0 is not the one the manifest pins")
-    return VerifiedHop(manifest, offer.manifest.digest, hop, previous_digest)
+    # approval: what the policy does not approve by itself waits for the admin
+    if config.policy.approval == "manual":
+        needs_approval.append("policy.approval is manual: every hop waits for the admin")
+    if not rules.auto_approve:
+        needs_approval.append(f"signer {manifest.researcher.name} has auto_approve = false")
+    return VerifiedHop(manifest, offer.manifest.digest, hop, previous_digest, tuple(needs_approval))
 
 
 def _check_previous(offer: HopOffer, manifest: Manifest, hop: Hop) -> str:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from central.client import HopOffer
-from station.config import Dataset, Policy, StationConfig, StationInfo
+from station.config import CsvSource, Policy, StationConfig, StationInfo
 from station.verify import check_input_bytes, verify_offer
 from tests.factories import make_manifest
 from trains.errors import PolicyRejected, RouteMismatch, SignatureInvalid
@@ -25,7 +25,7 @@ def parties(tmp_path):
     def config_for(me, trusted=(alice,), **policy):
         return StationConfig(
             station=StationInfo(name=me.name, central_url="http://127.0.0.1:1"),
-            datasets={"cohort": Dataset(path=csv)},
+            datasets={"cohort": CsvSource(path=csv)},
             policy=Policy(
                 trusted_signers=[t.public.signing_fingerprint for t in trusted], **policy
             ),
@@ -180,3 +180,45 @@ def test_previous_receipt_checks(parties):
 def test_tampered_input_bytes():
     with pytest.raises(SignatureInvalid, match="changed in transit"):
         check_input_bytes(b"tampered", "sha256:" + "6" * 64)
+
+
+def test_signer_may_not_use_a_dataset_it_was_not_granted(parties, tmp_path):
+    from station.config import SignerPolicy
+
+    alice, a, b, config_for = parties
+    config = config_for(a, trusted=())
+    config.datasets["genomes"] = CsvSource(path=tmp_path / "d.csv")
+    config.policy.signers[alice.public.signing_fingerprint] = SignerPolicy(datasets=["cohort"])
+    assert verify_offer(offer(make_manifest(alice, [a, b]), alice), config, a.public)
+    greedy = make_manifest(alice, [a, b], datasets=["cohort", "genomes"])
+    with pytest.raises(PolicyRejected, match=r"may not use dataset \['genomes'\]"):
+        verify_offer(offer(greedy, alice), config, a.public)
+
+
+def test_policy_approves_a_trusted_signer_with_an_allowed_image(parties):
+    alice, a, b, config_for = parties
+    manifest = make_manifest(alice, [a, b])
+    config = config_for(a, allowed_images=[manifest.image.digest])
+    assert verify_offer(offer(manifest, alice), config, a.public).needs_approval == ()
+
+
+def test_an_image_not_allowed_waits_for_the_admin(parties):
+    alice, a, b, config_for = parties
+    config = config_for(a, allowed_images=["sha256:" + "9" * 64])
+    verified = verify_offer(offer(make_manifest(alice, [a, b]), alice), config, a.public)
+    assert verified.needs_approval == (
+        f"image {make_manifest(alice, [a]).image.digest} is not in policy.allowed_images",
+    )
+
+
+def test_manual_approval_and_signers_without_auto_approve_wait(parties):
+    from station.config import SignerPolicy
+
+    alice, a, b, config_for = parties
+    manifest = make_manifest(alice, [a, b])
+    manual = config_for(a, approval="manual")
+    assert "manual" in verify_offer(offer(manifest, alice), manual, a.public).needs_approval[0]
+    cautious = config_for(a, trusted=())
+    cautious.policy.signers[alice.public.signing_fingerprint] = SignerPolicy(auto_approve=False)
+    waits = verify_offer(offer(manifest, alice), cautious, a.public).needs_approval
+    assert waits == ("signer alice has auto_approve = false",)

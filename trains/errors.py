@@ -55,3 +55,11 @@ class TrainFailed(PhtError):
 
 class CentralError(PhtError):
     """Central answered with an error or could not be reached."""
+
+
+class DisclosureRefused(PolicyRejected):
+    """An output would disclose too much (e.g. counts below the station's minimum cell)."""
+
+
+class HopDeferred(PhtError):
+    """A hop cannot go on right now (Docker or central unreachable); it is kept and retried."""

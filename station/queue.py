@@ -1,0 +1,180 @@
+"""The station's own record of every hop it was offered, persisted as JSON files.
+
+Central knows a claimed hop only as ``running``; everything the station still owes it lives
+here, so that a restart loses nothing. A hop record moves along::
+
+    pending --approve--> approved --> running --> sealed --> done
+       |                                 |   \\--> held --release--> sealed
+       +--reject--> rejected             +--> failed          (held --reject--> rejected)
+
+``pending`` waits for the admin; ``approved`` runs on the daemon's next loop; ``running``
+found at start-up runs again from the beginning (nothing left the station yet); ``held``
+has its sealed output and signed receipt on disk and waits for ``pht-station release``;
+``sealed`` is uploaded (the same bytes, again and again if need be) until central accepts;
+``rejected`` and ``failed`` are reported to central until it has heard (``reported``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from central.client import HopOffer
+from trains.errors import ConfigError
+from trains.signing import Envelope
+
+
+class HopState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    RUNNING = "running"
+    HELD = "held"
+    SEALED = "sealed"
+    DONE = "done"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+OPEN = {HopState.PENDING, HopState.APPROVED, HopState.RUNNING, HopState.HELD, HopState.SEALED}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class HopRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train_id: str
+    hop: int
+    manifest: Envelope
+    input_digest: str | None
+    previous_receipt: Envelope | None
+    state: HopState
+    needs_approval: list[str] = []
+    received_at: datetime
+    updated_at: datetime
+    reason: str | None = None  # why it was rejected or failed; central is told this
+    reported: bool = False  # central has heard of the rejection or failure
+    approved_by: str | None = None  # "policy" or "admin"
+    disclosure: dict[str, Any] | None = None  # station.disclosure.Disclosure.to_dict()
+    output_digest: str | None = None
+    attempts: int = 0  # runs started; a restart mid-run counts one more
+    runner_id: str | None = None  # labels the containers of the run (pht.runner)
+
+    @property
+    def id(self) -> str:
+        return f"{self.train_id}-{self.hop}"
+
+    @property
+    def offer(self) -> HopOffer:
+        return HopOffer(
+            self.train_id, self.hop, self.manifest, self.input_digest, self.previous_receipt
+        )
+
+    @classmethod
+    def from_offer(cls, offer: HopOffer, state: HopState, **fields: Any) -> HopRecord:
+        at = now()
+        return cls(
+            train_id=offer.train_id,
+            hop=offer.hop,
+            manifest=offer.manifest,
+            input_digest=offer.input_digest,
+            previous_receipt=offer.previous_receipt,
+            state=state,
+            received_at=at,
+            updated_at=at,
+            **fields,
+        )
+
+
+class HopQueue:
+    """Hop records in ``<state_dir>/hops``, sealed outputs and receipts in ``outbox``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir
+        self.hops = state_dir / "hops"
+        self.outbox = state_dir / "outbox"
+        for folder in (state_dir, self.hops, self.outbox):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _path(self, record_id: str) -> Path:
+        return self.hops / f"{record_id}.json"
+
+    def save(self, record: HopRecord) -> HopRecord:
+        record.updated_at = now()
+        _write_atomic(self._path(record.id), record.model_dump_json(indent=2).encode())
+        return record
+
+    def all(self) -> list[HopRecord]:
+        records = [
+            HopRecord.model_validate_json(path.read_text())
+            for path in sorted(self.hops.glob("*.json"))
+        ]
+        return sorted(records, key=lambda r: (r.received_at, r.hop))
+
+    def in_state(self, *states: HopState) -> list[HopRecord]:
+        return [r for r in self.all() if r.state in states]
+
+    def get(self, record_id: str) -> HopRecord:
+        """A record by its id or any unique prefix of it (as ``pending`` prints them)."""
+        exact = self._path(record_id)
+        if exact.exists():
+            return HopRecord.model_validate_json(exact.read_text())
+        matches = [p for p in self.hops.glob("*.json") if p.stem.startswith(record_id)]
+        if len(matches) == 1:
+            return HopRecord.model_validate_json(matches[0].read_text())
+        if not matches:
+            raise ConfigError(f"no hop {record_id!r} here; 'pht-station pending' lists them")
+        raise ConfigError(f"{record_id!r} names {len(matches)} hops; give more of the id")
+
+    def knows(self, offer: HopOffer) -> bool:
+        return self._path(f"{offer.train_id}-{offer.hop}").exists()
+
+    # -- the outbox: sealed output and signed receipt, kept until central accepts both --
+
+    def sealed_path(self, record: HopRecord) -> Path:
+        return self.outbox / f"{record.id}.sealed"
+
+    def receipt_path(self, record: HopRecord) -> Path:
+        return self.outbox / f"{record.id}.receipt.json"
+
+    def store_output(self, record: HopRecord, sealed: bytes, receipt: Envelope) -> None:
+        _write_atomic(self.sealed_path(record), sealed)
+        _write_atomic(self.receipt_path(record), receipt.model_dump_json().encode())
+
+    def load_output(self, record: HopRecord) -> tuple[bytes, Envelope]:
+        sealed = self.sealed_path(record).read_bytes()
+        receipt = Envelope.model_validate_json(self.receipt_path(record).read_text())
+        return sealed, receipt
+
+    def clear_output(self, record: HopRecord) -> None:
+        self.sealed_path(record).unlink(missing_ok=True)
+        self.receipt_path(record).unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write then rename, fsynced: a crash leaves the old file or the new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def summary_line(record: HopRecord) -> str:
+    """One line for ``pht-station pending``."""
+    manifest = json.loads(record.manifest.payload_bytes)
+    return (
+        f"{record.id}  {record.state:<8}  {manifest['name']} {manifest['version']}  "
+        f"hop {record.hop}  by {manifest['researcher']['name']}  "
+        f"received {record.received_at:%Y-%m-%d %H:%M:%S}Z"
+    )
