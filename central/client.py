@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from trains.errors import CentralError
+from trains.errors import CentralError, CentralUnreachable
 from trains.keys import PublicIdentity
+from trains.sealing import digest_file
 from trains.signing import Envelope
 
 
@@ -46,7 +48,7 @@ class CentralClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise CentralError(
+            raise CentralUnreachable(
                 f"cannot reach central at {self.url} ({exc.__class__.__name__}: {exc}); "
                 "check the URL and that central is running"
             ) from None
@@ -134,7 +136,15 @@ class CentralClient:
         ).json()["train_status"]
 
     def download_input(self, train_id: str, hop: int, target: Path) -> None:
-        url = f"/api/v1/trains/{train_id}/hops/{hop}/input"
+        self._download(
+            f"/api/v1/trains/{train_id}/hops/{hop}/input", target, f"the input of hop {hop}"
+        )
+
+    def download_result(self, train_id: str, target: Path) -> None:
+        """Stream the final sealed state of a finished train into ``target``."""
+        self._download(f"/api/v1/trains/{train_id}/result", target, "the result")
+
+    def _download(self, url: str, target: Path, what: str) -> None:
         try:
             with self._http.stream("GET", url) as response:
                 if response.status_code >= 400:
@@ -144,15 +154,19 @@ class CentralClient:
                     for chunk in response.iter_bytes(1 << 20):
                         out.write(chunk)
         except httpx.HTTPError as exc:
-            raise CentralError(f"downloading the input of hop {hop} failed: {exc}") from None
+            raise CentralUnreachable(f"downloading {what} failed: {exc}") from None
 
-    def upload_output(self, train_id: str, hop: int, sealed: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(sealed).hexdigest()
+    def upload_output(self, train_id: str, hop: int, sealed: bytes | Path) -> str:
+        """Upload a hop's sealed output; a file is streamed, never read whole."""
+        if isinstance(sealed, Path):
+            digest = digest_file(sealed)
+            content: bytes | Iterator[bytes] = _file_chunks(sealed)
+            headers = {"X-Content-Sha256": digest, "Content-Length": str(sealed.stat().st_size)}
+        else:
+            digest = "sha256:" + hashlib.sha256(sealed).hexdigest()
+            content, headers = sealed, {"X-Content-Sha256": digest}
         self._request(
-            "PUT",
-            f"/api/v1/trains/{train_id}/hops/{hop}/output",
-            content=sealed,
-            headers={"X-Content-Sha256": digest},
+            "PUT", f"/api/v1/trains/{train_id}/hops/{hop}/output", content=content, headers=headers
         )
         return digest
 
@@ -174,4 +188,11 @@ def _error(response: httpx.Response) -> CentralError:
             message += f" ({body['detail']})"
     except ValueError:
         message = response.text[:300]
-    return CentralError(f"central refused ({response.status_code}): {message}")
+    kind = CentralUnreachable if response.status_code >= 500 else CentralError
+    return kind(f"central refused ({response.status_code}): {message}")
+
+
+def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk

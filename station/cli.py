@@ -26,7 +26,8 @@ token_file = "token"        # the token central's operator gives you (keep it 06
 keys_dir = "keys"           # this station's private keys; never share them
 work_dir = "work"           # scratch space for runs; logs of each run stay here
 state_dir = "state"         # approval queue, outputs not yet delivered, audit log: back it up
-poll_interval_s = 1.0
+poll_interval_s = 1.0        # pause between polls when long polling is off
+long_poll_s = 10.0           # central answers at once when a hop is queued; 0 = plain polling
 max_backoff_s = 30.0        # longest wait between retries when central or Docker is away
 
 # Datasets trains may ask for, by name. Each is materialised read-only, per run, into

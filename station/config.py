@@ -30,6 +30,8 @@ class StationInfo(BaseModel):
     work_dir: Path = Path("work")
     state_dir: Path = Path("state")  # approval queue, outbox, audit log: keep it backed up
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
+    # central holds an idle poll open this long and answers the moment a hop is queued
+    long_poll_s: float = Field(10.0, ge=0, le=30)
     max_backoff_s: float = Field(30.0, gt=0, le=3600)
     heartbeat_s: float = Field(10.0, gt=0, le=3600)  # well within central's hop lease
 

@@ -79,8 +79,12 @@ class Station:
                 self.queue.clear_output(record)
                 self.queue.save(record)
 
-    def step(self, central: CentralClient) -> bool:
-        """One pass of the loop; True when there was work (so poll again at once)."""
+    def step(self, central: CentralClient, wait: float = 0) -> bool:
+        """One pass of the loop; True when there was work (so poll again at once).
+
+        ``wait`` > 0 long-polls central for the next hop: the call returns as soon as one
+        is queued, or empty-handed after ``wait`` seconds (an approval given meanwhile with
+        ``pht-station approve`` is picked up on the next pass)."""
         self.drop_cancelled()
         for record in self.queue.in_state(HopState.SEALED):
             delivery.deliver(record, central, self.queue, self.audit)
@@ -101,7 +105,7 @@ class Station:
             if record.state == HopState.APPROVED:  # deferred: Docker is away
                 raise _Deferred()
             return True
-        offer = central.next_hop()
+        offer = central.next_hop(wait=wait)
         if offer is None:
             return False
         if self.queue.knows(offer):
@@ -185,8 +189,9 @@ def _loop(station: Station, once: bool, interval: float, ceiling: float) -> None
     with CentralClient(config.station.central_url, config.token()) as central:
         log.info("station %s polling %s", station.identity.name, config.station.central_url)
         while True:
+            wait = 0.0 if once else config.station.long_poll_s
             try:
-                worked = station.step(central)
+                worked = station.step(central, wait)
                 backoff = interval
             except (CentralError, _Deferred) as exc:
                 if isinstance(exc, CentralError) and not delivery.is_transient(exc):
@@ -199,4 +204,5 @@ def _loop(station: Station, once: bool, interval: float, ceiling: float) -> None
                 continue
             if once:
                 return
-            time.sleep(interval)
+            if wait == 0:
+                time.sleep(interval)

@@ -10,19 +10,14 @@ import logging
 from central.client import CentralClient
 from station.audit import AuditLog
 from station.queue import HopQueue, HopRecord, HopState
-from trains.errors import CentralError
+from trains.errors import CentralError, CentralUnreachable
 
 log = logging.getLogger("pht.station")
 
 
 def is_transient(exc: CentralError) -> bool:
     """Central down or overloaded: worth retrying. A 4xx refusal is final."""
-    text = str(exc)
-    return (
-        text.startswith("cannot reach central")
-        or text.startswith("downloading the input")
-        or "central refused (5" in text
-    )
+    return isinstance(exc, CentralUnreachable)
 
 
 def deliver(
@@ -33,7 +28,7 @@ def deliver(
     sealed, receipt = queue.load_output(record)
     try:
         digest = central.upload_output(record.train_id, record.hop, sealed)
-        audit.append("uploaded", **ident, output_digest=digest, bytes=len(sealed))
+        audit.append("uploaded", **ident, output_digest=digest, bytes=sealed.stat().st_size)
         status = central.complete(record.train_id, record.hop, receipt)
     except CentralError as exc:
         if is_transient(exc):

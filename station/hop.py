@@ -28,13 +28,13 @@ from station.delivery import is_transient
 from station.disclosure import check_output
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
-from station.verify import VerifiedHop, check_input_bytes, verify_offer
+from station.verify import VerifiedHop, check_input_digest, verify_offer
 from trains import state_codec
 from trains.errors import CentralError, HopDeferred, PhtError, TrainFailed
 from trains.keys import Identity
 from trains.manifest import Resources
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
-from trains.sealing import digest_bytes, open_sealed, seal, seal_context
+from trains.sealing import digest_file, open_file, seal_context, seal_file
 from trains.signing import Envelope, sign
 
 log = logging.getLogger("pht.station")
@@ -98,7 +98,8 @@ def run(
         record.runner_id = getattr(docker, "runner_id", None)
         record.state, record.attempts = HopState.RUNNING, record.attempts + 1
         queue.save(record)
-        sealed, receipt_env, disclosure = _run(record, config, me, central, docker, audit)
+        incoming = queue.sealed_path(record).with_suffix(".incoming")
+        receipt_env, disclosure = _run(record, config, me, central, docker, audit, incoming)
     except HopDeferred as exc:
         log.warning("hop %s of train %s deferred: %s", record.hop, record.train_id, exc)
         audit.append("deferred", **ident, reason=str(exc))
@@ -106,8 +107,8 @@ def run(
         return queue.save(record)
     except PhtError as exc:
         return fail(record, f"{type(exc).__name__}: {exc}", queue, audit)
-    queue.store_output(record, sealed, receipt_env)
-    record.output_digest = digest_bytes(sealed)
+    record.output_digest = digest_file(incoming)
+    queue.store_output(record, incoming, receipt_env)
     record.disclosure = disclosure
     if config.policy.release == "manual":
         record.state = HopState.HELD
@@ -133,7 +134,10 @@ def _run(
     central: CentralClient,
     docker: DockerRunner,
     audit: AuditLog,
-) -> tuple[bytes, Envelope, dict[str, Any]]:
+    sealed_out: Path,
+) -> tuple[Envelope, dict[str, Any]]:
+    """Verify, run, check and seal one hop; the sealed output is streamed to ``sealed_out``
+    (memory stays flat whatever the state's size)."""
     started_at = datetime.now(UTC)
     offer = record.offer
     # the checks again: time has passed since the offer (expiry), the config may have changed
@@ -151,11 +155,13 @@ def _run(
         if offer.input_digest is not None:
             sealed_path = work / "input.sealed"
             _central(lambda: central.download_input(offer.train_id, hop.index, sealed_path))
-            sealed_in = sealed_path.read_bytes()
-            check_input_bytes(sealed_in, offer.input_digest)
-            archive = open_sealed(sealed_in, me.sealing, seal_context(manifest.train_id, hop.index))
-            state_codec.unpack(archive, input_dir, max_bytes)
+            check_input_digest(digest_file(sealed_path), offer.input_digest)
+            archive = work / "input.tar"
+            open_file(sealed_path, archive, me.sealing, seal_context(manifest.train_id, hop.index))
             sealed_path.unlink()
+            with archive.open("rb") as source:
+                state_codec.unpack_from(source, input_dir, max_bytes)
+            archive.unlink()
         image_id = _docker_call(lambda: docker.pull(manifest.image))
         for name in manifest.datasets:
             datasources.materialise(config, name, data_dir / name)
@@ -189,9 +195,13 @@ def _run(
             bytes=disclosure.total_bytes,
             suppressed_cells=disclosure.suppressed_cells,
         )
-        archive = state_codec.pack(output_dir, manifest.outputs, max_bytes)
+        archive = work / "output.tar"
+        with archive.open("wb") as target:
+            state_codec.pack_to(output_dir, manifest.outputs, max_bytes, target)
         recipient = manifest.recipient_after(hop.index)
-        sealed_out = seal(archive, [recipient], seal_context(manifest.train_id, hop.index + 1))
+        output_digest = seal_file(
+            archive, sealed_out, [recipient], seal_context(manifest.train_id, hop.index + 1)
+        )
         receipt = HopReceipt.for_hop(
             HopPredicate(
                 train_id=manifest.train_id,
@@ -202,7 +212,7 @@ def _run(
                 manifest_digest=verified.manifest_digest,
                 image_digest=manifest.image.digest,
                 input_state_digest=offer.input_digest,
-                output_state_digest=digest_bytes(sealed_out),
+                output_state_digest=output_digest,
                 output_sealed_to=[recipient.sealing_fingerprint],
                 previous_receipt_digest=verified.previous_receipt_digest,
                 started_at=started_at,
@@ -210,7 +220,7 @@ def _run(
                 container_seconds=round(result.seconds, 3),
             )
         )
-        return sealed_out, sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict()
+        return sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

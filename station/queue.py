@@ -145,14 +145,17 @@ class HopQueue:
     def receipt_path(self, record: HopRecord) -> Path:
         return self.outbox / f"{record.id}.receipt.json"
 
-    def store_output(self, record: HopRecord, sealed: bytes, receipt: Envelope) -> None:
-        _write_atomic(self.sealed_path(record), sealed)
+    def store_output(self, record: HopRecord, sealed: Path, receipt: Envelope) -> None:
+        """Keep the sealed output file (moved in, fsynced) and its receipt until delivered."""
+        with sealed.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(sealed, self.sealed_path(record))
         _write_atomic(self.receipt_path(record), receipt.model_dump_json().encode())
 
-    def load_output(self, record: HopRecord) -> tuple[bytes, Envelope]:
-        sealed = self.sealed_path(record).read_bytes()
+    def load_output(self, record: HopRecord) -> tuple[Path, Envelope]:
+        """The kept sealed output (a file: it may be large) and its receipt."""
         receipt = Envelope.model_validate_json(self.receipt_path(record).read_text())
-        return sealed, receipt
+        return self.sealed_path(record), receipt
 
     def clear_output(self, record: HopRecord) -> None:
         self.sealed_path(record).unlink(missing_ok=True)

@@ -140,13 +140,17 @@ def _check_previous(offer: HopOffer, manifest: Manifest, hop: Hop) -> str:
     return offer.previous_receipt.digest
 
 
-def check_input_bytes(sealed: bytes, expected_digest: str | None) -> None:
+def check_input_digest(actual: str, expected_digest: str | None) -> None:
     """Check 9, first half: the bytes we downloaded are the bytes the chain names."""
     if expected_digest is None:
         raise SignatureInvalid("an input state arrived for a hop that should have none")
-    actual = digest_bytes(sealed)
     if actual != expected_digest:
         raise SignatureInvalid(
             f"the input state's digest is {actual}, the chain names {expected_digest}: "
             "it was changed in transit or at central"
         )
+
+
+def check_input_bytes(sealed: bytes, expected_digest: str | None) -> None:
+    """:func:`check_input_digest` for bytes in memory."""
+    check_input_digest(digest_bytes(sealed), expected_digest)

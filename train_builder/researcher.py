@@ -10,6 +10,7 @@ result = r.result(train_id, Path("out"))
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from trains.errors import CentralError, KeyFileError, PhtError, RouteMismatch
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Image, Manifest, Route, Stop, expiry_from_now
 from trains.receipt import HopPredicate, verify_chain
-from trains.sealing import digest_bytes, open_sealed, seal_context
+from trains.sealing import digest_file, open_file, seal_context
 from trains.signing import open_envelope, sign
 from trains.train_spec import load_train_spec
 
@@ -201,12 +202,19 @@ class Researcher:
             "manifest (as central holds it)",
         )
         receipts = self.central.receipts(train_id)
-        sealed = self.central.result(train_id)
-        hops = verify_chain(
-            manifest, envelope.digest, manifest.initial_state_digest, receipts, digest_bytes(sealed)
-        )
-        archive = open_sealed(
-            sealed, self.identity.sealing, seal_context(train_id, len(manifest.hops()))
-        )
-        files = state_codec.unpack(archive, out_dir, MAX_RESULT_BYTES)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".pht-download-") as tmp:
+            sealed, archive = Path(tmp) / "result.sealed", Path(tmp) / "result.tar"
+            self.central.download_result(train_id, sealed)  # streamed: a state may be large
+            hops = verify_chain(
+                manifest,
+                envelope.digest,
+                manifest.initial_state_digest,
+                receipts,
+                digest_file(sealed),
+            )
+            context = seal_context(train_id, len(manifest.hops()))
+            open_file(sealed, archive, self.identity.sealing, context)
+            with archive.open("rb") as source:
+                files = state_codec.unpack_from(source, out_dir, MAX_RESULT_BYTES)
         return Result(train_id, out_dir, files, hops)

@@ -63,3 +63,7 @@ class DisclosureRefused(PolicyRejected):
 
 class HopDeferred(PhtError):
     """A hop cannot go on right now (Docker or central unreachable); it is kept and retried."""
+
+
+class CentralUnreachable(CentralError):
+    """Central could not be reached or answered 5xx: worth retrying later."""
