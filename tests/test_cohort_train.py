@@ -69,3 +69,23 @@ def test_train_without_local_function_is_explained(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(TrainCodeError, match="local"):
         run_train(bad, tmp_path, tmp_path, tmp_path / "out", Context())
+
+
+def test_aggregate_mode_hands_every_partial_state_in_route_order(tmp_path):
+    train = tmp_path / "avg"
+    train.mkdir()
+    (train / "train.toml").write_text('datasets = []\n[train]\nname = "avg"\n')
+    (train / "train.py").write_text(
+        "def local(data, state, ctx):\n    return {'x': ctx.stop}\n"
+        "def aggregate(states, ctx):\n    return {'seen': [s['x'] for s in states]}\n"
+    )
+    inputs = tmp_path / "in"
+    for i, x in enumerate([10, 20, 30]):
+        (inputs / str(i)).mkdir(parents=True)
+        (inputs / str(i) / "state.json").write_text(f'{{"x": {x}}}')
+    (tmp_path / "out").mkdir()
+    ctx = Context(mode="aggregate", is_last=False)
+    assert run_train(train, inputs, tmp_path, tmp_path / "out", ctx) == {"seen": [10, 20, 30]}
+    (train / "train.py").write_text("def local(data, state, ctx):\n    return {}\n")
+    with pytest.raises(TrainCodeError, match="aggregate"):
+        run_train(train, inputs, tmp_path, tmp_path / "out", ctx)

@@ -5,8 +5,12 @@ A train is a ``train.py`` with plain functions:
 * ``local(data, state, ctx) -> state`` runs at each stop; ``data`` maps each requested
   dataset to a pandas DataFrame, ``state`` is the dict the previous stop returned
   (``None`` at the first hop);
-* ``finalize(state, ctx) -> state`` (optional) runs after ``local`` at the very last hop,
-  e.g. to turn sufficient statistics into the published result.
+* ``aggregate(states, ctx) -> state`` runs at the aggregator stop of a parallel round:
+  ``states`` lists the partial states of the round's stops, in route order (each a dict,
+  read from ``/pht/input/<i>/state.json``); its result goes to every stop of the next
+  round, or to the researcher after the last round;
+* ``finalize(state, ctx) -> state`` (optional) runs after ``local`` (or ``aggregate``) at
+  the very last hop, e.g. to turn sufficient statistics into the published result.
 
 The returned dict is written as ``state.json``; numpy values become plain JSON numbers and
 NaN becomes null. A train may also write declared files to ``ctx.output_dir`` itself.
@@ -108,6 +112,16 @@ def load_state(input_dir: Path) -> dict[str, Any] | None:
     return loaded
 
 
+def load_partial_states(input_dir: Path) -> list[dict[str, Any] | None]:
+    """An aggregate hop's inputs: one folder per partial state, ``/pht/input/0``, ``1``, ...
+    in the order of the route's stops."""
+    folders = sorted(
+        (p for p in input_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+        key=lambda p: int(p.name),
+    )
+    return [load_state(folder) for folder in folders]
+
+
 def to_json_value(value: Any) -> Any:
     """Plain JSON for what trains naturally return: numpy scalars/arrays, NaN, tuples."""
     if isinstance(value, dict):
@@ -137,7 +151,15 @@ def run_train(
     data = {name: load_dataset(data_dir / name) for name in toml.get("datasets", [])}
     params = dict(toml.get("parameters", {}))
     ctx = dataclasses.replace(ctx, output_dir=output_dir, params=params)
-    state = module.local(data, load_state(input_dir), ctx)
+    if ctx.mode == "aggregate":
+        aggregate = getattr(module, "aggregate", None)
+        if not callable(aggregate):
+            raise TrainCodeError(
+                "this route has an aggregator stop, but train.py defines no aggregate(states, ctx)"
+            )
+        state = aggregate(load_partial_states(input_dir), ctx)
+    else:
+        state = module.local(data, load_state(input_dir), ctx)
     finalize = getattr(module, "finalize", None)
     if ctx.is_last and callable(finalize):
         state = finalize(state, ctx)
