@@ -51,7 +51,8 @@ Row = dict[str, Any]
 def configured(train: str, folder: Path, **params: Any) -> Path:
     """A copy of a reference train with its [parameters] table (the last one) replaced."""
     folder.mkdir(parents=True)
-    shutil.copy2(REFERENCE / train / "train.py", folder / "train.py")
+    for code in (REFERENCE / train).glob("*.py"):  # fedavg/fedprox carry a helper module
+        shutil.copy2(code, folder / code.name)
     text = (REFERENCE / train / "train.toml").read_text()
     lines = [f"{key} = {json.dumps(value)}" for key, value in params.items()]
     head = text[: text.index("[parameters]")]
@@ -80,6 +81,41 @@ def run_route(train_dir: Path, frames: list[pd.DataFrame], rounds: int = 1) -> d
                 is_last=hop == hops - 1, stop=stop, stops=len(frames), rounds=rounds,
             )  # fmt: skip
             state = run_train(train_dir, previous, base / f"data{stop}", out, ctx)
+            previous = out
+    assert state is not None
+    return state
+
+
+def run_parallel(train_dir: Path, frames: list[pd.DataFrame], rounds: int) -> dict[str, Any]:
+    """Parallel rounds over ``frames``: every stop runs ``local`` from the last global state,
+    then the aggregator runs ``aggregate`` over ``input/<i>/state.json`` (route order)."""
+    dataset = read_train_toml(train_dir)["datasets"][0]
+    n = len(frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        for stop, frame in enumerate(frames):
+            (base / f"data{stop}" / dataset).mkdir(parents=True)
+            frame.to_csv(base / f"data{stop}" / dataset / "data.csv", index=False)
+        previous = base / "in"
+        previous.mkdir()
+        state = None
+        for r in range(rounds):
+            partials = base / f"round{r}"
+            for stop in range(n):
+                (partials / str(stop)).mkdir(parents=True)
+                ctx = Context(
+                    station=f"station-{stop}", round=r, hop=r * (n + 1) + stop, is_last=False,
+                    mode="local", stop=stop, stops=n, rounds=rounds,
+                )  # fmt: skip
+                run_train(train_dir, previous, base / f"data{stop}", partials / str(stop), ctx)
+            out = base / f"global{r}"
+            out.mkdir()
+            ctx = Context(
+                station="aggregator", round=r, hop=r * (n + 1) + n, is_last=r == rounds - 1,
+                mode="aggregate", stop=n, stops=n, rounds=rounds,
+            )  # fmt: skip
+            # the runtime hands every hop its datasets; aggregate() never reads them
+            state = run_train(train_dir, partials, base / "data0", out, ctx)
             previous = out
     assert state is not None
     return state
@@ -400,6 +436,90 @@ def bench_sgd(tmp: Path, frames: list[pd.DataFrame]) -> tuple[list[Row], dict[st
     return rows, {"curve": curve}
 
 
+FED_ROUNDS = (4, 7, 12, 22)  # rounds of the fedavg/fedprox routes: 2 fewer train
+
+
+def bench_fed(tmp: Path, frames: list[pd.DataFrame]) -> tuple[list[Row], dict[str, Any]]:
+    """FedAvg and FedProx over parallel rounds vs the same model trained by the same code on
+    the pooled training rows (one epoch per round of training) vs each station alone."""
+    covariates = [c for c in frames[0].columns if c != "malignant"]
+    common = {
+        "outcome": "malignant",
+        "covariates": covariates,
+        "epochs": 1,
+        "batch_size": 16,
+        "learning_rate": 0.1,
+        "alpha": 0.001,
+        "test_fraction": 0.25,
+        "seed": 0,
+        "auc_bins": 1000,
+        "min_rows": 10,
+    }
+    trains = {
+        "fedavg": configured("fedavg", tmp / "fedavg", **common),
+        "fedprox": configured("fedprox", tmp / "fedprox", **common, mu=0.1),
+    }
+    core = load_train_module(trains["fedavg"]).core  # the train's own split and training
+    parts = [core.design(f, covariates, "malignant") for f in frames]
+    masks = [core.held_out(len(y), 0.25, 0) for _, y in parts]
+    pairs = list(zip(parts, masks, strict=True))
+    test_x = np.vstack([x[m] for (x, _), m in pairs])
+    test_y = np.concatenate([y[m] for (_, y), m in pairs])
+    fit = [(x[~m], y[~m]) for (x, y), m in pairs]
+
+    def centralised(x: np.ndarray, y: np.ndarray, rounds: int) -> tuple[float, float]:
+        scaler = core.merge_moments([core.moments(x)])
+        w = np.zeros(x.shape[1] + 1)
+        for r in range(1, rounds - 1):
+            w = core.train_locally(w, core.standardise(scaler, x), y, common, [0, r])
+        score = core.logits(w, core.standardise(scaler, test_x))
+        return float(np.mean((score > 0) == test_y)), float(roc_auc_score(test_y, score))
+
+    pooled_x, pooled_y = np.vstack([x for x, _ in fit]), np.concatenate([y for _, y in fit])
+    curve: list[dict[str, Any]] = []
+    for rounds in FED_ROUNDS:
+        entry: dict[str, Any] = {
+            "rounds": rounds,
+            "pooled": centralised(pooled_x, pooled_y, rounds),
+            "alone": [centralised(x, y, rounds) for x, y in fit],
+        }
+        for name, folder in trains.items():
+            result = run_parallel(folder, frames, rounds)
+            entry[name] = (result["accuracy"], result["auc"])
+            entry[f"{name}_history"] = result["history"]
+        curve.append(entry)
+    rows = []
+    data = f"breast cancer, 30 features, non-IID, {len(test_y)} held out"
+    for name in trains:
+        for entry in curve:
+            (fed_acc, fed_auc), (pool_acc, pool_auc) = entry[name], entry["pooled"]
+            label = f"{entry['rounds']} rounds ({entry['rounds'] - 2} epochs)"
+            first = name != "fedavg" or entry is curve[0]
+            rows += [
+                row(
+                    name,
+                    data if first and entry is curve[0] else "",
+                    f"accuracy, {label}",
+                    fed_acc - pool_acc,
+                    " / ".join(f"{a[0]:.3f}" for a in entry["alone"]),
+                    SGD_TARGET,
+                    f"fed {fed_acc:.3f} vs pooled {pool_acc:.3f}",
+                    absolute=True,
+                ),
+                row(
+                    name,
+                    "",
+                    f"AUC, {label}",
+                    fed_auc - pool_auc,
+                    " / ".join(f"{a[1]:.3f}" for a in entry["alone"]),
+                    SGD_TARGET,
+                    f"fed {fed_auc:.4f} vs pooled {pool_auc:.4f}",
+                    absolute=True,
+                ),
+            ]
+    return rows, {"curve": curve}
+
+
 def row(
     train: str,
     data: str,
@@ -437,10 +557,12 @@ def markdown(rows: list[Row], seconds: float) -> str:
         "Produced by `python3 benchmarks/quality.py` (every train run in-process through",
         "`trains.runtime.run_train`, the code the containers run, over three stations).",
         "Exact trains: largest relative difference to the same method on the pooled data",
-        f"(target {EXACT:g}). SGD: federated minus pooled, in percentage points (target",
-        f"{SGD_TARGET * 100:g} pp). *Local-only*: each station's own fit against the pooled one",
-        "(largest relative deviation; KM: largest absolute gap of the survival curve; SGD:",
-        "each station's model on all held-out rows) - what a station learns alone.",
+        f"(target {EXACT:g}). SGD, FedAvg, FedProx: federated minus pooled, in percentage",
+        f"points (target {SGD_TARGET * 100:g} pp); pooled is the same model trained by the same",
+        "code on all training rows in one place for as many epochs. *Local-only*: each",
+        "station's own fit against the pooled one (largest relative deviation; KM: largest",
+        "absolute gap of the survival curve; SGD, FedAvg, FedProx: each station's model, trained",
+        "alone, on all held-out rows) - what a station learns alone.",
         "",
         "Data: NCCTG lung cancer (lifelines; 227 patients, institutions spread over 3 stations",
         "by `inst % 3`: 77 / 105 / 45 patients) and Wisconsin breast cancer (scikit-learn; 569",
@@ -463,9 +585,23 @@ def markdown(rows: list[Row], seconds: float) -> str:
         "the decreasing step size (`invscaling`) shrinks that pull with every pass. The gap",
         "counts whole held-out tumours: 1 of them is 0.70 pp. AUC (ranking) stays within",
         "0.5 pp from the first pass on; accuracy (one threshold) needs about 8 passes to come",
-        "within 1 pp. Each station alone does worse on the other stations' tumours. FedAvg or",
-        "FedProx (parallel rounds that average the stations' models) would remove the order",
-        "effect but need an aggregator stop, which routes do not have yet.",
+        "within 1 pp. Each station alone does worse on the other stations' tumours.",
+        "",
+        "FedAvg and FedProx run on parallel rounds: every station trains the global model",
+        "for one epoch of mini-batch gradient descent (batch 16, step 0.1), the aggregator",
+        "averages the three models weighted by row counts. Averaging removes SGD's order",
+        "effect: at every measured length (2 to 20 rounds of training) both stay within",
+        "0.7 pp (one held-out tumour) of the pooled model's accuracy and within 0.12 pp of",
+        "its AUC, on a split where the stations differ strongly (8% / 30% / 81%",
+        "malignant), while each station alone misses by up to 16 pp (accuracy) after 2",
+        "rounds and 3.5 pp after 20. FLamby's Fed-Heart-Disease (Ogier du Terrail et al.,",
+        "NeurIPS 2022) reports FedAvg several points below pooled; this split is easier (a",
+        "well-separated outcome, a convex model, one local epoch per round), so do not read",
+        "these numbers as a promise for harder data. FedProx (mu = 0.1) differs from FedAvg",
+        "by less than one held-out tumour here: with one local epoch the stations' models",
+        "drift little from the global one, which is the drift the proximal term limits.",
+        "The accuracy and AUC are those of the final global model, scored by every station",
+        "on its own held-out rows in the last round and summed as counts at the aggregator.",
         "",
         "![federated vs pooled](quality.png)",
         "",
@@ -475,13 +611,15 @@ def markdown(rows: list[Row], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def plot(km: dict[str, Any], cox: dict[str, Any], sgd: dict[str, Any], path: Path) -> None:
+def plot(
+    km: dict[str, Any], cox: dict[str, Any], sgd: dict[str, Any], fed: dict[str, Any], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     ax = axes[0]
     for label, got in km["result"]["curves"].items():
         name = {"1": "male", "2": "female"}.get(label, label)
@@ -548,6 +686,26 @@ def plot(km: dict[str, Any], cox: dict[str, Any], sgd: dict[str, Any], path: Pat
         ylabel="held-out score",
     )
     ax.legend(fontsize=8)
+
+    ax = axes[3]
+    last = fed["curve"][-1]
+    for name, style in (("fedavg", "ko-"), ("fedprox", "bs--")):
+        history = last[f"{name}_history"]
+        epochs = [h["round"] - 1 for h in history]
+        ax.plot(epochs, [h["auc"] for h in history], style, ms=3, label=f"{name} AUC")
+        ax.plot(epochs, [h["accuracy"] for h in history], style, ms=3, mfc="none", alpha=0.6,
+                label=f"{name} accuracy")  # fmt: skip
+    for c in fed["curve"]:
+        ax.plot(c["rounds"] - 2, c["pooled"][1], "r^", label="pooled AUC" if c is last else None)
+        ax.plot(c["rounds"] - 2, c["pooled"][0], "rv", mfc="none",
+                label="pooled accuracy" if c is last else None)  # fmt: skip
+    ax.set(
+        title="FedAvg / FedProx, breast cancer (non-IID)",
+        xlabel="rounds of training (epochs)",
+        ylabel="held-out score",
+        ylim=(0.9, 1.0),
+    )
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -562,17 +720,18 @@ def main() -> int:
         km_rows, km = bench_km(base, lung)
         cox_rows, cox = bench_cox(base, lung)
         sgd_rows, sgd = bench_sgd(base, cancer)
-    rows += km_rows + cox_rows + sgd_rows
+        fed_rows, fed = bench_fed(base, cancer)
+    rows += km_rows + cox_rows + sgd_rows + fed_rows
     seconds = time.perf_counter() - started
     print(f"{'train':7} {'quantity':26} {'fed vs pooled':>14}  {'met':4} local-only")
     for r in rows:
         print(
-            f"{r['train']:7} {r['quantity']:26} {fmt_diff(r):>14}  "
+            f"{r['train']:7} {r['quantity']:32} {fmt_diff(r):>14}  "
             f"{'yes' if r['ok'] else 'NO':4} {r['alone']}  {r['note']}"
         )
     DOCS.mkdir(exist_ok=True)
     (DOCS / "quality.md").write_text(markdown(rows, seconds))
-    plot(km, cox, sgd, DOCS / "quality.png")
+    plot(km, cox, sgd, fed, DOCS / "quality.png")
     print(f"wrote {DOCS / 'quality.md'} and {DOCS / 'quality.png'} ({seconds:.0f} s)")
     # the exact trains must meet their target; sgd is reported (see docs/quality.md)
     return 0 if all(r["ok"] for r in rows if not r["absolute"]) else 1

@@ -1,6 +1,7 @@
 """The reference trains inside the real base image, whose libraries are older than the
-host's (pandas 1.5, numpy 1.24, scipy 1.10, scikit-learn 1.2): every sample route gives
-the same result in the container as in-process here. One locked-down container, ~10 s."""
+host's (pandas 1.5, numpy 1.24, scipy 1.10, scikit-learn 1.2): every sample route (and
+FedAvg's and FedProx's parallel rounds) gives the same result in the container as
+in-process here. One locked-down container, ~10 s."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from tests.test_reference_fedavg import run_parallel
 from tests.test_reference_trains import REFERENCE, run_route, sites
 
 pytestmark = pytest.mark.docker
 
 ROUTES = {"linreg": 1, "logreg": 8, "km": 1, "cox": 10, "sgd": 7}
+PARALLEL = {"fedavg": 5, "fedprox": 5}  # parallel rounds: stops, then the aggregator
 
 # Runs in the container: the same in-process route as the tests, over the sample CSVs.
 IN_IMAGE = """
@@ -45,6 +48,28 @@ for name, rounds in json.loads(sys.argv[1]).items():
             state = run_train(ref / name, previous, base / f"d{stop}", out, ctx)
             previous = out
     results[name] = state
+for name, rounds in json.loads(sys.argv[2]).items():
+    frames = [pd.read_csv(p) for p in sorted((ref / name / "sample").glob("*.csv"))]
+    n = len(frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        for i, frame in enumerate(frames):
+            (base / f"d{i}" / "cohort").mkdir(parents=True)
+            frame.to_csv(base / f"d{i}" / "cohort" / "data.csv", index=False)
+        previous = base / "in"
+        previous.mkdir()
+        for r in range(rounds):
+            for s in range(n):
+                (base / f"p{r}" / str(s)).mkdir(parents=True)
+                ctx = Context(station=f"site-{s}", round=r, hop=r * (n + 1) + s, is_last=False,
+                              mode="local", stop=s, stops=n, rounds=rounds)
+                run_train(ref / name, previous, base / f"d{s}", base / f"p{r}" / str(s), ctx)
+            (base / f"g{r}").mkdir()
+            ctx = Context(station="aggregator", round=r, hop=r * (n + 1) + n,
+                          is_last=r == rounds - 1, mode="aggregate", stop=n, stops=n, rounds=rounds)
+            state = run_train(ref / name, base / f"p{r}", base / "d0", base / f"g{r}", ctx)
+            previous = base / f"g{r}"
+    results[name] = state
 print(json.dumps(results))
 """
 
@@ -70,7 +95,7 @@ def test_reference_trains_give_the_same_result_in_the_base_image(docker_required
     client = docker.from_env()
     output = client.containers.run(
         "pht-base:latest",
-        entrypoint=["python3", "-c", IN_IMAGE, json.dumps(ROUTES)],
+        entrypoint=["python3", "-c", IN_IMAGE, json.dumps(ROUTES), json.dumps(PARALLEL)],
         environment={"PYTHONPATH": "/src"},
         volumes={str(REFERENCE.parents[1]): {"bind": "/src", "mode": "ro"}},
         network_mode="none",
@@ -85,4 +110,7 @@ def test_reference_trains_give_the_same_result_in_the_base_image(docker_required
     in_image = json.loads(output.decode().strip().splitlines()[-1])
     for name, rounds in ROUTES.items():
         here = run_route(REFERENCE / name, sites(name), tmp_path / name, rounds=rounds)
+        assert_same(in_image[name], here, name)
+    for name, rounds in PARALLEL.items():
+        here = run_parallel(REFERENCE / name, sites(name), tmp_path / name, rounds=rounds)
         assert_same(in_image[name], here, name)

@@ -1,5 +1,6 @@
-"""The demo: a registry, central and three hospital stations on this machine, the cohort
-train over all three, and its verified result printed next to the pooled figures.
+"""The demo: a registry, central and three hospital stations on this machine; the cohort,
+logistic-regression and Kaplan-Meier trains over all three; each verified result printed
+next to the same analysis of the pooled data.
 
 Run it with ``scripts/demo.sh`` (which sets the machine up first) or
 ``python3 -m train_builder.demo``.
@@ -9,25 +10,94 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
+import math
 import os
 import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from central.client import CentralClient
 from train_builder.image import build_image, push_image
 from train_builder.localnet import LocalNet
-from train_builder.pooled import pooled_cohort_stats
+from train_builder.pooled import pooled_cohort_stats, pooled_km, pooled_logit
 from train_builder.researcher import Researcher
 from trains.errors import PhtError
 
 REPO = Path(__file__).resolve().parents[1]
-COHORT = REPO / "trains" / "reference" / "cohort"
+REFERENCE = REPO / "trains" / "reference"
+COHORT = REFERENCE / "cohort"
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
+# The logistic regression runs on the hospitals' cohort table: is hypertension diagnosed?
+LOGREG_PARAMETERS: dict[str, Any] = {
+    "outcome": "diagnosis=hypertension",
+    "covariates": ["age", "bmi", "sex=M", "smoker=yes"],
+    "intercept": True,
+    "min_rows": 10,
+    "tol": 1e-8,
+    "conf_level": 0.95,
+}
+LOGREG_ROUNDS = 5  # Newton-Raphson converges (step < tol) in 5 on this table
+EXACT = 1e-6  # federated must equal pooled to this relative difference
+
+
+def hospital_datasets(name: str) -> dict[str, Path]:
+    """What each demo hospital offers: the cohort sample as ``cohort`` (cohort and logreg
+    trains) and the Kaplan-Meier sample as ``survival`` (km train)."""
+    return {
+        "cohort": COHORT / "sample" / f"{name}.csv",
+        "survival": REFERENCE / "km" / "sample" / f"{name}.csv",
+    }
+
+
+def frames_of(dataset: str) -> list[pd.DataFrame]:
+    return [pd.read_csv(hospital_datasets(h)[dataset]) for h in HOSPITALS]
+
+
+def configured_train(source: Path, target: Path, parameters: dict[str, Any]) -> Path:
+    """A copy of a train folder with its [parameters] table (the last one) replaced, as a
+    researcher adapts a reference train to their question."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for path in source.glob("*.py"):
+        shutil.copy2(path, target / path.name)
+    text = (source / "train.toml").read_text()
+    lines = [f"{key} = {json.dumps(value)}" for key, value in parameters.items()]
+    head = text[: text.index("[parameters]")]
+    (target / "train.toml").write_text(head + "[parameters]\n" + "\n".join(lines) + "\n")
+    return target
+
+
+Shown = tuple[str, float | None, float | None]  # label, federated, pooled
+
+
+@dataclass
+class Comparison:
+    """One train's verified result against the pooled analysis."""
+
+    train: str
+    rounds: int
+    seconds: float
+    shown: list[Shown]  # a few key numbers
+    compared: int  # how many numbers were compared in all
+    max_rel: float  # the largest relative difference among them
+
+    @property
+    def equal(self) -> bool:
+        return self.max_rel <= EXACT
+
+
+def rel(a: float | None, b: float | None) -> float:
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        same = (a is None or not math.isfinite(a)) and (b is None or not math.isfinite(b))
+        return 0.0 if same else math.inf  # both undefined (e.g. median not reached) is equal
+    return abs(a - b) / max(abs(b), 1e-12)
 
 
 def say(text: str) -> None:
@@ -43,35 +113,120 @@ def run(workdir: Path) -> int:
         say(f"registry   {net.registry}\ncentral    {net.central_url}")
         alice, _, token = net.add_researcher("dr-alice")
         for name in HOSPITALS:
-            csv = COHORT / "sample" / f"{name}.csv"
-            net.add_station(name, {"cohort": csv}, trusted=[alice])
+            datasets = hospital_datasets(name)
+            net.add_station(name, datasets, trusted=[alice])
             net.start_station(name)
-            say(f"station    {name:<11} data {csv.name} ({len(pd.read_csv(csv))} patients)")
-
-        started = time.monotonic()
-        _, tag = build_image(COHORT, net.registry)
-        image = push_image(tag)
-        say(f"image      {image.reference} ({time.monotonic() - started:.1f}s build+push)")
-
+            sizes = ", ".join(f"{d} {len(pd.read_csv(p))} rows" for d, p in datasets.items())
+            say(f"station    {name:<11} data {sizes}")
         researcher = Researcher(alice, CentralClient(net.central_url, token.read_text().strip()))
-        started = time.monotonic()
-        train_id = researcher.submit(COHORT, image, HOSPITALS)
-        say(f"train      {train_id} submitted, route {' -> '.join(HOSPITALS)}")
-        status = researcher.wait(train_id, timeout_s=600)
-        wall = time.monotonic() - started
-        if status["status"] != "done":
-            say(f"train failed: {status.get('error')}")
-            return 1
-        result = researcher.result(train_id, run_dir / "result")
-        say(f"result     verified {len(result.hops)} receipts; route took {wall:.1f}s")
+
+        state, seconds = travel(net, researcher, COHORT, 1, run_dir / "cohort")
+        print_comparison(state, pooled_cohort_stats(frames_of("cohort")))
+        comparisons = [compare_cohort(state, seconds)]
+
+        logreg = configured_train(REFERENCE / "logreg", run_dir / "logreg", LOGREG_PARAMETERS)
+        state, seconds = travel(net, researcher, logreg, LOGREG_ROUNDS, run_dir / "logreg-out")
+        comparisons.append(compare_logreg(state, LOGREG_ROUNDS, seconds))
+
+        state, seconds = travel(net, researcher, REFERENCE / "km", 1, run_dir / "km-out")
+        comparisons.append(compare_km(state, seconds))
+        print_summary(comparisons)
+    return 0 if all(c.equal for c in comparisons) else 1
+
+
+def travel(
+    net: LocalNet, researcher: Researcher, folder: Path, rounds: int, out: Path
+) -> tuple[dict[str, Any], float]:
+    """Build and push the train, submit it over the three hospitals, wait, and return the
+    verified, opened result and the route's wall time."""
+    started = time.monotonic()
+    _, tag = build_image(folder, net.registry)
+    image = push_image(tag)
+    say(f"\nimage      {image.reference} ({time.monotonic() - started:.1f}s build+push)")
+    started = time.monotonic()
+    train_id = researcher.submit(folder, image, HOSPITALS, rounds=rounds)
+    say(f"train      {train_id} submitted, route {' -> '.join(HOSPITALS)}, {rounds} round(s)")
+    status = researcher.wait(train_id, timeout_s=600, poll_s=0.2)
+    wall = time.monotonic() - started
+    if status["status"] != "done":
+        raise PhtError(f"train {folder.name} {status['status']}: {status.get('error')}")
+    result = researcher.result(train_id, out)
+    container = sum(h.container_seconds for h in result.hops)
+    say(
+        f"result     verified {len(result.hops)} receipts; route took {wall:.1f}s "
+        f"({container:.1f}s in containers)"
+    )
+    if len(result.hops) <= 3:
         for hop in result.hops:
             say(
                 f"           hop {hop.hop} {hop.station:<11} container {hop.container_seconds:.2f}s"
             )
-        frames = [pd.read_csv(COHORT / "sample" / f"{h}.csv") for h in HOSPITALS]
-        assert result.state is not None
-        print_comparison(result.state, pooled_cohort_stats(frames))
-    return 0
+    if result.state is None:
+        raise PhtError(f"train {folder.name} returned no state.json")
+    return result.state, wall
+
+
+def compare_cohort(state: dict[str, Any], seconds: float) -> Comparison:
+    pooled = pooled_cohort_stats(frames_of("cohort"))
+    diffs: list[float] = []
+    shown: list[Shown] = []
+    for col, p in pooled["numeric"].items():
+        f = state["numeric"][col]
+        diffs += [rel(f[k], p[k]) for k in ("mean", "std", "min", "max")]
+        diffs.append(0.0 if f["count"] == p["count"] else math.inf)
+        shown.append((f"{col} mean", f["mean"], p["mean"]))
+    same_counts = state["categorical"] == pooled["categorical"]
+    diffs.append(0.0 if same_counts else math.inf)
+    return Comparison("cohort", 1, seconds, shown, len(diffs), max(diffs))
+
+
+def compare_logreg(state: dict[str, Any], rounds: int, seconds: float) -> Comparison:
+    pooled = pooled_logit(
+        frames_of("cohort"), LOGREG_PARAMETERS["outcome"], LOGREG_PARAMETERS["covariates"]
+    )
+    diffs: list[float] = []
+    shown: list[Shown] = []
+    for name, p in pooled.items():
+        f = state["coefficients"][name]
+        diffs += [rel(f[k], p[k]) for k in ("estimate", "se", "p")]
+        shown.append((f"{name} log-odds", f["estimate"], p["estimate"]))
+    if not state["converged"]:
+        diffs.append(math.inf)
+    return Comparison("logreg", rounds, seconds, shown, len(diffs), max(diffs))
+
+
+def compare_km(state: dict[str, Any], seconds: float) -> Comparison:
+    pooled = pooled_km(frames_of("survival"), "time", "event", "treatment")
+    diffs: list[float] = []
+    shown: list[Shown] = []
+    for label, p in pooled["curves"].items():
+        f = state["curves"][label]
+        at = dict(zip(p["time"].tolist(), p["survival"].tolist(), strict=True))
+        diffs += [rel(s, at.get(t)) for t, s in zip(f["time"], f["survival"], strict=True)]
+        diffs.append(rel(f["median"], p["median"]))
+        shown.append((f"{label} median", f["median"], p["median"]))
+    diffs.append(rel(state["logrank"]["chi2"], pooled["chi2"]))
+    shown.append(("log-rank chi2", state["logrank"]["chi2"], pooled["chi2"]))
+    return Comparison("km", 1, seconds, shown, len(diffs), max(diffs))
+
+
+def print_summary(comparisons: list[Comparison]) -> None:
+    say("\ntrain (route time)     quantity                  federated        pooled")
+    for c in comparisons:
+        head = f"{c.train} ({c.rounds} rd, {c.seconds:.0f}s)"
+        for i, (label, fed, pooled) in enumerate(c.shown):
+            say(f"  {head if i == 0 else '':<21} {label:<22} {_num(fed):>12}  {_num(pooled):>12}")
+        verdict = "equal" if c.equal else "DIFFERENT"
+        say(
+            f"  {'':<21} max relative difference {c.max_rel:.1e} over {c.compared} numbers: "
+            f"{verdict}"
+        )
+    same = all(c.equal for c in comparisons)
+    say(f"\nfederated equals pooled (to {EXACT:g}) for every train: {'yes' if same else 'NO'}")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.6g}"
 
 
 def serve(workdir: Path) -> int:
@@ -88,7 +243,7 @@ def serve(workdir: Path) -> int:
         net.start_central()
         you, keys, token = net.add_researcher(getpass.getuser() or "researcher", keys_dir)
         for name in HOSPITALS:
-            net.add_station(name, {"cohort": COHORT / "sample" / f"{name}.csv"}, trusted=[you])
+            net.add_station(name, hospital_datasets(name), trusted=[you])
             net.start_station(name)
         profile = profile_path()
         if profile.exists():
@@ -103,7 +258,7 @@ def serve(workdir: Path) -> int:
         ):
             write_profile_value(key, value, profile)
         say(f"demo network up: central {net.central_url}, registry {net.registry}")
-        say(f"stations: {', '.join(HOSPITALS)} (each offers the dataset 'cohort')")
+        say(f"stations: {', '.join(HOSPITALS)} (each offers the datasets 'cohort' and 'survival')")
         say(f"you are researcher {you.name} (keys in {keys}); profile written to {profile}")
         say("press Ctrl-C to stop the network")
         try:

@@ -60,7 +60,7 @@ pht-train submit {folder} --route STATION1,STATION2
 ```
 
 The files in `sample/` are made-up sample data for local tests; they never leave this
-folder (only the code in `train.py` and `train.toml` goes into the image).
+folder (only `train.toml` and the `*.py` files go into the image).
 """
 
 
@@ -110,7 +110,8 @@ def scaffold(target: Path, template_name: str) -> list[Path]:
     template = available[template_name]
     target.mkdir(parents=True)
     written = [target / CODE_FILE, target / TRAIN_FILE]
-    shutil.copyfile(template.folder / CODE_FILE, target / CODE_FILE)
+    for code in sorted(template.folder.glob("*.py")):  # train.py and any helper module
+        shutil.copyfile(code, target / code.name)
     (target / TRAIN_FILE).write_text(_renamed(template.folder / TRAIN_FILE, name))
     samples = sorted((template.folder / "sample").glob("*.csv"))[:MAX_SAMPLE_SITES]
     if samples:

@@ -148,7 +148,9 @@ def run_train(
     """One hop: the whole contract between a station's container and the train's code."""
     module = load_train_module(train_dir)
     toml = read_train_toml(train_dir)
-    data = {name: load_dataset(data_dir / name) for name in toml.get("datasets", [])}
+    # the aggregator stop of a parallel round reads partial states, never data
+    names = [] if ctx.mode == "aggregate" else toml.get("datasets", [])
+    data = {name: load_dataset(data_dir / name) for name in names}
     params = dict(toml.get("parameters", {}))
     ctx = dataclasses.replace(ctx, output_dir=output_dir, params=params)
     if ctx.mode == "aggregate":

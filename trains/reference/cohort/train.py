@@ -3,10 +3,19 @@
 Numeric columns carry (n, mean, M2, min, max) and are merged with Chan et al.'s parallel
 update ("Updating Formulae and a Pairwise Algorithm for Computing Sample Variances", 1979),
 which stays accurate where sums of squares would cancel. Categorical columns carry counts.
-At the last hop ``finalize`` publishes count, mean, standard deviation (ddof=1), min and
-max, and suppresses every count below ``min_cell``.
+Optional: histograms of numeric columns over bin edges fixed in ``[parameters]`` (so every
+station bins identically; bins are [edge_i, edge_i+1), values outside are counted as
+``below`` / ``above``) and cross-tables of two categorical columns; both are counts summed
+over stops. At the last hop ``finalize`` publishes count, mean, standard deviation (ddof=1),
+min and max, and suppresses every count below ``min_cell``; in a histogram or a cross-table
+a line (the bins of a histogram, a row or column of a table) with exactly one suppressed
+cell loses its smallest other cell too, so a suppressed count cannot be recovered as a
+published total minus the published cells.
 """
 
+import itertools
+
+import numpy as np
 import pandas as pd
 
 
@@ -54,6 +63,71 @@ def summarise(frame: pd.DataFrame) -> dict:
     }
 
 
+def histogram(values, edges):
+    """Counts in [edge_i, edge_i+1), plus values below the first and from the last edge on."""
+    values = values.dropna().astype(float).to_numpy()
+    index = np.searchsorted(np.asarray(edges, dtype=float), values, side="right") - 1
+    k = len(edges) - 1
+    return {
+        "edges": list(edges),
+        "counts": [int((index == i).sum()) for i in range(k)],
+        "below": int((index < 0).sum()),
+        "above": int((index >= k).sum()),
+    }
+
+
+def crosstab(frame, a, b):
+    rows = frame[[a, b]].dropna().astype(str)
+    counts = {}
+    for (x, y), n in rows.value_counts().items():
+        counts.setdefault(x, {})[y] = int(n)
+    return counts
+
+
+def extras(frame: pd.DataFrame, params: dict) -> dict:
+    """This station's histograms and cross-tables, as [parameters] ask for them."""
+    histograms = params.get("histograms", {})
+    pairs = [tuple(pair) for pair in params.get("crosstabs", [])]
+    needed = set(histograms) | {c for pair in pairs for c in pair}
+    missing = sorted(needed - set(frame.columns))
+    if missing:
+        raise ValueError(
+            f"the dataset has no column(s) {missing}; fix histograms / crosstabs in "
+            "[parameters] of train.toml"
+        )
+    for column, edges in histograms.items():
+        if len(edges) < 2 or any(lo >= hi for lo, hi in itertools.pairwise(edges)):
+            raise ValueError(f"histogram edges of {column!r} must be at least two, increasing")
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError('each crosstabs entry names two columns, e.g. ["sex", "smoker"]')
+    return {
+        "histograms": {c: histogram(frame[c], e) for c, e in histograms.items()},
+        "crosstabs": {f"{a} x {b}": crosstab(frame, a, b) for a, b in pairs},
+    }
+
+
+def merge_extras(a: dict, b: dict) -> dict:
+    histograms = {}
+    for column, h in b["histograms"].items():
+        mine = a["histograms"][column]
+        if mine["edges"] != h["edges"]:
+            raise ValueError(f"the previous stop binned {column!r} with other edges")
+        histograms[column] = {
+            "edges": h["edges"],
+            "counts": [x + y for x, y in zip(mine["counts"], h["counts"], strict=True)],
+            "below": mine["below"] + h["below"],
+            "above": mine["above"] + h["above"],
+        }
+    crosstabs = {}
+    for name, table in b["crosstabs"].items():
+        merged = {x: dict(row) for x, row in a["crosstabs"][name].items()}
+        for x, row in table.items():
+            for y, n in row.items():
+                merged.setdefault(x, {})[y] = merged.get(x, {}).get(y, 0) + n
+        crosstabs[name] = merged
+    return {"histograms": histograms, "crosstabs": crosstabs}
+
+
 def merge(a: dict, b: dict) -> dict:
     numeric = dict(a["numeric"])
     for col, stats in b["numeric"].items():
@@ -67,10 +141,43 @@ def merge(a: dict, b: dict) -> dict:
 
 
 def local(data, state, ctx):
-    mine = summarise(data["cohort"])
-    merged = mine if state is None else merge(state, mine)
+    mine = summarise(data["cohort"]) | extras(data["cohort"], ctx.params)
+    merged = mine if state is None else merge(state, mine) | merge_extras(state, mine)
     merged["stations"] = (state or {}).get("stations", 0) + 1
     return merged
+
+
+def suppress_lines(grid, min_cell):
+    """Primary suppression (cells below min_cell), then secondary: while a row or column
+    has exactly one suppressed cell, suppress its smallest published cell as well."""
+    grid = np.asarray(grid, dtype=float)
+    hidden = grid < min_cell
+    changed = True
+    while changed:
+        changed = False
+        for lines, mask in ((grid, hidden), (grid.T, hidden.T)):
+            for values, line in zip(lines, mask, strict=True):
+                if line.sum() == 1 and (~line).any():
+                    shown = np.where(line, np.inf, values)
+                    line[int(np.argmin(shown))] = True
+                    changed = True
+    return [
+        [None if h else int(v) for v, h in zip(r, m, strict=True)]
+        for r, m in zip(grid, hidden, strict=True)
+    ]
+
+
+def publish_histogram(h, min_cell):
+    (cells,) = suppress_lines([[h["below"], *h["counts"], h["above"]]], min_cell)
+    return {"edges": h["edges"], "counts": cells[1:-1], "below": cells[0], "above": cells[-1]}
+
+
+def publish_crosstab(table, min_cell):
+    rows = sorted(table)
+    columns = sorted({y for row in table.values() for y in row})
+    grid = [[table[x].get(y, 0) for y in columns] for x in rows]
+    cells = suppress_lines(grid, min_cell)
+    return {x: dict(zip(columns, line, strict=True)) for x, line in zip(rows, cells, strict=True)}
 
 
 def publish(state: dict, min_cell: int = 5) -> dict:
@@ -101,6 +208,13 @@ def publish(state: dict, min_cell: int = 5) -> dict:
         "min_cell": min_cell,
         "numeric": numeric,
         "categorical": categorical,
+        "histograms": {
+            c: publish_histogram(h, min_cell) for c, h in state.get("histograms", {}).items()
+        },
+        "crosstabs": {
+            name: publish_crosstab(table, min_cell)
+            for name, table in state.get("crosstabs", {}).items()
+        },
     }
 
 

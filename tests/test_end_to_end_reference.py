@@ -1,0 +1,151 @@
+"""Reference trains over real stations: three station daemons (separate processes, each with
+its own keys and its own site CSVs), real containers, the session's real registry and
+central. The researcher's verified result must equal the pooled fit to 1e-6 relative;
+FedAvg, on parallel rounds joined at a fourth station that holds no data, must give
+exactly the model of the in-process run of the same rounds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from lifelines import KaplanMeierFitter
+from lifelines.statistics import multivariate_logrank_test
+
+from central.client import CentralClient
+from tests.test_reference_fedavg import run_parallel
+from tests.test_reference_in_image import assert_same
+from train_builder.localnet import LocalNet
+from train_builder.researcher import Researcher
+from trains.runtime.core import read_train_toml
+
+pytestmark = pytest.mark.docker
+
+REFERENCE = Path(__file__).resolve().parents[1] / "trains" / "reference"
+STATIONS = ["ref-a", "ref-b", "ref-c"]
+AGGREGATOR = "ref-agg"  # joins FedAvg's parallel rounds; holds no patient data
+SITES = ["hospital-a", "hospital-b", "hospital-c"]  # station i holds the sample of site i
+REL = 1e-6
+
+
+def sample(train: str) -> list[pd.DataFrame]:
+    return [pd.read_csv(REFERENCE / train / "sample" / f"{site}.csv") for site in SITES]
+
+
+@pytest.fixture(scope="module")
+def researcher(localnet: LocalNet):
+    """Three stations offering the logreg sample as 'cohort' and the km sample as
+    'survival', an aggregator station without data, and a researcher they all trust."""
+    identity, _, token = localnet.add_researcher("dr-reference")
+    for name, site in zip(STATIONS, SITES, strict=True):
+        datasets = {
+            "cohort": REFERENCE / "logreg" / "sample" / f"{site}.csv",
+            "survival": REFERENCE / "km" / "sample" / f"{site}.csv",
+        }
+        localnet.add_station(name, datasets, trusted=[identity])
+        localnet.start_station(name)
+    localnet.add_station(AGGREGATOR, {}, trusted=[identity])
+    localnet.start_station(AGGREGATOR)
+    with Researcher(identity, CentralClient(localnet.central_url, token.read_text().strip())) as r:
+        yield r
+
+
+def travel(
+    researcher: Researcher,
+    net: LocalNet,
+    image_for: Any,
+    train: str,
+    rounds: int,
+    out: Path,
+    aggregator: str | None = None,
+) -> dict[str, Any]:
+    folder = REFERENCE / train
+    if aggregator is None:
+        train_id = researcher.submit(folder, image_for(folder), STATIONS, rounds=rounds)
+        route = STATIONS * rounds
+    else:
+        train_id = researcher.submit(
+            folder, image_for(folder), STATIONS, rounds, mode="parallel", aggregator=aggregator
+        )
+        route = [*STATIONS, aggregator] * rounds
+    # a stalled route fails within minutes (and shows the station logs), not CI's hour
+    status = researcher.wait(train_id, timeout_s=300, poll_s=0.2)
+    assert status["status"] == "done", f"{status}\n{logs(net)}"
+    result = researcher.result(train_id, out)  # verifies every receipt before opening
+    assert [h.station for h in result.hops] == route
+    assert result.state is not None
+    return result.state
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=REL, abs_tol=1e-12)
+
+
+def test_logreg_over_three_stations_equals_pooled_logit(researcher, localnet, image_for, tmp_path):
+    state = travel(researcher, localnet, image_for, "logreg", 6, tmp_path / "result")
+    params = read_train_toml(REFERENCE / "logreg")["parameters"]
+    pooled = pd.concat(sample("logreg"), ignore_index=True)
+    columns = {"intercept": np.ones(len(pooled))}
+    for item in params["covariates"]:
+        name, _, level = item.partition("=")
+        columns[item] = (pooled[name].astype(str) == level).astype(float) if level else pooled[name]
+    logit = sm.Logit(pooled[params["outcome"]].astype(float), pd.DataFrame(columns)).fit(
+        disp=0, tol=1e-12
+    )
+    assert state["converged"] is True and state["n"] == len(pooled)
+    assert close(state["loglik"], logit.llf)
+    assert set(state["coefficients"]) == set(logit.params.index)
+    for name, got in state["coefficients"].items():
+        assert close(got["estimate"], logit.params[name]), name
+        assert close(got["se"], logit.bse[name]), name
+        assert close(got["p"], logit.pvalues[name]), name
+
+
+def test_km_over_three_stations_equals_pooled_lifelines(researcher, localnet, image_for, tmp_path):
+    state = travel(researcher, localnet, image_for, "km", 1, tmp_path / "result")
+    pooled = pd.concat(sample("km"), ignore_index=True)
+    assert state["stations"] == 3
+    assert set(state["curves"]) == set(pooled["treatment"])
+    for label, got in state["curves"].items():
+        part = pooled[pooled["treatment"] == label]
+        kmf = KaplanMeierFitter().fit(part["time"], part["event"])
+        times = np.asarray(got["time"])
+        np.testing.assert_allclose(
+            got["survival"], kmf.survival_function_.loc[times].iloc[:, 0], rtol=REL
+        )
+        band = kmf.confidence_interval_.loc[times].to_numpy()
+        np.testing.assert_allclose(got["ci_low"], band[:, 0], rtol=REL)
+        np.testing.assert_allclose(got["ci_high"], band[:, 1], rtol=REL)
+        assert got["n"] == len(part)
+    test = multivariate_logrank_test(pooled["time"], pooled["treatment"], pooled["event"])
+    assert close(state["logrank"]["chi2"], test.test_statistic)
+    assert close(state["logrank"]["p"], test.p_value)
+
+
+def test_fedavg_over_parallel_rounds_gives_the_model_of_the_same_rounds_in_process(
+    researcher, localnet, image_for, tmp_path
+):
+    rounds = 5
+    state = travel(
+        researcher, localnet, image_for, "fedavg", rounds, tmp_path / "result", AGGREGATOR
+    )
+    # the same rounds in-process (tests/test_reference_fedavg.py checks those against
+    # pooled training): containers, sealing and routing change nothing in the model
+    here = run_parallel(REFERENCE / "fedavg", sample("fedavg"), tmp_path / "here", rounds)
+    assert_same(state, here)
+    assert state["method"] == "fedavg" and state["training_rounds"] == rounds - 2
+    assert state["n_test"] == sum(round(0.25 * len(f)) for f in sample("fedavg"))
+
+
+def logs(net: LocalNet) -> str:
+    parts = []
+    for name in [*STATIONS, AGGREGATOR]:
+        station = net.stations[name]
+        if station.log.exists():
+            parts.append(f"--- {name}\n{station.log.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts)

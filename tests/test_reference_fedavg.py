@@ -1,0 +1,239 @@
+"""FedAvg and FedProx over simulated parallel rounds, through the runtime the image runs.
+
+The harness lays out each round as the stations will: every stop runs ``local`` from the
+previous round's global state (``PHT_MODE=local``), then the aggregator stop runs
+``aggregate`` with the stops' partial states as ``input/<i>/state.json`` in route order."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from trains.runtime import Context, run_train
+from trains.runtime.core import load_train_module, read_train_toml
+
+REFERENCE = Path(__file__).resolve().parents[1] / "trains" / "reference"
+
+
+def sites(train: str) -> list[pd.DataFrame]:
+    return [pd.read_csv(p) for p in sorted((REFERENCE / train / "sample").glob("*.csv"))]
+
+
+def configured(train: str, folder: Path, **params: Any) -> Path:
+    """A copy of a reference train whose [parameters] are updated with ``params``."""
+    folder.mkdir(parents=True)
+    for path in (REFERENCE / train).glob("*.py"):
+        shutil.copy2(path, folder / path.name)
+    text = (REFERENCE / train / "train.toml").read_text()
+    merged = read_train_toml(REFERENCE / train)["parameters"] | params
+    lines = [f"{key} = {json.dumps(value)}" for key, value in merged.items()]
+    head = text[: text.index("[parameters]")]
+    (folder / "train.toml").write_text(head + "[parameters]\n" + "\n".join(lines) + "\n")
+    return folder
+
+
+def run_parallel(
+    train_dir: Path, frames: list[pd.DataFrame], tmp_path: Path, rounds: int
+) -> dict[str, Any]:
+    """Parallel rounds: hop r*(n+1)+s is stop s of round r, hop r*(n+1)+n the aggregator.
+    Partial states stay in ``tmp_path/round<r>/<s>``, global ones in ``tmp_path/global<r>``.
+    """
+    dataset = read_train_toml(train_dir)["datasets"][0]
+    n = len(frames)
+    for stop, frame in enumerate(frames):
+        (tmp_path / f"data{stop}" / dataset).mkdir(parents=True)
+        frame.to_csv(tmp_path / f"data{stop}" / dataset / "data.csv", index=False)
+    previous = tmp_path / "initial"
+    previous.mkdir()
+    state = None
+    for r in range(rounds):
+        partials = tmp_path / f"round{r}"
+        for stop in range(n):
+            (partials / str(stop)).mkdir(parents=True)
+            ctx = Context(
+                station=f"site-{stop}", round=r, hop=r * (n + 1) + stop, is_last=False,
+                mode="local", stop=stop, stops=n, rounds=rounds,
+            )  # fmt: skip
+            run_train(train_dir, previous, tmp_path / f"data{stop}", partials / str(stop), ctx)
+        out = tmp_path / f"global{r}"
+        out.mkdir()
+        ctx = Context(
+            station="aggregator", round=r, hop=r * (n + 1) + n, is_last=r == rounds - 1,
+            mode="aggregate", stop=n, stops=n, rounds=rounds,
+        )  # fmt: skip
+        # today's runtime materialises the train's datasets at every hop, the aggregate too:
+        # the aggregator is given stop 0's folder, which aggregate() never reads
+        state = run_train(train_dir, partials, tmp_path / "data0", out, ctx)
+        previous = out
+    assert state is not None
+    return state
+
+
+def read(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((path / "state.json").read_text())
+    return loaded
+
+
+def split(train_dir: Path, frames: list[pd.DataFrame]) -> tuple[np.ndarray, ...]:
+    """Training and held-out rows of all sites, split exactly as the train splits them."""
+    core = load_train_module(train_dir).core
+    p = read_train_toml(train_dir)["parameters"]
+    parts = [core.design(f, p["covariates"], p["outcome"]) for f in frames]
+    masks = [core.held_out(len(y), p["test_fraction"], p["seed"]) for _, y in parts]
+    pairs = list(zip(parts, masks, strict=True))
+    return (
+        np.vstack([x[~m] for (x, _), m in pairs]),
+        np.concatenate([y[~m] for (_, y), m in pairs]),
+        np.vstack([x[m] for (x, _), m in pairs]),
+        np.concatenate([y[m] for (_, y), m in pairs]),
+    )
+
+
+def pooled_training(train_dir: Path, fit_x: np.ndarray, fit_y: np.ndarray, rounds: int) -> Any:
+    """The same model, trained by the same code on all training rows in one place for as
+    many epochs as the federated model had rounds of training."""
+    core = load_train_module(train_dir).core
+    p = read_train_toml(train_dir)["parameters"]
+    scaler = core.merge_moments([core.moments(fit_x)])
+    w = np.zeros(fit_x.shape[1] + 1)
+    for r in range(1, rounds - 1):
+        w = core.train_locally(w, core.standardise(scaler, fit_x), fit_y, p, [0, r])
+    return lambda x: core.logits(w, core.standardise(scaler, x))
+
+
+@pytest.mark.parametrize("train", ["fedavg", "fedprox"])
+def test_parallel_rounds_match_the_model_trained_on_pooled_rows(train, tmp_path):
+    frames = sites(train)
+    rounds = 12
+    result = run_parallel(REFERENCE / train, frames, tmp_path, rounds)
+    fit_x, fit_y, test_x, test_y = split(REFERENCE / train, frames)
+    assert result["method"] == train and result["training_rounds"] == rounds - 2
+    assert (result["n_train"], result["n_test"]) == (len(fit_y), len(test_y))
+    # the scores it reports are those of the model it hands back, on every site's held-out rows
+    model = result["model"]
+    np.testing.assert_allclose(model["mean"], fit_x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(model["scale"], fit_x.std(0, ddof=1), rtol=1e-12)
+    logit = (test_x - model["mean"]) / model["scale"] @ model["coef"] + model["intercept"]
+    assert result["accuracy"] == np.mean((logit > 0) == test_y)
+    assert abs(result["auc"] - roc_auc_score(test_y, logit)) < 2e-3  # binned vs exact
+    # as good as the same model trained on the pooled rows (90 held-out rows: 1 = 1.1 pp)
+    pooled = pooled_training(REFERENCE / train, fit_x, fit_y, rounds)(test_x)
+    assert abs(result["accuracy"] - np.mean((pooled > 0) == test_y)) <= 0.012
+    assert abs(result["auc"] - roc_auc_score(test_y, pooled)) <= 0.01
+    # one history entry per round that scored a model; the first is the zero model
+    assert [h["round"] for h in result["history"]] == list(range(1, rounds))
+    assert result["history"][-1]["accuracy"] == result["accuracy"]
+
+
+def test_aggregate_is_the_row_weighted_average_of_the_stops_models(tmp_path):
+    run_parallel(REFERENCE / "fedavg", sites("fedavg"), tmp_path, rounds=4)
+    for r in (1, 2):
+        partials = [read(tmp_path / f"round{r}" / str(s)) for s in range(3)]
+        n = np.array([p["n"] for p in partials], dtype=float)
+        assert n.tolist() == [90, 68, 112]  # 75% of 120 / 90 / 150 rows train
+        weights = np.array([p["weights"] for p in partials])
+        assert not np.allclose(weights[0], weights[1])  # each stop trained its own model
+        expected = n @ weights / n.sum()
+        np.testing.assert_allclose(read(tmp_path / f"global{r}")["weights"], expected, rtol=1e-13)
+    # the last round only scores: every stop hands back the final model unchanged
+    final = read(tmp_path / "global2")["weights"]
+    assert all(read(tmp_path / "round3" / str(s))["weights"] == final for s in range(3))
+
+
+def test_what_leaves_a_stop_is_a_model_and_counts_never_rows(tmp_path):
+    run_parallel(REFERENCE / "fedavg", sites("fedavg"), tmp_path, rounds=3)
+    first = read(tmp_path / "round0" / "0")
+    assert set(first) == {"kind", "round", "columns", "moments"}
+    assert first["moments"]["n"] == 90 and len(first["moments"]["mean"]) == 4
+    partial = read(tmp_path / "round1" / "0")
+    assert set(partial) == {
+        "kind", "round", "columns", "scaler", "history", "n", "evaluation", "weights",
+    }  # fmt: skip
+    assert set(partial["evaluation"]) == {"n", "correct", "log_loss", "positive", "negative"}
+    assert len(partial["weights"]) == 5  # intercept + 4 covariates, plain JSON numbers
+
+
+def test_fedprox_with_mu_zero_is_fedavg_and_mu_keeps_stops_near_the_global_model(tmp_path):
+    fedavg = run_parallel(REFERENCE / "fedavg", sites("fedavg"), tmp_path / "avg", rounds=5)
+    zero = configured("fedprox", tmp_path / "prox0", mu=0.0)
+    prox0 = run_parallel(zero, sites("fedprox"), tmp_path / "p0", rounds=5)
+    assert prox0["model"] == fedavg["model"] and prox0["settings"] == {"mu": 0.0}
+    strong = configured("fedprox", tmp_path / "prox1", mu=1.0)
+    run_parallel(strong, sites("fedprox"), tmp_path / "p1", rounds=5)
+
+    def drift(run: Path) -> float:
+        start = np.array(read(run / "global1")["weights"])
+        return max(
+            float(np.linalg.norm(np.array(read(run / "round2" / str(s))["weights"]) - start))
+            for s in range(3)
+        )
+
+    assert drift(tmp_path / "p1") < 0.9 * drift(tmp_path / "avg")
+
+
+def test_same_inputs_give_the_same_model(tmp_path):
+    a = run_parallel(REFERENCE / "fedavg", sites("fedavg"), tmp_path / "a", rounds=4)
+    b = run_parallel(REFERENCE / "fedavg", sites("fedavg"), tmp_path / "b", rounds=4)
+    assert a == b
+
+
+def test_fedprox_carries_an_identical_copy_of_the_shared_fedavg_code():
+    # each image holds one folder, so the shared part is copied; it must not drift apart
+    shared = (REFERENCE / "fedavg" / "fedavg_core.py").read_bytes()
+    assert (REFERENCE / "fedprox" / "fedavg_core.py").read_bytes() == shared
+
+
+def test_on_a_sequential_route_the_train_says_it_needs_parallel_rounds(tmp_path):
+    train = REFERENCE / "fedavg"
+    (tmp_path / "d" / "cohort").mkdir(parents=True)
+    sites("fedavg")[0].to_csv(tmp_path / "d" / "cohort" / "data.csv", index=False)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out0").mkdir()
+    ctx = Context(round=0, hop=0, is_last=False, stop=0, stops=2, rounds=4)
+    run_train(train, tmp_path / "in", tmp_path / "d", tmp_path / "out0", ctx)
+    (tmp_path / "out1").mkdir()
+    ctx = Context(round=0, hop=1, is_last=False, stop=1, stops=2, rounds=4)
+    with pytest.raises(ValueError, match="runs on parallel rounds"):
+        run_train(train, tmp_path / "out0", tmp_path / "d", tmp_path / "out1", ctx)
+
+
+def test_too_few_rounds_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="at least 3 rounds"):
+        run_parallel(REFERENCE / "fedavg", sites("fedavg"), tmp_path, rounds=2)
+
+
+def test_aggregator_refuses_a_missing_or_stale_partial_state(tmp_path):
+    train = REFERENCE / "fedavg"
+    run_parallel(train, sites("fedavg"), tmp_path / "run", rounds=4)
+    ctx = Context(mode="aggregate", round=2, stop=3, stops=3, rounds=4, is_last=False)
+    data = tmp_path / "run" / "data0"
+    # a stop's state of round 1 replayed into round 2
+    stale = tmp_path / "stale"
+    shutil.copytree(tmp_path / "run" / "round2", stale)
+    shutil.copy2(tmp_path / "run" / "round1" / "1" / "state.json", stale / "1" / "state.json")
+    (tmp_path / "o1").mkdir()
+    with pytest.raises(ValueError, match="not from round 2"):
+        run_train(train, stale, data, tmp_path / "o1", ctx)
+    # one stop's state missing
+    missing = tmp_path / "missing"
+    shutil.copytree(tmp_path / "run" / "round2", missing)
+    (missing / "2" / "state.json").unlink()
+    (tmp_path / "o2").mkdir()
+    with pytest.raises(ValueError, match="one partial state from every stop"):
+        run_train(train, missing, data, tmp_path / "o2", ctx)
+    # a stop that scored with another standardisation than the others
+    forged = tmp_path / "forged"
+    shutil.copytree(tmp_path / "run" / "round2", forged)
+    state = read(forged / "0")
+    state["scaler"]["mean"][0] += 1.0
+    (forged / "0" / "state.json").write_text(json.dumps(state))
+    (tmp_path / "o3").mkdir()
+    with pytest.raises(ValueError, match="disagree on 'scaler'"):
+        run_train(train, forged, data, tmp_path / "o3", ctx)

@@ -1,0 +1,251 @@
+"""Federated averaging of a logistic model over parallel rounds: the part FedAvg and FedProx
+share.
+
+Kept byte-identical in ``trains/reference/fedavg/`` and ``trains/reference/fedprox/``
+(each train image holds one folder; ``tests/test_reference_fedavg.py`` checks the copies
+agree). The two trains differ only in the extra gradient term of local training, which
+their ``train.py`` hands to ``local``.
+
+Rounds (``--rounds R``, at least 3):
+
+* round 0: each stop reports the mean and squared deviations of its training rows; the
+  aggregator merges them (Chan et al.'s update) into the standardisation every stop uses,
+  and starts the model at zero (deterministic);
+* rounds 1 .. R-2: each stop scores the global model it received on its held-out rows,
+  then trains it for ``epochs`` passes of mini-batch gradient descent over its training
+  rows and returns the weights and its row count ``n``; the aggregator takes the
+  n-weighted average (McMahan et al., AISTATS 2017);
+* round R-1: each stop only scores the final model; ``finalize`` publishes the model and
+  the accuracy and AUC summed over every stop's held-out rows.
+
+The aggregator never sees a row: scores come to it as counts (a confusion count and
+per-class histograms of the held-out logits). Weights travel as JSON lists, never pickled.
+"""
+
+import numpy as np
+
+
+def _column(rows, item):
+    name, _, level = item.partition("=")
+    values = rows[name].astype(str) == level if level else rows[name]
+    return np.asarray(values, dtype=float)
+
+
+def design(frame, covariates, outcome):
+    """Complete-case feature matrix X and 0/1 outcome y."""
+    needed = [item.partition("=")[0] for item in [*covariates, outcome]]
+    missing = sorted(set(needed) - set(frame.columns))
+    if missing:
+        raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
+    rows = frame.dropna(subset=needed)
+    x = np.column_stack([_column(rows, item) for item in covariates])
+    y = _column(rows, outcome)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"outcome {outcome!r} must be 0/1; use 'column=level' otherwise")
+    return x, y
+
+
+def held_out(n, fraction, seed):
+    """Deterministic held-out mask: the same rows in every round at a given station."""
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[: round(fraction * n)]] = True
+    return mask
+
+
+def moments(x):
+    mean = x.mean(0)
+    return {"n": len(x), "mean": mean, "m2": ((x - mean) ** 2).sum(0)}
+
+
+def merge_moments(parts):
+    """Pooled n, mean and squared deviations from each stop's (Chan et al. 1979)."""
+    n, mean, m2 = 0, 0.0, 0.0
+    for part in parts:
+        n_b, mean_b, m2_b = part["n"], np.asarray(part["mean"]), np.asarray(part["m2"])
+        delta = mean_b - mean
+        total = n + n_b
+        mean, m2 = mean + delta * n_b / total, m2 + m2_b + delta**2 * n * n_b / total
+        n = total
+    return {"n": n, "mean": mean, "m2": m2}
+
+
+def scale_of(scaler):
+    scale = np.sqrt(np.asarray(scaler["m2"]) / (scaler["n"] - 1))
+    return np.where(scale > 0, scale, 1.0)
+
+
+def standardise(scaler, x):
+    return (x - np.asarray(scaler["mean"])) / scale_of(scaler)
+
+
+def logits(weights, x):
+    """weights = [intercept, coef_1 .. coef_p] on the standardised scale."""
+    return weights[0] + x @ weights[1:]
+
+
+def train_locally(weights, x, y, params, seed, extra_gradient=None):
+    """``epochs`` passes of mini-batch gradient descent on the mean log-loss plus
+    alpha/2 * ||coef||^2 (the intercept is not penalised), starting from ``weights``."""
+    start = np.asarray(weights, dtype=float)
+    w = start.copy()
+    lr, alpha = float(params.get("learning_rate", 0.1)), float(params.get("alpha", 1e-3))
+    batch = int(params.get("batch_size", 16))
+    rng = np.random.default_rng(seed)
+    for _ in range(int(params.get("epochs", 1))):
+        order = rng.permutation(len(y))
+        for lo in range(0, len(y), batch):
+            rows = order[lo : lo + batch]
+            xb = x[rows]
+            error = 1.0 / (1.0 + np.exp(-logits(w, xb))) - y[rows]
+            grad = np.concatenate([[error.mean()], xb.T @ error / len(rows)])
+            grad[1:] += alpha * w[1:]
+            if extra_gradient is not None:
+                grad += extra_gradient(w, start)
+            w -= lr * grad
+    return w
+
+
+def evaluate(weights, x, y, bins):
+    """Counts from which accuracy, log-loss and AUC are summed over stops."""
+    z = logits(np.asarray(weights, dtype=float), x)
+    p = np.clip(1.0 / (1.0 + np.exp(-z)), 1e-15, 1 - 1e-15)
+    edges = np.linspace(-8.0, 8.0, bins + 1)
+    clipped = np.clip(z, -8.0, 8.0)
+    return {
+        "n": len(y),
+        "correct": int(((z > 0) == (y == 1)).sum()),
+        "log_loss": float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).sum()),
+        "positive": np.histogram(clipped[y == 1], edges)[0],
+        "negative": np.histogram(clipped[y == 0], edges)[0],
+    }
+
+
+def sum_evaluations(parts):
+    return {
+        "n": sum(e["n"] for e in parts),
+        "correct": sum(e["correct"] for e in parts),
+        "log_loss": sum(e["log_loss"] for e in parts),
+        "positive": np.sum([np.asarray(e["positive"]) for e in parts], axis=0),
+        "negative": np.sum([np.asarray(e["negative"]) for e in parts], axis=0),
+    }
+
+
+def binned_auc(positive, negative):
+    """Mann-Whitney AUC from score histograms; pairs in one bin count as ties (half)."""
+    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
+    below = np.concatenate([[0.0], np.cumsum(negative)[:-1]])
+    pairs = positive.sum() * negative.sum()
+    return float((positive * (below + 0.5 * negative)).sum() / pairs) if pairs else None
+
+
+def scores(evaluation, round_):
+    n = evaluation["n"]
+    return {
+        "round": round_,
+        "n_test": n,
+        "accuracy": evaluation["correct"] / n if n else None,
+        "auc": binned_auc(evaluation["positive"], evaluation["negative"]),
+        "log_loss": evaluation["log_loss"] / n if n else None,
+    }
+
+
+# ------------------------------------------------------------------ the train functions
+
+
+def local(data, state, ctx, extra_gradient=None):
+    """One stop of one round: statistics (round 0), score + train, or score only (last)."""
+    p = ctx.params
+    if ctx.rounds < 3:
+        raise ValueError(
+            "this train needs at least 3 rounds (standardise, train, evaluate); "
+            "submit with e.g. --rounds 12"
+        )
+    if (state is not None) != (ctx.round > 0) or (state or {}).get("kind", "global") != "global":
+        raise ValueError(
+            "this train runs on parallel rounds: every stop starts from the global model of "
+            "the aggregator stop; submit it with an aggregator, not on a sequential route"
+        )
+    x, y = design(data["cohort"], p["covariates"], p["outcome"])
+    min_rows = int(p.get("min_rows", 10))
+    if len(y) < min_rows:
+        raise ValueError(
+            f"station {ctx.station} has {len(y)} complete rows, fewer than min_rows={min_rows}; "
+            "it refuses to contribute"
+        )
+    seed = int(p.get("seed", 0))
+    test = held_out(len(y), float(p.get("test_fraction", 0.25)), seed)
+    out = {"kind": "partial", "round": ctx.round, "columns": list(p["covariates"])}
+    if ctx.round == 0:
+        return out | {"moments": moments(x[~test])}
+    scaler, weights = state["scaler"], np.asarray(state["weights"], dtype=float)
+    out |= {"scaler": scaler, "history": state["history"], "n": int((~test).sum())}
+    out["evaluation"] = evaluate(
+        weights, standardise(scaler, x[test]), y[test], int(p.get("auc_bins", 1000))
+    )
+    if ctx.round == ctx.rounds - 1:
+        return out | {"weights": weights}  # the last round only scores the final model
+    trained = train_locally(
+        weights,
+        standardise(scaler, x[~test]),
+        y[~test],
+        p,
+        [seed, ctx.round, ctx.stop],
+        extra_gradient,
+    )
+    return out | {"weights": trained}
+
+
+def _agree(states, key):
+    first = states[0][key]
+    if any(s[key] != first for s in states[1:]):
+        raise ValueError(f"the stops of this round disagree on {key!r}; the round is refused")
+    return first
+
+
+def aggregate(states, ctx):
+    """The aggregator stop: merge the statistics (round 0) or average the weights."""
+    if not states or any(s is None or s.get("kind") != "partial" for s in states):
+        raise ValueError("the aggregator needs one partial state from every stop of the round")
+    if any(s["round"] != ctx.round for s in states):
+        raise ValueError(f"a partial state is not from round {ctx.round}; the round is refused")
+    columns = _agree(states, "columns")
+    out = {"kind": "global", "round": ctx.round, "columns": columns}
+    if ctx.round == 0:
+        scaler = merge_moments([s["moments"] for s in states])
+        return out | {"scaler": scaler, "weights": np.zeros(len(columns) + 1), "history": []}
+    n = np.array([s["n"] for s in states], dtype=float)
+    evaluation = sum_evaluations([s["evaluation"] for s in states])
+    out |= {
+        "scaler": _agree(states, "scaler"),
+        "history": [*_agree(states, "history"), scores(evaluation, ctx.round)],
+        "n_train": int(n.sum()),
+    }
+    if ctx.round == ctx.rounds - 1:
+        return out | {"weights": _agree(states, "weights"), "evaluation": evaluation}
+    weights = np.array([s["weights"] for s in states], dtype=float)
+    return out | {"weights": n @ weights / n.sum()}
+
+
+def finalize(state, ctx, method, settings):
+    """What the researcher receives: the model and its held-out scores over all stops."""
+    final = scores(state["evaluation"], state["round"])
+    weights = np.asarray(state["weights"], dtype=float)
+    scaler = state["scaler"]
+    return {
+        "method": method,
+        "settings": settings,
+        "training_rounds": ctx.rounds - 2,
+        "n_train": state["n_train"],
+        "n_test": final["n_test"],
+        "accuracy": final["accuracy"],
+        "auc": final["auc"],
+        "log_loss": final["log_loss"],
+        "history": state["history"],
+        "model": {
+            "columns": state["columns"],
+            "intercept": weights[0],
+            "coef": weights[1:],
+            "mean": scaler["mean"],
+            "scale": scale_of(scaler),
+        },
+    }
