@@ -30,12 +30,16 @@ from central_common import (  # run as: python3 benchmarks/central_routing.py
 from trains.keys import Identity
 from trains.manifest import Manifest
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
-from trains.sealing import digest_bytes, open_sealed, seal, seal_context
+from trains.sealing import digest_bytes, open_sealed, output_context, seal
 from trains.signing import Envelope, sign
 
 
-def station(base: str, me: Identity, token: str, crypto: list[float], stop: threading.Event):
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
+def station(
+    base: str, me: Identity, token: str, crypto: list[float], stop: threading.Event
+):
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
         while not stop.is_set():
             offer = http.post("/api/v1/hops/next?wait=2", timeout=10)
             if offer.status_code != 200:
@@ -51,11 +55,13 @@ def station(base: str, me: Identity, token: str, crypto: list[float], stop: thre
                 sealed_in = http.get(f"{url}/input").content
             t0 = time.perf_counter()
             if sealed_in is not None:
-                payload = open_sealed(sealed_in, me.sealing, seal_context(manifest.train_id, index))
+                payload = open_sealed(
+                    sealed_in, me.sealing, output_context(manifest.train_id, index - 1)
+                )
             sealed = seal(
                 payload,
                 [manifest.recipient_after(index)],
-                seal_context(manifest.train_id, index + 1),
+                output_context(manifest.train_id, index),
             )
             prev = body["previous_receipt"]
             now = datetime.now(UTC)
@@ -65,16 +71,19 @@ def station(base: str, me: Identity, token: str, crypto: list[float], stop: thre
                         train_id=manifest.train_id,
                         hop=index,
                         round=manifest.hop(index).round,
+                        kind="local",
                         station=me.name,
                         station_key=me.public.signing_fingerprint,
                         manifest_digest=envelope.digest,
                         image_digest=manifest.image.digest,
-                        input_state_digest=body["input_digest"],
+                        input_state_digests=[i["digest"] for i in body["inputs"]],
                         output_state_digest=digest_bytes(sealed),
-                        output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
-                        previous_receipt_digest=None
+                        output_sealed_to=[
+                            manifest.recipient_after(index).sealing_fingerprint
+                        ],
+                        previous_receipt_digests=[]
                         if prev is None
-                        else Envelope.model_validate(prev).digest,
+                        else [Envelope.model_validate(prev).digest],
                         started_at=now,
                         finished_at=now,
                         container_seconds=0.0,
@@ -104,7 +113,9 @@ def main() -> None:
     assert server.process is not None
     try:
         researcher = Identity.generate("alice")
-        stations = [Identity.generate(n) for n in ("hospital-a", "hospital-b", "hospital-c")]
+        stations = [
+            Identity.generate(n) for n in ("hospital-a", "hospital-b", "hospital-c")
+        ]
         (r_token,) = register(server, "researcher", [researcher])
         tokens = register(server, "station", stations)
         baseline = healthz_round_trips(server.url)
@@ -114,7 +125,9 @@ def main() -> None:
         crypto: list[float] = []
         stop = threading.Event()
         threads = [
-            threading.Thread(target=station, args=(server.url, s, t, crypto, stop), daemon=True)
+            threading.Thread(
+                target=station, args=(server.url, s, t, crypto, stop), daemon=True
+            )
             for s, t in zip(stations, tokens, strict=True)
         ]
         for thread in threads:
@@ -131,16 +144,22 @@ def main() -> None:
             headers=headers,
         ).json()["train_id"]
         while True:
-            status = httpx.get(f"{server.url}/api/v1/trains/{train_id}", headers=headers).json()
+            status = httpx.get(
+                f"{server.url}/api/v1/trains/{train_id}", headers=headers
+            ).json()
             if status["status"] in ("done", "failed"):
                 break
-            time.sleep(0.25)  # a researcher watching; kept rare so it does not load central
+            time.sleep(
+                0.25
+            )  # a researcher watching; kept rare so it does not load central
         wall = time.perf_counter() - started
         cpu = cpu_seconds(server.process.pid) - cpu_before
         stop.set()
         per_hop = wall / hops
         print(f"central routing overhead: 3 stops x {args.rounds} rounds = {hops} hops")
-        print(f"  database              {'PostgreSQL' if args.postgres else 'SQLite (WAL)'}")
+        print(
+            f"  database              {'PostgreSQL' if args.postgres else 'SQLite (WAL)'}"
+        )
         print(f"  train                 {status['status']} in {wall:.2f} s")
         print(f"  baseline /healthz RTT {summary(baseline)}")
         print(f"  baseline /api/v1/me   {summary(authed)} (token checked in the DB)")
@@ -148,7 +167,9 @@ def main() -> None:
         print(f"  wall per hop          {per_hop * 1000:7.2f} ms")
         print(f"  station crypto / hop  {summary(crypto)}")
         print(f"  central CPU / hop     {cpu / hops * 1000:7.2f} ms")
-        print(f"  ratio hop/healthz     {per_hop / percentile(baseline, 50):.1f}x (p50)")
+        print(
+            f"  ratio hop/healthz     {per_hop / percentile(baseline, 50):.1f}x (p50)"
+        )
     finally:
         server.stop()
 

@@ -55,17 +55,23 @@ def one(size_mb: int) -> dict[str, Any]:
         expiry_from_now,
     )
     from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
-    from trains.sealing import digest_file, open_file, seal_context, seal_file
+    from trains.sealing import digest_file, open_file, output_context, seal_file
     from trains.signing import sign
 
     size = size_mb * 1024 * 1024
-    alice, a, b = Identity.generate("alice"), Identity.generate("a"), Identity.generate("b")
+    alice, a, b = (
+        Identity.generate("alice"),
+        Identity.generate("a"),
+        Identity.generate("b"),
+    )
     created, expires = expiry_from_now(1)
     manifest = Manifest(
         name="bench",
         version="1",
         researcher=alice.public,
-        image=Image(repository="127.0.0.1:5000/pht/bench", digest="sha256:" + "ab" * 32),
+        image=Image(
+            repository="127.0.0.1:5000/pht/bench", digest="sha256:" + "ab" * 32
+        ),
         route=Route(stops=[Stop(station=a.public), Stop(station=b.public)]),
         datasets=["cohort"],
         outputs=["state.npy"],
@@ -84,7 +90,7 @@ def one(size_mb: int) -> dict[str, Any]:
             state_codec.pack_to(root / "in", ["state.npy"], size * 2, target)
         sealed_in = root / "in.sealed"
         input_digest = seal_file(
-            root / "in.tar", sealed_in, [b.public], seal_context(manifest.train_id, 1)
+            root / "in.tar", sealed_in, [b.public], output_context(manifest.train_id, 0)
         )
         now = datetime.now(UTC)
         previous = sign(
@@ -93,14 +99,15 @@ def one(size_mb: int) -> dict[str, Any]:
                     train_id=manifest.train_id,
                     hop=0,
                     round=0,
+                    kind="local",
                     station="a",
                     station_key=a.public.signing_fingerprint,
                     manifest_digest=envelope.digest,
                     image_digest=manifest.image.digest,
-                    input_state_digest=None,
+                    input_state_digests=[],
                     output_state_digest=input_digest,
                     output_sealed_to=[b.public.sealing_fingerprint],
-                    previous_receipt_digest=None,
+                    previous_receipt_digests=[],
                     started_at=now,
                     finished_at=now,
                     container_seconds=0.0,
@@ -136,7 +143,9 @@ def one(size_mb: int) -> dict[str, Any]:
         def open_input() -> None:
             check_input_digest(digest_file(sealed_in), offer.input_digest)
             opened = root / "opened.tar"
-            open_file(sealed_in, opened, b.sealing, seal_context(manifest.train_id, 1))
+            open_file(
+                sealed_in, opened, b.sealing, output_context(manifest.train_id, 0)
+            )
             with opened.open("rb") as source:
                 state_codec.unpack_from(source, root / "input", size * 2)
 
@@ -146,14 +155,18 @@ def one(size_mb: int) -> dict[str, Any]:
             packed = root / "out.tar"
             with packed.open("wb") as target:
                 state_codec.pack_to(out_dir, ["state.npy"], size * 2, target)
-            return seal_file(packed, sealed_out, [alice.public], seal_context(manifest.train_id, 2))
+            return seal_file(
+                packed, sealed_out, [alice.public], output_context(manifest.train_id, 1)
+            )
 
         timed("verify", lambda: verify_offer(offer, config, b.public))
         timed("input", open_input)
         timed("data", lambda: materialise(config, "cohort", root / "data" / "cohort"))
         timed(
             "disclose",
-            lambda: check_output(out_dir, ["state.npy"], size * 2, config.policy.disclosure),
+            lambda: check_output(
+                out_dir, ["state.npy"], size * 2, config.policy.disclosure
+            ),
         )
         timed("seal", seal_output)
         output_digest: str = results["seal"]
@@ -169,7 +182,9 @@ def one(size_mb: int) -> dict[str, Any]:
 
         timed("receipt", sign_receipt)
         record = HopRecord.from_offer(offer, HopState.RUNNING)
-        timed("outbox", lambda: queue.store_output(record, sealed_out, results["receipt"]))
+        timed(
+            "outbox", lambda: queue.store_output(record, sealed_out, results["receipt"])
+        )
         started = time.perf_counter()
         digest_file(root / "cohort.csv")
         baseline = time.perf_counter() - started
@@ -201,14 +216,15 @@ def previous_receipt_predicate(
         train_id=offer.train_id,
         hop=1,
         round=0,
+        kind="local",
         station=me.name,
         station_key=me.public.signing_fingerprint,
         manifest_digest=offer.manifest.digest,
         image_digest="sha256:" + "ab" * 32,
-        input_state_digest=offer.input_digest,
+        input_state_digests=[offer.input_digest],
         output_state_digest=output_digest,
         output_sealed_to=[reader.public.sealing_fingerprint],
-        previous_receipt_digest=previous.digest,
+        previous_receipt_digests=[previous.digest],
         started_at=now,
         finished_at=now,
         container_seconds=0.0,
@@ -217,15 +233,21 @@ def previous_receipt_predicate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100], help="state sizes, MB")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[1, 100], help="state sizes, MB"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         print(json.dumps(one(args.one)))
         return
-    print("station overhead per hop (no container run); baseline = sha256 over the state")
+    print(
+        "station overhead per hop (no container run); baseline = sha256 over the state"
+    )
     header = f"{'state':>8} " + " ".join(f"{s:>9}" for s in STEPS)
-    print(f"{header} {'total':>9} {'baseline':>9} {'ratio':>7} {'peak RSS':>9} {'growth':>8}")
+    print(
+        f"{header} {'total':>9} {'baseline':>9} {'ratio':>7} {'peak RSS':>9} {'growth':>8}"
+    )
     for size in args.sizes:
         done = subprocess.run(
             [sys.executable, __file__, "--one", str(size)],
@@ -245,7 +267,9 @@ def main() -> None:
             f"{total / row['baseline']:>6.1f}x {row['peak_rss_mb']:>7.0f}MB "
             f"{row['rss_growth_mb']:>6.0f}MB"
         )
-    print("peak RSS: the whole process; growth: peak RSS minus RSS after imports, i.e. what")
+    print(
+        "peak RSS: the whole process; growth: peak RSS minus RSS after imports, i.e. what"
+    )
     print("the hop itself held. States are streamed through files: growth stays flat.")
 
 

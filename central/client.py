@@ -17,13 +17,35 @@ from trains.signing import Envelope
 
 
 @dataclass(frozen=True)
+class HopInput:
+    """One state a hop reads: the hop that wrote it (None: the initial state), its digest."""
+
+    hop: int | None
+    digest: str
+
+
+@dataclass(frozen=True)
 class HopOffer:
+    """A hop central hands a station. ``inputs`` and ``previous_receipts`` are in the order
+    the hop reads them; an offer made with the single ``input_digest``/``previous_receipt``
+    of a sequential hop gets them filled in (input from hop - 1, or the initial state)."""
+
     train_id: str
     hop: int
     manifest: Envelope
-    input_digest: str | None
-    previous_receipt: Envelope | None
+    input_digest: str | None = None
+    previous_receipt: Envelope | None = None
     lease_s: float = 0.0  # renew with CentralClient.heartbeat well within this
+    kind: str = "local"  # what central says; the station runs what the manifest pins
+    inputs: tuple[HopInput, ...] = ()
+    previous_receipts: tuple[Envelope, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.inputs and self.input_digest is not None:
+            source = self.hop - 1 if self.hop > 0 else None
+            object.__setattr__(self, "inputs", (HopInput(source, self.input_digest),))
+        if not self.previous_receipts and self.previous_receipt is not None:
+            object.__setattr__(self, "previous_receipts", (self.previous_receipt,))
 
 
 class CentralClient:
@@ -124,6 +146,11 @@ class CentralClient:
             input_digest=raw.get("input_digest"),
             previous_receipt=None if prev is None else Envelope.model_validate(prev),
             lease_s=float(raw.get("lease_s", 0.0)),
+            kind=raw.get("kind", "local"),
+            inputs=tuple(HopInput(i["hop"], i["digest"]) for i in raw.get("inputs", [])),
+            previous_receipts=tuple(
+                Envelope.model_validate(r) for r in raw.get("previous_receipts", [])
+            ),
         )
 
     def heartbeat(self, train_id: str, hop: int) -> str:
@@ -135,10 +162,16 @@ class CentralClient:
             "POST", f"/api/v1/trains/{train_id}/hops/{hop}/heartbeat"
         ).json()["train_status"]
 
-    def download_input(self, train_id: str, hop: int, target: Path) -> None:
-        self._download(
-            f"/api/v1/trains/{train_id}/hops/{hop}/input", target, f"the input of hop {hop}"
-        )
+    def download_input(
+        self, train_id: str, hop: int, target: Path, position: int | None = None
+    ) -> None:
+        """Stream input ``position`` of a hop we run (None: its only input) to ``target``."""
+        if position is None:
+            url, what = f"/api/v1/trains/{train_id}/hops/{hop}/input", f"the input of hop {hop}"
+        else:
+            url = f"/api/v1/trains/{train_id}/hops/{hop}/inputs/{position}"
+            what = f"input {position} of hop {hop}"
+        self._download(url, target, what)
 
     def download_result(self, train_id: str, target: Path) -> None:
         """Stream the final sealed state of a finished train into ``target``."""

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, create_engine, event
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -48,6 +56,7 @@ class Party(Base):
 
 class TrainRow(Base):
     __tablename__ = "trains"
+    __table_args__ = (Index("ix_trains_status_expires", "status", "expires_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     researcher_id: Mapped[int] = mapped_column(ForeignKey("parties.id"))
@@ -59,6 +68,7 @@ class TrainRow(Base):
     initial_state_digest: Mapped[str | None] = mapped_column(String(80), default=None)
     final_state_digest: Mapped[str | None] = mapped_column(String(80), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)  # the manifest's
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     blobs_pruned_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -77,7 +87,11 @@ class HopRow(Base):
     round: Mapped[int]
     station: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
-    input_digest: Mapped[str | None] = mapped_column(String(80), default=None)
+    kind: Mapped[str] = mapped_column(String(16), default="local")  # or "aggregate"
+    # JSON list of {"hop": producing hop (null: the initial state), "digest": ...}, in the
+    # order the hop reads them; set when the hop is queued
+    inputs: Mapped[str | None] = mapped_column(Text, default=None)
+    input_digest: Mapped[str | None] = mapped_column(String(80), default=None)  # the first
     output_digest: Mapped[str | None] = mapped_column(String(80), default=None)
     receipt: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
@@ -99,6 +113,13 @@ def make_engine(url: str, migrate: bool = True) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin_immediate(conn):  # type: ignore[no-untyped-def]
+            # take the write lock up front: two hops of one round finishing at the same
+            # moment must see each other's status, or the aggregate hop is never queued
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     else:
         # every timestamp central writes is UTC; make the server read them so

@@ -14,14 +14,17 @@ from central.errors import ServiceError, not_found
 from central.identities import Caller
 from central.records import (
     Hooks,
+    HopInput,
     HopOffer,
     apply_step,
     hops_of,
+    inputs_of,
+    manifest_of,
+    plan_of,
     statuses_of,
     verify_envelope,
 )
 from central.routing import HopStatus, TrainStatus
-from trains.manifest import Manifest
 from trains.receipt import RECEIPT_TYPE, HopReceipt
 from trains.signing import Envelope
 
@@ -37,11 +40,16 @@ class HopDesk:
 
     def claim_next(self, caller: Caller) -> HopOffer | None:
         """Hand the station its oldest queued hop, claimed atomically (one runner per hop),
-        under a lease the station renews with :meth:`heartbeat`."""
+        under a lease the station renews with :meth:`heartbeat`. A train past its expiry
+        offers nothing (the expiry sweep fails it)."""
         oldest_first = (
             select(HopRow.id)
             .join(TrainRow, TrainRow.id == HopRow.train_id)
-            .where(HopRow.station == caller.name, HopRow.status == HopStatus.QUEUED)
+            .where(
+                HopRow.station == caller.name,
+                HopRow.status == HopStatus.QUEUED,
+                (TrainRow.expires_at.is_(None)) | (TrainRow.expires_at > utcnow()),
+            )
             .order_by(TrainRow.created_at, HopRow.index)
         )
         if self._postgres:
@@ -78,21 +86,28 @@ class HopDesk:
         assert hop is not None
         train = db.get(TrainRow, hop.train_id)
         assert train is not None
-        previous = None
-        if hop.index > 0:
-            prev = db.scalar(
-                select(HopRow).where(HopRow.train_id == hop.train_id, HopRow.index == hop.index - 1)
+        inputs = inputs_of(hop)
+        sources = [i.hop for i in inputs if i.hop is not None]
+        receipts = {
+            row.index: row.receipt
+            for row in db.scalars(
+                select(HopRow).where(HopRow.train_id == hop.train_id, HopRow.index.in_(sources))
             )
-            assert prev is not None and prev.receipt is not None
-            previous = Envelope.model_validate_json(prev.receipt)
+        }
+        previous = []
+        for source in sources:
+            receipt = receipts.get(source)
+            assert receipt is not None  # a hop is queued only once its inputs are done
+            previous.append(Envelope.model_validate_json(receipt))
         if hop.queued_at is not None:
             self.hooks.claimed(max(0.0, (now - as_utc(hop.queued_at)).total_seconds()))
         return HopOffer(
             train_id=train.id,
             hop=hop.index,
             manifest=Envelope.model_validate_json(train.manifest),
-            input_digest=hop.input_digest,
-            previous_receipt=previous,
+            kind=hop.kind,
+            inputs=inputs,
+            previous_receipts=previous,
             lease_s=self.lease_s,
         )
 
@@ -128,7 +143,7 @@ class HopDesk:
                     "accepted), or it finished",
                 )
             hop.lease_expires_at = utcnow() + timedelta(seconds=self.lease_s)
-            train = db.get(TrainRow, train_id)
+            train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
             assert train is not None
             return {"lease_s": self.lease_s, "train_status": train.status}
 
@@ -182,15 +197,30 @@ class HopDesk:
         self.hooks.queued(queued)
         return count
 
-    def input_digest(self, caller: Caller, train_id: str, index: int) -> str:
+    def hop_input(self, caller: Caller, train_id: str, index: int, position: int) -> HopInput:
+        """Input ``position`` of a hop the caller runs: which hop wrote it, and its digest."""
         with self.sessions() as db:
             hop = self.station_hop(db, caller, train_id, index)
-            if hop.status != HopStatus.RUNNING or hop.input_digest is None:
-                raise not_found(f"input state of hop {index}")
-            return hop.input_digest
+            inputs = inputs_of(hop)
+            if hop.status != HopStatus.RUNNING or not 0 <= position < len(inputs):
+                raise not_found(f"input {position} of hop {index}")
+            return inputs[position]
+
+    def only_input(self, caller: Caller, train_id: str, index: int) -> HopInput:
+        """The input of a hop that reads exactly one state (the first form of the API)."""
+        with self.sessions() as db:
+            hop = self.station_hop(db, caller, train_id, index)
+            if len(inputs_of(hop)) > 1:
+                raise ServiceError(
+                    409,
+                    "several_inputs",
+                    f"hop {index} reads {len(inputs_of(hop))} states; fetch each from "
+                    f"/hops/{index}/inputs/K",
+                )
+        return self.hop_input(caller, train_id, index, 0)
 
     def may_upload_output(self, caller: Caller, train_id: str, index: int) -> tuple[int, bool]:
-        """Check the caller runs this hop; return (blob index of its output, may replace).
+        """Check the caller runs this hop; return (the hop whose output it is, may replace).
 
         While the hop runs its output may be replaced (a re-offered hop seals afresh); once
         it is done only the identical bytes are accepted again."""
@@ -199,7 +229,7 @@ class HopDesk:
             late = hop.status == HopStatus.QUEUED and hop.attempts > 0
             if hop.status not in (HopStatus.RUNNING, HopStatus.DONE) and not late:
                 raise ServiceError(409, "hop_not_running", f"hop {index} is {hop.status}")
-            return index + 1, hop.status != HopStatus.DONE
+            return index, hop.status != HopStatus.DONE
 
     def complete_hop(
         self, caller: Caller, train_id: str, index: int, receipt: Envelope, stored_digest: str
@@ -207,7 +237,7 @@ class HopDesk:
         """Record a hop's signed receipt and advance the route. Idempotent for equal receipts."""
         with self.sessions.begin() as db:
             hop = self.station_hop(db, caller, train_id, index)
-            train = db.get(TrainRow, train_id)
+            train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
             assert train is not None
             if hop.status == HopStatus.DONE:
                 if hop.receipt is not None and Envelope.model_validate_json(hop.receipt) == receipt:
@@ -218,15 +248,13 @@ class HopDesk:
             late = hop.status == HopStatus.QUEUED and hop.attempts > 0
             if hop.status != HopStatus.RUNNING and not late:
                 raise ServiceError(409, "hop_not_running", f"hop {index} is {hop.status}")
-            manifest = Manifest.model_validate_json(
-                Envelope.model_validate_json(train.manifest).payload_bytes
-            )
+            manifest = manifest_of(train)
             stop = manifest.hop(index).stop
             parsed = verify_envelope(
                 receipt, stop.station, RECEIPT_TYPE, HopReceipt, f"receipt of hop {index}"
             )
             p = parsed.predicate
-            if (p.train_id, p.hop) != (train_id, index):
+            if (p.train_id, p.hop, p.kind) != (train_id, index, hop.kind):
                 raise ServiceError(422, "receipt_mismatch", "the receipt names another hop")
             if p.output_state_digest != stored_digest:
                 raise ServiceError(
@@ -234,17 +262,30 @@ class HopDesk:
                     "digest_mismatch",
                     "the receipt's output digest is not the digest of the uploaded state",
                 )
-            if p.input_state_digest != hop.input_digest:
-                raise ServiceError(422, "input_mismatch", "the receipt names another input state")
             hops = hops_of(db, train_id)
+            inputs = inputs_of(hop)
+            if p.input_state_digests != [i.digest for i in inputs]:
+                raise ServiceError(422, "input_mismatch", "the receipt names other input states")
+            by_index = {h.index: h for h in hops}
+            linked = [
+                Envelope.model_validate_json(str(by_index[i.hop].receipt)).digest
+                for i in inputs
+                if i.hop is not None  # a hop is queued only once its inputs have receipts
+            ]
+            if p.previous_receipt_digests != linked:
+                raise ServiceError(
+                    422, "receipt_mismatch", "the receipt links receipts other than its inputs'"
+                )
+            plan = plan_of(manifest)
+            outputs = {h.index: h.output_digest for h in hops if h.output_digest is not None}
             done = routing.on_late_hop_done if late else routing.on_hop_done
-            step = done(statuses_of(hops), index, p.output_state_digest)
+            step = done(statuses_of(hops), index, p.output_state_digest, plan, outputs)
             hop.receipt = receipt.model_dump_json()
             hop.output_digest = p.output_state_digest
             hop.lease_expires_at = None
             if step.train_status == TrainStatus.DONE:
                 train.final_state_digest = p.output_state_digest
-            queued = apply_step(train, hops, step)
+            queued = apply_step(train, hops, step, plan)
             status = str(train.status)
         self.hooks.queued(queued)
         return status
@@ -252,7 +293,7 @@ class HopDesk:
     def fail_hop(self, caller: Caller, train_id: str, index: int, reason: str) -> None:
         with self.sessions.begin() as db:
             hop = self.station_hop(db, caller, train_id, index)
-            train = db.get(TrainRow, train_id)
+            train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
             assert train is not None
             hops = hops_of(db, train_id)
             try:

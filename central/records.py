@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,12 +15,22 @@ from central.errors import ServiceError
 from central.routing import HopStatus
 from trains.errors import PhtError
 from trains.keys import PublicIdentity
+from trains.manifest import Manifest
 from trains.signing import Envelope, M, open_envelope
 
+INITIAL_STATE_BLOB = "initial.sealed"
 
-def state_blob(index: int) -> str:
-    """Blob name of the state that hop ``index`` reads (index N: the final state)."""
-    return f"state-{index:05d}.sealed"
+
+def output_blob(producing_hop: int | None) -> str:
+    """Blob name of the state a hop wrote (``None``: the researcher's initial state). Named
+    by its writer: one aggregate output is read by every stop of the next round."""
+    return INITIAL_STATE_BLOB if producing_hop is None else f"output-{producing_hop:05d}.sealed"
+
+
+@dataclass(frozen=True)
+class HopInput:
+    hop: int | None  # the hop that wrote it; None: the initial state
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -27,9 +38,23 @@ class HopOffer:
     train_id: str
     hop: int
     manifest: Envelope
-    input_digest: str | None
-    previous_receipt: Envelope | None
+    kind: str
+    inputs: list[HopInput]
+    previous_receipts: list[Envelope]
     lease_s: float = 0.0
+
+
+def manifest_of(train: TrainRow) -> Manifest:
+    """The train's manifest (its signature was checked at submission)."""
+    return Manifest.model_validate_json(Envelope.model_validate_json(train.manifest).payload_bytes)
+
+
+def plan_of(manifest: Manifest) -> dict[int, list[int]]:
+    return {hop.index: list(hop.inputs) for hop in manifest.hops()}
+
+
+def inputs_of(hop: HopRow) -> list[HopInput]:
+    return [HopInput(i["hop"], i["digest"]) for i in json.loads(hop.inputs or "[]")]
 
 
 @dataclass
@@ -59,8 +84,12 @@ def verify_envelope(
         raise ServiceError(422, "signature_invalid", str(exc)) from None
 
 
-def apply_step(train: TrainRow, hops: list[HopRow], step: routing.Step) -> set[str]:
-    """Write a routing step to the rows; return the stations that got a hop to run."""
+def apply_step(
+    train: TrainRow, hops: list[HopRow], step: routing.Step, plan: routing.Plan | None = None
+) -> set[str]:
+    """Write a routing step to the rows; return the stations that got a hop to run.
+
+    ``plan`` pairs each input digest with the hop that wrote it (sequential when omitted)."""
     now = utcnow()
     by_index = {h.index: h for h in hops}
     queued: set[str] = set()
@@ -73,8 +102,15 @@ def apply_step(train: TrainRow, hops: list[HopRow], step: routing.Step) -> set[s
             queued.add(hop.station)
         if status in (HopStatus.DONE, HopStatus.FAILED):
             hop.finished_at = now
-    for index, digest in step.input_for.items():
-        by_index[index].input_digest = digest
+    if step.input_for and plan is None:
+        plan = routing.sequential_plan(len(hops))
+    for index, digests in step.input_for.items():
+        assert plan is not None
+        sources: list[int | None] = list(plan[index]) or [None] * len(digests)
+        by_index[index].inputs = json.dumps(
+            [{"hop": j, "digest": d} for j, d in zip(sources, digests, strict=True)]
+        )
+        by_index[index].input_digest = digests[0] if digests else None
     if train.status not in routing.FINISHED:
         train.status = step.train_status
         if step.train_status in routing.FINISHED:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from central.blobs import BlobStore
 from central.db import utcnow
-from central.service import Service, state_blob
+from central.service import Service, output_blob
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ def collect_garbage(service: Service, blobs: BlobStore, retention_h: float) -> P
     cutoff = utcnow() - timedelta(hours=retention_h)
     trains = freed = 0
     for train_id, hop_count, done in service.trains_to_prune(cutoff):
-        keep = {state_blob(hop_count)} if done else set()
+        keep = {output_blob(hop_count - 1)} if done else set()
         freed += blobs.prune(train_id, keep)
         service.mark_pruned(train_id)
         trains += 1

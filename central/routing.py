@@ -1,23 +1,31 @@
 """The routing state machine, as plain functions: no HTTP, no database.
 
-A train's hops are numbered 0..N-1 (rounds x stops). Hop states move only along::
+A train's hops are numbered 0..N-1 and form a small DAG, the *plan*: each hop names the
+hops whose outputs it reads (``trains.manifest.plan_hops``; a sequential route is a chain,
+a parallel round fans out to every stop and joins at its aggregator). Hop states move only
+along::
 
     waiting -> queued -> running -> done
                  |   ^      |
                  |   +------+  (lease expired: offered again, up to a limit)
                  +----------+----> failed
 
-Hop 0 is queued at submission (or once the initial state is uploaded); finishing hop i
-queues hop i+1 with hop i's output as its input; finishing the last hop finishes the
-train. A failed hop fails the train with the station's reason. A claimed hop holds a lease
+The hops that read nothing are queued at submission (or once the initial state is
+uploaded, which they all read); a hop is queued once every hop it reads is done, with
+their outputs as its inputs (so a fan-out queues several at once, and an aggregate waits
+for all of its round); finishing every hop finishes the train. A failed hop fails the
+train with the station's reason. A claimed hop holds a lease
 that its station renews; a lease that runs out puts the hop back in the queue, and after
 ``max_attempts`` claims the train fails with a reason that says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+Plan = Mapping[int, Sequence[int]]  # hop index -> the hops whose outputs it reads, in order
 
 
 class HopStatus(StrEnum):
@@ -62,44 +70,77 @@ class Step:
 
     hop_status: dict[int, HopStatus]
     train_status: TrainStatus
-    input_for: dict[int, str | None]  # hop index -> digest of the state it will read
+    input_for: dict[int, list[str]]  # hop index -> digests of the states it will read
 
 
-def on_submit(hop_count: int, has_initial_state: bool) -> Step:
+def sequential_plan(hop_count: int) -> dict[int, list[int]]:
+    """The chain 0 -> 1 -> ... -> N-1 of a sequential route."""
+    return {i: [] if i == 0 else [i - 1] for i in range(hop_count)}
+
+
+def _plan(plan: Plan | int) -> Plan:
+    return sequential_plan(plan) if isinstance(plan, int) else plan
+
+
+def on_submit(plan: Plan | int, has_initial_state: bool) -> Step:
+    """``plan`` is the train's plan (a hop count means a sequential route)."""
+    plan = _plan(plan)
+    statuses = {i: HopStatus.WAITING for i in plan}
     if has_initial_state:
-        return Step(
-            {i: HopStatus.WAITING for i in range(hop_count)}, TrainStatus.WAITING_FOR_STATE, {}
-        )
-    statuses = {i: HopStatus.WAITING for i in range(hop_count)}
-    statuses[0] = HopStatus.QUEUED
-    return Step(statuses, TrainStatus.RUNNING, {0: None})
+        return Step(statuses, TrainStatus.WAITING_FOR_STATE, {})
+    first = [i for i, inputs in plan.items() if not inputs]
+    statuses.update({i: HopStatus.QUEUED for i in first})
+    return Step(statuses, TrainStatus.RUNNING, {i: [] for i in first})
 
 
-def on_initial_state(statuses: dict[int, HopStatus], digest: str) -> Step:
-    check_transition(statuses[0], HopStatus.QUEUED)
-    return Step({0: HopStatus.QUEUED}, TrainStatus.RUNNING, {0: digest})
-
-
-def on_hop_done(statuses: dict[int, HopStatus], index: int, output_digest: str) -> Step:
-    check_transition(statuses[index], HopStatus.DONE)
-    last = max(statuses)
-    if index == last:
-        return Step({index: HopStatus.DONE}, TrainStatus.DONE, {})
-    check_transition(statuses[index + 1], HopStatus.QUEUED)
+def on_initial_state(statuses: dict[int, HopStatus], digest: str, plan: Plan | None = None) -> Step:
+    """The initial state arrived: every hop that reads no other hop reads it."""
+    plan = _plan(len(statuses)) if plan is None else plan
+    first = [i for i, inputs in plan.items() if not inputs]
+    for i in first:
+        check_transition(statuses[i], HopStatus.QUEUED)
     return Step(
-        {index: HopStatus.DONE, index + 1: HopStatus.QUEUED},
-        TrainStatus.RUNNING,
-        {index + 1: output_digest},
+        {i: HopStatus.QUEUED for i in first}, TrainStatus.RUNNING, {i: [digest] for i in first}
     )
 
 
-def on_late_hop_done(statuses: dict[int, HopStatus], index: int, output_digest: str) -> Step:
+def on_hop_done(
+    statuses: dict[int, HopStatus],
+    index: int,
+    output_digest: str,
+    plan: Plan | None = None,
+    outputs: Mapping[int, str] | None = None,
+) -> Step:
+    """Hop ``index`` finished with ``output_digest``: queue every hop whose inputs are now
+    all done (``outputs`` holds the output digests of the hops done before)."""
+    plan = _plan(len(statuses)) if plan is None else plan
+    check_transition(statuses[index], HopStatus.DONE)
+    after = {**statuses, index: HopStatus.DONE}
+    known = {**(outputs or {}), index: output_digest}
+    changes = {index: HopStatus.DONE}
+    input_for: dict[int, list[str]] = {}
+    for hop, inputs in plan.items():
+        if index in inputs and all(after[j] == HopStatus.DONE for j in inputs):
+            check_transition(after[hop], HopStatus.QUEUED)
+            changes[hop] = HopStatus.QUEUED
+            input_for[hop] = [known[j] for j in inputs]
+    finished = all(status == HopStatus.DONE for status in after.values())
+    return Step(changes, TrainStatus.DONE if finished else TrainStatus.RUNNING, input_for)
+
+
+def on_late_hop_done(
+    statuses: dict[int, HopStatus],
+    index: int,
+    output_digest: str,
+    plan: Plan | None = None,
+    outputs: Mapping[int, str] | None = None,
+) -> Step:
     """A station finished a hop whose lease ran out and that nobody has claimed since (e.g.
     a station that sends no heartbeats ran a long container): its signed result is as good
     as a fresh run's, so take it rather than run the hop again."""
     if statuses[index] != HopStatus.QUEUED:
         raise IllegalTransition(f"hop {index} is {statuses[index]}, not waiting for a re-run")
-    return on_hop_done({**statuses, index: HopStatus.RUNNING}, index, output_digest)
+    return on_hop_done({**statuses, index: HopStatus.RUNNING}, index, output_digest, plan, outputs)
 
 
 def on_hop_failed(statuses: dict[int, HopStatus], index: int) -> Step:
@@ -109,6 +150,24 @@ def on_hop_failed(statuses: dict[int, HopStatus], index: int) -> Step:
         if i != index and status in (HopStatus.WAITING, HopStatus.QUEUED):
             changes[i] = HopStatus.FAILED
     return Step(changes, TrainStatus.FAILED, {})
+
+
+def on_expired(statuses: dict[int, HopStatus]) -> Step:
+    """The manifest's expiry passed: no station may run it any more, so nothing still to
+    run will run (a running hop's result is refused: its train is finished)."""
+    changes = {
+        i: HopStatus.FAILED
+        for i, status in statuses.items()
+        if status in (HopStatus.WAITING, HopStatus.QUEUED)
+    }
+    return Step(changes, TrainStatus.FAILED, {})
+
+
+def expired_reason(expires_at: str) -> str:
+    return (
+        f"expired: the manifest expired at {expires_at} before the route finished; "
+        "submit the train again with a later expiry (pht-train submit --days N)"
+    )
 
 
 def on_cancel(statuses: dict[int, HopStatus]) -> Step:

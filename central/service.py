@@ -24,7 +24,9 @@ from central.records import (
     HopOffer,
     apply_step,
     hops_of,
-    state_blob,
+    manifest_of,
+    output_blob,
+    plan_of,
     statuses_of,
     verify_envelope,
 )
@@ -34,7 +36,7 @@ from trains.keys import PublicIdentity
 from trains.manifest import MANIFEST_TYPE, Manifest
 from trains.signing import Envelope, unverified_payload
 
-__all__ = ["Caller", "Hooks", "HopOffer", "Service", "ServiceError", "hash_token", "state_blob"]
+__all__ = ["Caller", "Hooks", "HopOffer", "Service", "ServiceError", "hash_token", "output_blob"]
 
 
 class Service(HopDesk):
@@ -91,7 +93,10 @@ class Service(HopDesk):
             )
             if manifest.expires_at <= datetime.now(UTC):
                 raise ServiceError(422, "expired", "the manifest has already expired")
-            for stop in manifest.route.stops:
+            stops = list(manifest.route.stops)
+            if manifest.route.aggregator is not None:
+                stops.append(manifest.route.aggregator)
+            for stop in stops:
                 row = db.scalar(
                     select(Party).where(
                         Party.role == "station",
@@ -109,7 +114,8 @@ class Service(HopDesk):
                     )
             if db.get(TrainRow, manifest.train_id) is not None:
                 raise ServiceError(409, "exists", f"train {manifest.train_id} was submitted")
-            step = routing.on_submit(len(manifest.hops()), has_initial_state)
+            plan = plan_of(manifest)
+            step = routing.on_submit(plan, has_initial_state)
             train = TrainRow(
                 id=manifest.train_id,
                 researcher_id=caller.id,
@@ -117,6 +123,7 @@ class Service(HopDesk):
                 manifest=envelope.model_dump_json(),
                 manifest_digest=envelope.digest,
                 status=step.train_status,
+                expires_at=manifest.expires_at,
             )
             db.add(train)
             db.flush()  # the train row must exist before its hops reference it
@@ -126,12 +133,13 @@ class Service(HopDesk):
                     index=hop.index,
                     round=hop.round,
                     station=hop.stop.name,
+                    kind=hop.kind,
                     status=HopStatus.WAITING,
                 )
                 for hop in manifest.hops()
             ]
             db.add_all(hops)
-            queued = apply_step(train, hops, step)
+            queued = apply_step(train, hops, step, plan)
         self.hooks.queued(queued)
         return manifest.train_id
 
@@ -147,9 +155,10 @@ class Service(HopDesk):
             hops = hops_of(db, train_id)
             if train.status != TrainStatus.WAITING_FOR_STATE:
                 raise ServiceError(409, "state_exists", "this train already has its initial state")
-            step = routing.on_initial_state(statuses_of(hops), digest)
+            plan = plan_of(manifest_of(train))
+            step = routing.on_initial_state(statuses_of(hops), digest, plan)
             train.initial_state_digest = digest
-            queued = apply_step(train, hops, step)
+            queued = apply_step(train, hops, step, plan)
         self.hooks.queued(queued)
 
     def status(self, caller: Caller, train_id: str) -> dict[str, object]:
@@ -167,6 +176,7 @@ class Service(HopDesk):
                     {
                         "index": h.index,
                         "round": h.round,
+                        "kind": h.kind,
                         "station": h.station,
                         "status": h.status,
                         "error": h.error,
@@ -223,7 +233,7 @@ class Service(HopDesk):
             train = self.own_train(db, caller, train_id)
             if train.status != TrainStatus.DONE or train.final_state_digest is None:
                 raise ServiceError(409, "not_done", f"train {train_id} is {train.status}")
-            return state_blob(len(hops_of(db, train_id))), train.final_state_digest
+            return output_blob(len(hops_of(db, train_id)) - 1), train.final_state_digest
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """(hops by status, trains by status), for the metrics."""
@@ -232,7 +242,32 @@ class Service(HopDesk):
             trains = db.execute(select(TrainRow.status, func.count()).group_by(TrainRow.status))
             return {s: int(n) for s, n in hops}, {s: int(n) for s, n in trains}
 
-    # -- stations ---------------------------------------------------------------------
+    # -- expiry -----------------------------------------------------------------------
+
+    def expire_trains(self) -> int:
+        """Fail every unfinished train whose manifest has expired: no station would run it
+        any more, so its queued hops are withdrawn. Safe in several processes at once."""
+        now = utcnow()
+        with self.sessions() as db:
+            due = db.scalars(
+                select(TrainRow.id).where(
+                    TrainRow.status.not_in([str(s) for s in routing.FINISHED]),
+                    TrainRow.expires_at < now,
+                )
+            ).all()
+        count = 0
+        for train_id in due:
+            with self.sessions.begin() as db:
+                train = db.get(TrainRow, train_id, with_for_update=self._postgres)
+                if train is None or train.status in routing.FINISHED:
+                    continue
+                hops = hops_of(db, train_id)
+                train.error = routing.expired_reason(
+                    as_utc(train.expires_at or now).isoformat(timespec="seconds")
+                )
+                apply_step(train, hops, routing.on_expired(statuses_of(hops)))
+                count += 1
+        return count
 
     # -- retention --------------------------------------------------------------------
 

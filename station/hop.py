@@ -1,7 +1,8 @@
 """One hop at a station, in the order that is the security protocol:
 
-admit (verify, decide approval) -> run (open input, materialise data, run the container)
--> disclosure control -> seal to the next reader and sign the receipt -> keep both on disk
+admit (verify, decide approval) -> run (open the inputs, materialise data for a local hop,
+run the container in the hop's mode)
+-> disclosure control -> seal to the next readers and sign the receipt -> keep both on disk
 -> (manual release) -> upload the same bytes and complete, until central has them.
 
 ``station.verify`` holds the checks, ``station.disclosure`` the output rules,
@@ -17,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +36,7 @@ from trains.errors import CentralError, HopDeferred, PhtError, TrainFailed
 from trains.keys import Identity
 from trains.manifest import Resources
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
-from trains.sealing import digest_file, open_file, seal_context, seal_file
+from trains.sealing import digest_file, open_file, output_context, seal_file
 from trains.signing import Envelope, sign
 
 log = logging.getLogger("pht.station")
@@ -151,19 +153,10 @@ def _run(
         for folder in (input_dir, data_dir, output_dir):
             folder.mkdir()
         max_bytes = manifest.resources.max_output_mb * 1024 * 1024
-        # 9. the input: digest as the chain names it, opened with our key for this hop
-        if offer.input_digest is not None:
-            sealed_path = work / "input.sealed"
-            _central(lambda: central.download_input(offer.train_id, hop.index, sealed_path))
-            check_input_digest(digest_file(sealed_path), offer.input_digest)
-            archive = work / "input.tar"
-            open_file(sealed_path, archive, me.sealing, seal_context(manifest.train_id, hop.index))
-            sealed_path.unlink()
-            with archive.open("rb") as source:
-                state_codec.unpack_from(source, input_dir, max_bytes)
-            archive.unlink()
+        # 9. the inputs: digests as the chain names them, opened with our key
+        _fetch_inputs(offer, verified, me, central, work, input_dir, max_bytes)
         image_id = _docker_call(lambda: docker.pull(manifest.image))
-        for name in manifest.datasets:
+        for name in manifest.datasets if hop.kind == "local" else []:
             datasources.materialise(config, name, data_dir / name)
         _open_for_container(work, output_dir)
         audit.append("run_started", **ident, attempt=record.attempts)
@@ -198,23 +191,25 @@ def _run(
         archive = work / "output.tar"
         with archive.open("wb") as target:
             state_codec.pack_to(output_dir, manifest.outputs, max_bytes, target)
-        recipient = manifest.recipient_after(hop.index)
+        # sealed once, to every stop that reads it (the researcher after the last hop)
+        recipients = manifest.recipients_after(hop.index)
         output_digest = seal_file(
-            archive, sealed_out, [recipient], seal_context(manifest.train_id, hop.index + 1)
+            archive, sealed_out, recipients, output_context(manifest.train_id, hop.index)
         )
         receipt = HopReceipt.for_hop(
             HopPredicate(
                 train_id=manifest.train_id,
                 hop=hop.index,
                 round=hop.round,
+                kind=hop.kind,
                 station=me.name,
                 station_key=me.public.signing_fingerprint,
                 manifest_digest=verified.manifest_digest,
                 image_digest=manifest.image.digest,
-                input_state_digest=offer.input_digest,
+                input_state_digests=[i.digest for i in offer.inputs],
                 output_state_digest=output_digest,
-                output_sealed_to=[recipient.sealing_fingerprint],
-                previous_receipt_digest=verified.previous_receipt_digest,
+                output_sealed_to=[r.sealing_fingerprint for r in recipients],
+                previous_receipt_digests=verified.previous_receipt_digests,
                 started_at=started_at,
                 finished_at=datetime.now(UTC),
                 container_seconds=round(result.seconds, 3),
@@ -225,15 +220,42 @@ def _run(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _fetch_inputs(
+    offer: HopOffer,
+    verified: VerifiedHop,
+    me: Identity,
+    central: CentralClient,
+    work: Path,
+    input_dir: Path,
+    max_bytes: int,
+) -> None:
+    """Download, check and open every input: a local hop's one state into ``input_dir``, an
+    aggregate hop's partial states into ``input_dir/<k>`` in the order of its inputs."""
+    train_id, index = verified.manifest.train_id, verified.hop.index
+    aggregate = verified.hop.kind == "aggregate"
+    for position, source in enumerate(offer.inputs):
+        sealed_path = work / f"input-{position}.sealed"
+        _central(partial(central.download_input, train_id, index, sealed_path, position))
+        check_input_digest(digest_file(sealed_path), source.digest)
+        archive = work / f"input-{position}.tar"
+        open_file(sealed_path, archive, me.sealing, output_context(train_id, source.hop))
+        sealed_path.unlink()
+        target = input_dir / str(position) if aggregate else input_dir
+        target.mkdir(exist_ok=True)
+        with archive.open("rb") as stream:
+            state_codec.unpack_from(stream, target, max_bytes)
+        archive.unlink()
+
+
 def _environment(verified: VerifiedHop, station: str) -> dict[str, str]:
     manifest, hop = verified.manifest, verified.hop
     return {
-        "PHT_MODE": "local",
+        "PHT_MODE": hop.kind,
         "PHT_STATION": station,
         "PHT_ROUND": str(hop.round),
         "PHT_HOP": str(hop.index),
         "PHT_LAST_HOP": "1" if hop.is_last else "0",
-        "PHT_STOP": str(hop.index % len(manifest.route.stops)),
+        "PHT_STOP": str(hop.position),
         "PHT_STOPS": str(len(manifest.route.stops)),
         "PHT_ROUNDS": str(manifest.route.rounds),
     }

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from central.client import HopOffer
+from central.client import HopInput, HopOffer
 from trains.errors import ConfigError
 from trains.signing import Envelope
 
@@ -56,6 +56,9 @@ class HopRecord(BaseModel):
     manifest: Envelope
     input_digest: str | None
     previous_receipt: Envelope | None
+    kind: str = "local"
+    inputs: list[tuple[int | None, str]] = []  # (the hop that wrote it, its digest), in order
+    previous_receipts: list[Envelope] = []
     state: HopState
     needs_approval: list[str] = []
     received_at: datetime
@@ -75,7 +78,14 @@ class HopRecord(BaseModel):
     @property
     def offer(self) -> HopOffer:
         return HopOffer(
-            self.train_id, self.hop, self.manifest, self.input_digest, self.previous_receipt
+            self.train_id,
+            self.hop,
+            self.manifest,
+            self.input_digest,
+            self.previous_receipt,
+            kind=self.kind,
+            inputs=tuple(HopInput(hop, digest) for hop, digest in self.inputs),
+            previous_receipts=tuple(self.previous_receipts),
         )
 
     @classmethod
@@ -87,6 +97,9 @@ class HopRecord(BaseModel):
             manifest=offer.manifest,
             input_digest=offer.input_digest,
             previous_receipt=offer.previous_receipt,
+            kind=offer.kind,
+            inputs=[(i.hop, i.digest) for i in offer.inputs],
+            previous_receipts=list(offer.previous_receipts),
             state=state,
             received_at=at,
             updated_at=at,
@@ -178,6 +191,6 @@ def summary_line(record: HopRecord) -> str:
     manifest = json.loads(record.manifest.payload_bytes)
     return (
         f"{record.id}  {record.state:<8}  {manifest['name']} {manifest['version']}  "
-        f"hop {record.hop}  by {manifest['researcher']['name']}  "
+        f"hop {record.hop} ({record.kind})  by {manifest['researcher']['name']}  "
         f"received {record.received_at:%Y-%m-%d %H:%M:%S}Z"
     )

@@ -72,11 +72,14 @@ def _route(manifest: Manifest, here: int) -> str:
     parts = []
     for hop in manifest.hops():
         mark = " <- this hop" if hop.index == here else ""
+        reads = f" reads {hop.inputs}" if hop.inputs else ""
         parts.append(
             f"\n    {hop.index}: round {hop.round} {hop.stop.name} "
-            f"{hop.stop.station.signing_fingerprint[:19]}...{mark}"
+            f"{hop.stop.station.signing_fingerprint[:19]}... {hop.kind}{reads}{mark}"
         )
-    return f"{manifest.route.mode}, {manifest.route.rounds} round(s)" + "".join(parts)
+    aggregator = manifest.route.aggregator
+    joins = f", joined at {aggregator.name}" if aggregator is not None else ""
+    return f"{manifest.route.mode}, {manifest.route.rounds} round(s){joins}" + "".join(parts)
 
 
 def _span(seconds: float) -> str:

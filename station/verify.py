@@ -4,15 +4,20 @@
 2. that researcher key is trusted by this station's policy;
 3. the manifest has not expired;
 4. this hop exists on the route, names this station, and pins this station's own keys;
+   4b. it is of the kind the manifest pins (``local``, or ``aggregate`` at the aggregator);
 5. the image comes from an allowed registry and is pinned by digest;
    5b. an image whose digest is not in ``policy.allowed_images`` (when that list is set)
        waits for the admin's approval;
 6. the requested resources are within this station's caps;
-7. every requested dataset exists here;
+7. a local hop: every requested dataset exists here;
    7b. and this signer may use it (``[policy.signers."sha256:..."] datasets``);
-8. hop > 0: the previous receipt is signed by the key pinned for the previous stop, names
-   this train, manifest and image, and its output is exactly the input we are handed;
-9. the input state's bytes hash to that digest, and open with our key for this hop.
+   (an aggregate hop reads only the round's partial states: no data is handed to it)
+8. the offer hands exactly the inputs the manifest's plan names for this hop, in order:
+   for each, the receipt of the hop that wrote it is signed by the key pinned for that
+   hop's stop, names this train, manifest and image, and its output is exactly the input
+   we are handed (a first hop: the input is the initial state the manifest pins, or none);
+9. each input state's bytes hash to that digest, and open with our key, bound to this
+   train and the hop that wrote it.
 
 Checks that fail refuse the hop. What is left decides approval: automatic when the signer
 is trusted with ``auto_approve``, the image is allowed and ``policy.approval`` is "auto";
@@ -40,7 +45,7 @@ class VerifiedHop:
     manifest: Manifest
     manifest_digest: str
     hop: Hop
-    previous_receipt_digest: str | None
+    previous_receipt_digests: list[str]
     needs_approval: tuple[str, ...] = ()  # empty: policy approves the run by itself
 
 
@@ -74,6 +79,12 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
             f"the manifest pins keys {hop.stop.station.signing_fingerprint} for {me.name}, "
             f"but this station's key is {me.signing_fingerprint}; re-sign with current keys"
         )
+    # 4b. the kind of hop the manifest pins, whatever central says
+    if offer.kind != hop.kind:
+        raise RouteMismatch(
+            f"hop {hop.index} is offered as kind {offer.kind!r}, but the manifest pins kind "
+            f"{hop.kind!r} for it; refusing to run it as offered"
+        )
     # 5. image from an allowed registry
     registry = manifest.image.repository.split("/", 1)[0]
     allowed = {r.split(":")[0] for r in config.policy.allowed_registries}
@@ -93,51 +104,70 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
                 f"the train asks for {field}={getattr(asked, field)}, "
                 f"above this station's cap of {getattr(caps, field)}"
             )
-    # 7. datasets exist
-    missing = [d for d in manifest.datasets if d not in config.datasets]
+    # 7. datasets exist (an aggregate hop is handed none)
+    datasets = manifest.datasets if hop.kind == "local" else []
+    missing = [d for d in datasets if d not in config.datasets]
     if missing:
         raise PolicyRejected(
             f"station {me.name} has no dataset {missing}; it offers {sorted(config.datasets)}"
         )
     # 7b. this signer may use them
     if rules.datasets is not None:
-        forbidden = [d for d in manifest.datasets if d not in rules.datasets]
+        forbidden = [d for d in datasets if d not in rules.datasets]
         if forbidden:
             raise PolicyRejected(
                 f"signer {manifest.researcher.name} ({signer}) may not use dataset "
                 f"{forbidden} at station {me.name}; ask the station admin to add it to "
                 f'[policy.signers."{signer}"] datasets'
             )
-    # 8. the previous receipt links to our input
-    previous_digest = None
-    if hop.index > 0:
-        previous_digest = _check_previous(offer, manifest, hop)
-    elif offer.input_digest != manifest.initial_state_digest:
-        raise RouteMismatch("the initial state handed to hop 0 is not the one the manifest pins")
+    # 8. the inputs are exactly the outputs the plan names, each linked by its receipt
+    previous_digests = _check_inputs(offer, manifest, hop)
     # approval: what the policy does not approve by itself waits for the admin
     if config.policy.approval == "manual":
         needs_approval.append("policy.approval is manual: every hop waits for the admin")
     if not rules.auto_approve:
         needs_approval.append(f"signer {manifest.researcher.name} has auto_approve = false")
-    return VerifiedHop(manifest, offer.manifest.digest, hop, previous_digest, tuple(needs_approval))
-
-
-def _check_previous(offer: HopOffer, manifest: Manifest, hop: Hop) -> str:
-    if offer.previous_receipt is None:
-        raise RouteMismatch(f"hop {hop.index} came without the receipt of hop {hop.index - 1}")
-    previous = manifest.hop(hop.index - 1)
-    what = f"receipt of hop {previous.index} ({previous.stop.name})"
-    receipt = open_envelope(
-        offer.previous_receipt, RECEIPT_TYPE, previous.stop.station, HopReceipt, what
+    return VerifiedHop(
+        manifest, offer.manifest.digest, hop, previous_digests, tuple(needs_approval)
     )
-    p = receipt.predicate
-    if (p.train_id, p.hop) != (manifest.train_id, previous.index):
-        raise RouteMismatch(f"{what} names train {p.train_id} hop {p.hop}: a replay")
-    if p.manifest_digest != offer.manifest.digest or p.image_digest != manifest.image.digest:
-        raise RouteMismatch(f"{what} is for another manifest or image")
-    if p.output_state_digest != offer.input_digest:
-        raise RouteMismatch(f"{what} signs an output other than the input we were handed")
-    return offer.previous_receipt.digest
+
+
+def _check_inputs(offer: HopOffer, manifest: Manifest, hop: Hop) -> list[str]:
+    """Check 8; return the digests of the receipts the offer links, in input order."""
+    if not hop.inputs:
+        pinned = manifest.initial_state_digest
+        if [i.digest for i in offer.inputs] != ([] if pinned is None else [pinned]):
+            raise RouteMismatch(
+                f"the initial state handed to hop {hop.index} is not the one the manifest pins"
+            )
+        if offer.previous_receipts:
+            raise RouteMismatch(f"hop {hop.index} is a first hop, yet came with receipts")
+        return []
+    if not offer.previous_receipts:
+        raise RouteMismatch(
+            f"hop {hop.index} came without the receipt of hop "
+            + ", ".join(str(i) for i in hop.inputs)
+        )
+    sources = [i.hop for i in offer.inputs]
+    if sources != hop.inputs or len(offer.previous_receipts) != len(hop.inputs):
+        raise RouteMismatch(
+            f"hop {hop.index} reads the outputs of hops {hop.inputs}, but is handed the "
+            f"outputs of {sources} with {len(offer.previous_receipts)} receipts"
+        )
+    for source, given, envelope in zip(
+        hop.inputs, offer.inputs, offer.previous_receipts, strict=True
+    ):
+        previous = manifest.hop(source)
+        what = f"receipt of hop {previous.index} ({previous.stop.name})"
+        receipt = open_envelope(envelope, RECEIPT_TYPE, previous.stop.station, HopReceipt, what)
+        p = receipt.predicate
+        if (p.train_id, p.hop) != (manifest.train_id, previous.index):
+            raise RouteMismatch(f"{what} names train {p.train_id} hop {p.hop}: a replay")
+        if p.manifest_digest != offer.manifest.digest or p.image_digest != manifest.image.digest:
+            raise RouteMismatch(f"{what} is for another manifest or image")
+        if p.output_state_digest != given.digest:
+            raise RouteMismatch(f"{what} signs an output other than the input we were handed")
+    return [envelope.digest for envelope in offer.previous_receipts]
 
 
 def check_input_digest(actual: str, expected_digest: str | None) -> None:

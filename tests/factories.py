@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from trains.keys import Identity
 from trains.manifest import Image, Manifest, Route, Stop, expiry_from_now
+from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
+from trains.signing import Envelope, sign
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -25,3 +29,55 @@ def make_manifest(
     }
     fields.update(overrides)
     return Manifest.model_validate(fields)
+
+
+def make_parallel_manifest(
+    researcher: Identity,
+    stations: list[Identity],
+    aggregator: Identity,
+    rounds: int = 1,
+    **overrides: object,
+) -> Manifest:
+    """A parallel route over ``stations``, each round joined at ``aggregator``."""
+    route = Route(
+        mode="parallel",
+        rounds=rounds,
+        stops=[Stop(station=s.public) for s in stations],
+        aggregator=Stop(station=aggregator.public),
+    )
+    return make_manifest(researcher, stations, route=route, **overrides)
+
+
+def sign_receipt(
+    manifest: Manifest,
+    manifest_digest: str,
+    index: int,
+    signer: Identity,
+    inputs: list[str],
+    previous: list[str],
+    output: str,
+    **overrides: object,
+) -> Envelope:
+    """The receipt a station signs for hop ``index`` (fields overridable, for attacks)."""
+    hop = manifest.hop(index)
+    now = datetime.now(UTC)
+    fields: dict[str, object] = {
+        "train_id": manifest.train_id,
+        "hop": index,
+        "round": hop.round,
+        "kind": hop.kind,
+        "station": signer.name,
+        "station_key": signer.public.signing_fingerprint,
+        "manifest_digest": manifest_digest,
+        "image_digest": manifest.image.digest,
+        "input_state_digests": inputs,
+        "output_state_digest": output,
+        "output_sealed_to": [r.sealing_fingerprint for r in manifest.recipients_after(index)],
+        "previous_receipt_digests": previous,
+        "started_at": now,
+        "finished_at": now,
+        "container_seconds": 1.0,
+    }
+    fields.update(overrides)
+    predicate = HopPredicate.model_validate(fields)
+    return sign(HopReceipt.for_hop(predicate), RECEIPT_TYPE, signer.signing)

@@ -16,7 +16,7 @@ from tests.factories import make_manifest
 from tests.test_central_protocol import auth, run_hop, submit
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE
-from trains.sealing import seal, seal_context
+from trains.sealing import output_context, seal
 from trains.signing import sign
 
 database_url = protocol.database_url  # every test on SQLite and on PostgreSQL
@@ -63,7 +63,7 @@ def scene(world):
     train_id = client.app.state.service.submit(
         service.authenticate(tokens["alice"]), envelope, has_initial_state=True
     )
-    state = seal(b"initial", [stations[0].public], seal_context(train_id, 0))
+    state = seal(b"initial", [stations[0].public], output_context(train_id, None))
     assert (
         client.put(
             f"/api/v1/trains/{train_id}/initial-state", content=state, headers=auth(tokens["alice"])

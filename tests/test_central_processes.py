@@ -21,7 +21,7 @@ from tests.factories import make_manifest
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Manifest
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, verify_chain
-from trains.sealing import digest_bytes, open_sealed, seal, seal_context
+from trains.sealing import digest_bytes, open_sealed, output_context, seal
 from trains.signing import Envelope, sign
 
 
@@ -139,14 +139,14 @@ class StationLoop(threading.Thread):
             got = self.call(http, "GET", f"{url}/input")
             assert digest_bytes(got.content) == body["input_digest"]
             payload = open_sealed(
-                got.content, self.identity.sealing, seal_context(manifest.train_id, index)
+                got.content, self.identity.sealing, output_context(manifest.train_id, index - 1)
             )
         time.sleep(0.3)  # "the container runs"
         self.call(http, "POST", f"{url}/heartbeat")
         sealed = seal(
             payload + f" {index}".encode(),
             [manifest.recipient_after(index)],
-            seal_context(manifest.train_id, index + 1),
+            output_context(manifest.train_id, index),
         )
         assert self.call(http, "PUT", f"{url}/output", content=sealed).status_code == 200
         prev = body["previous_receipt"]
@@ -156,16 +156,17 @@ class StationLoop(threading.Thread):
                 train_id=manifest.train_id,
                 hop=index,
                 round=manifest.hop(index).round,
+                kind="local",
                 station=self.identity.name,
                 station_key=self.identity.public.signing_fingerprint,
                 manifest_digest=envelope.digest,
                 image_digest=manifest.image.digest,
-                input_state_digest=body["input_digest"],
+                input_state_digests=[i["digest"] for i in body["inputs"]],
                 output_state_digest=digest_bytes(sealed),
                 output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
-                previous_receipt_digest=None
+                previous_receipt_digests=[]
                 if prev is None
-                else Envelope.model_validate(prev).digest,
+                else [Envelope.model_validate(prev).digest],
                 started_at=now,
                 finished_at=now,
                 container_seconds=0.3,
@@ -227,7 +228,7 @@ def test_central_killed_mid_route_and_restarted_loses_no_hop_and_runs_none_twice
         server.stop()
     chain = verify_chain(manifest, envelope.digest, None, receipts, digest_bytes(result))
     assert len(chain) == 9
-    opened = open_sealed(result, researcher.sealing, seal_context(manifest.train_id, 9))
+    opened = open_sealed(result, researcher.sealing, output_context(manifest.train_id, 8))
     assert opened == b"start " + b" ".join(str(i).encode() for i in range(9))
 
 

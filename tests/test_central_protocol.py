@@ -16,7 +16,7 @@ from tests.factories import make_manifest
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Manifest
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, verify_chain
-from trains.sealing import digest_bytes, open_sealed, seal, seal_context
+from trains.sealing import digest_bytes, open_sealed, output_context, seal
 from trains.signing import Envelope, sign
 
 
@@ -44,45 +44,47 @@ def auth(token: str) -> dict[str, str]:
 
 
 def run_hop(client, station: Identity, token: str, payload: bytes) -> dict:
-    """Do what a station does around its container: claim, open input, seal, sign, upload."""
+    """Do what a station does around its container: claim, open inputs, seal, sign, upload."""
     offer = client.post("/api/v1/hops/next", headers=auth(token))
     assert offer.status_code == 200, offer.text
     body = offer.json()
     envelope = Envelope.model_validate(body["manifest"])
     manifest = Manifest.model_validate_json(envelope.payload_bytes)
     index = body["hop"]
-    if body["input_digest"] is not None:
+    assert body["kind"] == manifest.hop(index).kind
+    opened = []
+    for k, given in enumerate(body["inputs"]):
         got = client.get(
-            f"/api/v1/trains/{manifest.train_id}/hops/{index}/input", headers=auth(token)
+            f"/api/v1/trains/{manifest.train_id}/hops/{index}/inputs/{k}", headers=auth(token)
         )
-        assert digest_bytes(got.content) == body["input_digest"]
-        open_sealed(got.content, station.sealing, seal_context(manifest.train_id, index))
-    sealed = seal(
-        payload, [manifest.recipient_after(index)], seal_context(manifest.train_id, index + 1)
-    )
+        assert digest_bytes(got.content) == given["digest"]
+        context = output_context(manifest.train_id, given["hop"])
+        opened.append(open_sealed(got.content, station.sealing, context))
+    recipients = manifest.recipients_after(index)
+    sealed = seal(payload, recipients, output_context(manifest.train_id, index))
     up = client.put(
         f"/api/v1/trains/{manifest.train_id}/hops/{index}/output",
         content=sealed,
         headers=auth(token),
     )
     assert up.status_code == 200, up.text
-    previous = body["previous_receipt"]
     now = datetime.now(UTC)
     receipt = HopReceipt.for_hop(
         HopPredicate(
             train_id=manifest.train_id,
             hop=index,
             round=manifest.hop(index).round,
+            kind=manifest.hop(index).kind,
             station=station.name,
             station_key=station.public.signing_fingerprint,
             manifest_digest=envelope.digest,
             image_digest=manifest.image.digest,
-            input_state_digest=body["input_digest"],
+            input_state_digests=[i["digest"] for i in body["inputs"]],
             output_state_digest=digest_bytes(sealed),
-            output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
-            previous_receipt_digest=None
-            if previous is None
-            else Envelope.model_validate(previous).digest,
+            output_sealed_to=[r.sealing_fingerprint for r in recipients],
+            previous_receipt_digests=[
+                Envelope.model_validate(r).digest for r in body["previous_receipts"]
+            ],
             started_at=now,
             finished_at=now,
             container_seconds=0.0,
@@ -95,7 +97,7 @@ def run_hop(client, station: Identity, token: str, payload: bytes) -> dict:
         headers=auth(token),
     )
     assert done.status_code == 200, done.text
-    return {"index": index, "receipt": signed, "sealed": sealed, "done": done}
+    return {"index": index, "receipt": signed, "sealed": sealed, "done": done, "read": opened}
 
 
 def submit(client, researcher, stations, token, rounds=1) -> tuple[Manifest, Envelope]:
@@ -136,7 +138,7 @@ def test_route_runs_in_order_and_researcher_verifies(world):
     chain = verify_chain(manifest, envelope.digest, None, receipts, digest_bytes(final.content))
     assert [p.station for p in chain] == ["hospital-a", "hospital-b"] * 2
     assert (
-        open_sealed(final.content, researcher.sealing, seal_context(manifest.train_id, 4))
+        open_sealed(final.content, researcher.sealing, output_context(manifest.train_id, 3))
         == b"state 3"
     )
 

@@ -48,7 +48,7 @@ def test_a_train_over_its_quota_is_refused_with_413_and_nothing_is_kept(tmp_path
     assert big.status_code == 413 and big.json()["code"] == "too_large"
     assert "quota" in big.json()["message"]
     folder = tmp_path / "blobs" / manifest.train_id
-    assert sorted(p.name for p in folder.iterdir()) == ["state-00001.sealed"]
+    assert sorted(p.name for p in folder.iterdir()) == ["output-00000.sealed"]
     wrong = client.put(
         url,
         content=b"abc",
@@ -71,9 +71,9 @@ def test_retention_prunes_intermediate_states_of_finished_trains_only(tmp_path, 
     pruned = collect_garbage(service, blobs, retention_h=0)
     assert pruned.trains == 1 and pruned.bytes > 0
     assert sorted(p.name for p in (tmp_path / "blobs" / done.train_id).iterdir()) == [
-        "state-00002.sealed"
+        "output-00001.sealed"
     ]
-    assert (tmp_path / "blobs" / running.train_id / "state-00001.sealed").exists()
+    assert (tmp_path / "blobs" / running.train_id / "output-00000.sealed").exists()
     # the researcher still gets the final state; a second run has nothing to do
     result = client.get(f"/api/v1/trains/{done.train_id}/result", headers=auth(tokens["alice"]))
     assert result.status_code == 200

@@ -29,8 +29,8 @@ def test_submit_queues_only_the_first_hop():
 
 def test_each_output_becomes_the_next_input_and_the_last_finishes_the_train():
     steps = drive(3)
-    assert steps[0].input_for == {1: "sha256:0"}
-    assert steps[1].input_for == {2: "sha256:1"}
+    assert steps[0].input_for == {1: ["sha256:0"]}
+    assert steps[1].input_for == {2: ["sha256:1"]}
     assert [s.train_status for s in steps] == [T.RUNNING, T.RUNNING, T.DONE]
 
 
@@ -93,7 +93,7 @@ def test_a_cancelled_trains_expired_hop_just_ends_and_only_running_hops_expire()
 def test_a_late_result_counts_only_while_nobody_has_claimed_the_hop_again():
     step = routing.on_late_hop_done({0: H.QUEUED, 1: H.WAITING}, 0, "sha256:late")
     assert step.hop_status == {0: H.DONE, 1: H.QUEUED}
-    assert step.input_for == {1: "sha256:late"}
+    assert step.input_for == {1: ["sha256:late"]}
     for status in (H.WAITING, H.DONE, H.FAILED):
         with pytest.raises(routing.IllegalTransition):
             routing.on_late_hop_done({0: status, 1: H.WAITING}, 0, "sha256:late")

@@ -8,6 +8,7 @@ PHT_TOKEN_FILE, PHT_KEYS_DIR, PHT_REGISTRY), else the profile file
   pht-train test mytrain --data mytrain/sample/hospital-a.csv --data mytrain/sample/hospital-b.csv
   pht-train build mytrain
   pht-train submit mytrain --route hospital-a,hospital-b
+  pht-train submit mytrain --route hospital-a,hospital-b,hospital-c --aggregator hospital-a
   pht-train watch last
   pht-train result last --out result/
 """
@@ -66,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one local station's data; repeat per station (NAME: a dataset of train.toml)",
     )
     t.add_argument("--rounds", type=int, default=1)
+    t.add_argument(
+        "--parallel",
+        "--aggregator",
+        action="store_true",
+        help="parallel rounds: every station runs local() at once, then aggregate() joins them",
+    )
     t.add_argument("--in-docker", action="store_true", help="run each hop in a real container")
     t.add_argument("--out", help="keep the final state files in this folder")
     t.add_argument("--base", default=None, help="base image for --in-docker")
@@ -88,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="sign the manifest and submit it to central")
     s.add_argument("dir")
     s.add_argument("--route", required=True, help="stations in order, comma separated")
+    s.add_argument(
+        "--aggregator",
+        metavar="STATION",
+        help="run parallel rounds: all --route stations at once, joined at this station",
+    )
     s.add_argument("--rounds", type=int, default=1)
     s.add_argument("--days", type=float, default=7, help="days until the manifest expires")
     s.add_argument("--yes", action="store_true", help="do not ask to confirm the fingerprints")

@@ -117,10 +117,14 @@ def test(args: argparse.Namespace) -> int:
     folder = train_folder(args.dir)
     stops = parse_data(args.data, load_train_spec(folder))
     where = "in containers" if args.in_docker else "in-process"
-    print(f"testing {folder} {where}: {args.rounds} round(s) over {len(stops)} local station(s)")
+    shape = "parallel round(s) joined at an aggregator" if args.parallel else "round(s)"
+    print(f"testing {folder} {where}: {args.rounds} {shape} over {len(stops)} local station(s)")
 
     def on_hop(hop: LocalHop) -> None:
-        print(f"  hop {hop.hop} round {hop.round} {hop.station:<20} ok  {hop.seconds:.2f}s")
+        print(
+            f"  hop {hop.hop} round {hop.round} {hop.station:<20} {hop.kind:<9} ok  "
+            f"{hop.seconds:.2f}s"
+        )
 
     result = run_local(
         folder,
@@ -131,6 +135,7 @@ def test(args: argparse.Namespace) -> int:
         wheelhouse=Path(args.wheelhouse) if args.wheelhouse else None,
         out_dir=Path(args.out) if args.out else None,
         on_hop=on_hop,
+        parallel=args.parallel,
     )
     print("final state:")
     show_state(result.state, result.files)
@@ -178,11 +183,22 @@ def submit(args: argparse.Namespace) -> int:
     image = read_image_file(folder)
     with researcher_of(args) as researcher:
         stops = researcher.route_stops([s.strip() for s in args.route.split(",") if s.strip()])
-        manifest = researcher.make_manifest(folder, image, stops, args.rounds, args.days)
+        aggregator = researcher.route_stops([args.aggregator])[0] if args.aggregator else None
+        manifest = researcher.make_manifest(
+            folder, image, stops, args.rounds, args.days, aggregator
+        )
         print(f"train {manifest.name} {manifest.version}, image {image.digest}")
-        print(f"route ({args.rounds} round(s)):")
+        if aggregator is None:
+            print(f"route ({args.rounds} round(s)):")
+        else:
+            print(f"parallel route ({args.rounds} round(s)), each round's stops at once:")
         for i, stop in enumerate(stops, 1):
             print(f"  {i}. {stop.name:<20} signing key {stop.station.signing_fingerprint}")
+        if aggregator is not None:
+            print(
+                f"  aggregator {aggregator.name:<14} signing key "
+                f"{aggregator.station.signing_fingerprint}"
+            )
         if not args.yes:
             if not sys.stdin.isatty():
                 raise PhtError("confirm the fingerprints above: re-run with --yes to submit")
@@ -249,7 +265,10 @@ def result(args: argparse.Namespace) -> int:
         fetched = researcher.result(researcher.resolve(args.train_id), Path(args.out))
     print(f"verified {len(fetched.hops)} receipts:")
     for hop in fetched.hops:
-        print(f"  hop {hop.hop} {hop.station:<20} container {hop.container_seconds:.2f}s")
+        print(
+            f"  hop {hop.hop} {hop.station:<20} {hop.kind:<9} "
+            f"container {hop.container_seconds:.2f}s"
+        )
     print(f"opened the final state into {fetched.out_dir}: {', '.join(fetched.files)}")
     if not args.quiet:
         show_state(fetched.state, fetched.files)

@@ -1,5 +1,9 @@
 """``pht-train test``: run a train's whole route on this machine, one data file per stop.
 
+Sequential (each stop in turn, round after round) or parallel (``--parallel``: each round
+every stop runs ``local`` on the previous aggregate, then ``aggregate`` joins the partial
+states, in stop order, as the aggregator station of a parallel route would).
+
 Each hop goes through the same code a station's container runs (``trains.runtime``):
 in-process by default (seconds), or in real containers with the station's sandbox
 (``in_docker=True``). Between hops the state travels as a station would pass it on: only
@@ -46,6 +50,7 @@ class LocalHop:
     station: str
     seconds: float
     files: list[str]
+    kind: str = "local"
 
 
 @dataclass
@@ -114,50 +119,20 @@ def run_local(
     wheelhouse: Path | None = None,
     out_dir: Path | None = None,
     on_hop: HopCallback | None = None,
+    parallel: bool = False,
 ) -> LocalResult:
-    """Run every hop of ``rounds`` x ``stops``; return the final state (kept in ``out_dir``)."""
+    """Run every hop of the route; return the final state (kept in ``out_dir``)."""
     spec = load_train_spec(folder)
     if rounds < 1:
         raise ConfigError("--rounds must be at least 1")
     hop_runner = _DockerHop(folder, base, wheelhouse) if in_docker else _InProcessHop(folder)
-    max_bytes = spec.resources.max_output_mb * 1024 * 1024
-    total = rounds * len(stops)
-    result = LocalResult()
-    archive: bytes | None = None
+    route = _Route(hop_runner, spec, stops, rounds, on_hop)
     with tempfile.TemporaryDirectory(prefix="pht-test-") as tmp:
-        for index in range(total):
-            stop = stops[index % len(stops)]
-            ctx = Context(
-                station=stop.station,
-                round=index // len(stops),
-                hop=index,
-                is_last=index == total - 1,
-                stop=index % len(stops),
-                stops=len(stops),
-                rounds=rounds,
-            )
-            work = Path(tmp) / f"hop-{index}"
-            input_dir, data_dir, output_dir = (work / n for n in ("input", "data", "output"))
-            for d in (input_dir, data_dir, output_dir):
-                d.mkdir(parents=True)
-            if archive is not None:
-                state_codec.unpack(archive, input_dir, max_bytes)
-            for name, file in stop.data.items():
-                (data_dir / name).mkdir()
-                shutil.copyfile(file, data_dir / name / f"data{file.suffix}")
-            started = time.monotonic()
-            hop_runner.run(ctx, input_dir, data_dir, output_dir, spec)
-            seconds = time.monotonic() - started
-            files = _declared_outputs(output_dir, spec, ctx)
-            archive = state_codec.pack(output_dir, files, max_bytes)
-            hop = LocalHop(index, ctx.round, stop.station, seconds, files)
-            result.hops.append(hop)
-            if on_hop is not None:
-                on_hop(hop)
-            shutil.rmtree(work, ignore_errors=True)
+        route.tmp = Path(tmp)
+        archive = route.parallel() if parallel else route.sequential()
         final = Path(tmp) / "final"
-        assert archive is not None  # a route has at least one hop
-        result.files = state_codec.unpack(archive, final, max_bytes)
+        result = route.result
+        result.files = state_codec.unpack(archive, final, route.max_bytes)
         if (final / STATE_FILE).is_file():
             result.state = json.loads((final / STATE_FILE).read_text())
         if out_dir is not None:
@@ -166,6 +141,95 @@ def run_local(
                 (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(final / name, out_dir / name)
     return result
+
+
+class _Route:
+    """The hops of one local route; each state travels as a packed archive of declared files."""
+
+    def __init__(
+        self,
+        runner: _InProcessHop | _DockerHop,
+        spec: TrainSpec,
+        stops: list[LocalStop],
+        rounds: int,
+        on_hop: HopCallback | None,
+    ) -> None:
+        self.runner, self.spec, self.stops, self.rounds = runner, spec, stops, rounds
+        self.on_hop = on_hop
+        self.max_bytes = spec.resources.max_output_mb * 1024 * 1024
+        self.result = LocalResult()
+        self.tmp = Path(".")
+
+    def sequential(self) -> bytes:
+        n, total = len(self.stops), len(self.stops) * self.rounds
+        archive: bytes | None = None
+        for index in range(total):
+            ctx = Context(
+                station=self.stops[index % n].station,
+                round=index // n,
+                hop=index,
+                is_last=index == total - 1,
+                stop=index % n,
+                stops=n,
+                rounds=self.rounds,
+            )
+            archive = self.hop(ctx, [] if archive is None else [archive], self.stops[index % n])
+        assert archive is not None  # a route has at least one hop
+        return archive
+
+    def parallel(self) -> bytes:
+        n = len(self.stops)
+        aggregate: bytes | None = None
+        for r in range(self.rounds):
+            partials = []
+            for s, stop in enumerate(self.stops):
+                ctx = Context(
+                    station=stop.station,
+                    round=r,
+                    hop=r * (n + 1) + s,
+                    is_last=False,
+                    stop=s,
+                    stops=n,
+                    rounds=self.rounds,
+                )
+                partials.append(self.hop(ctx, [] if aggregate is None else [aggregate], stop))
+            ctx = Context(
+                station="aggregator",
+                round=r,
+                hop=r * (n + 1) + n,
+                is_last=r == self.rounds - 1,
+                mode="aggregate",
+                stop=n,
+                stops=n,
+                rounds=self.rounds,
+            )
+            aggregate = self.hop(ctx, partials, None)
+        assert aggregate is not None
+        return aggregate
+
+    def hop(self, ctx: Context, inputs: list[bytes], stop: LocalStop | None) -> bytes:
+        """Run one hop on its inputs (an aggregate's into input/<k>/); return its output."""
+        work = self.tmp / f"hop-{ctx.hop}"
+        input_dir, data_dir, output_dir = (work / n for n in ("input", "data", "output"))
+        for d in (input_dir, data_dir, output_dir):
+            d.mkdir(parents=True)
+        for k, archive in enumerate(inputs):
+            target = input_dir / str(k) if ctx.mode == "aggregate" else input_dir
+            state_codec.unpack(archive, target, self.max_bytes)
+        for name, file in (stop.data if stop is not None else {}).items():
+            (data_dir / name).mkdir()
+            shutil.copyfile(file, data_dir / name / f"data{file.suffix}")
+        started = time.monotonic()
+        self.runner.run(ctx, input_dir, data_dir, output_dir, self.spec)
+        seconds = time.monotonic() - started
+        files = _declared_outputs(output_dir, self.spec, ctx)
+        archive = state_codec.pack(output_dir, files, self.max_bytes)
+        hop = LocalHop(ctx.hop, ctx.round, ctx.station, seconds, files, ctx.mode)
+        self.result.hops.append(hop)
+        if self.on_hop is not None:
+            self.on_hop(hop)
+        shutil.rmtree(work, ignore_errors=True)
+        return archive
 
 
 def _declared_outputs(output_dir: Path, spec: TrainSpec, ctx: Context) -> list[str]:
@@ -224,7 +288,7 @@ class _DockerHop:
             data_dir=data_dir,
             output_dir=output_dir,
             env={
-                "PHT_MODE": "local",
+                "PHT_MODE": ctx.mode,
                 "PHT_STATION": ctx.station,
                 "PHT_ROUND": str(ctx.round),
                 "PHT_HOP": str(ctx.hop),

@@ -3,6 +3,8 @@
 r = Researcher.from_profile()
 image = r.build(Path("mytrain"))
 train_id = r.submit(Path("mytrain"), image, route=["hospital-a", "hospital-b"])
+# or parallel rounds, joined at an aggregator stop:
+train_id = r.submit(Path("mytrain"), image, ["a", "b", "c"], mode="parallel", aggregator="x")
 r.watch(train_id)
 result = r.result(train_id, Path("out"))
 """
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from central.client import CentralClient
 from train_builder.profile import Profile, resolve_profile
@@ -24,7 +26,7 @@ from trains.errors import CentralError, KeyFileError, PhtError, RouteMismatch
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Image, Manifest, Route, Stop, expiry_from_now
 from trains.receipt import HopPredicate, verify_chain
-from trains.sealing import digest_file, open_file, seal_context
+from trains.sealing import digest_file, open_file, output_context
 from trains.signing import open_envelope, sign
 from trains.train_spec import load_train_spec
 
@@ -102,8 +104,15 @@ class Researcher:
         return [Stop(station=known[n]) for n in names]
 
     def make_manifest(
-        self, folder: Path, image: Image, stops: list[Stop], rounds: int = 1, days: float = 7
+        self,
+        folder: Path,
+        image: Image,
+        stops: list[Stop],
+        rounds: int = 1,
+        days: float = 7,
+        aggregator: Stop | None = None,
     ) -> Manifest:
+        """The manifest to sign; with an ``aggregator`` the route runs parallel rounds."""
         spec = load_train_spec(folder)
         created, expires = expiry_from_now(days)
         return Manifest(
@@ -111,7 +120,12 @@ class Researcher:
             version=spec.train.version,
             researcher=self.identity.public,
             image=image,
-            route=Route(rounds=rounds, stops=stops),
+            route=Route(
+                mode="sequential" if aggregator is None else "parallel",
+                rounds=rounds,
+                stops=stops,
+                aggregator=aggregator,
+            ),
             datasets=spec.datasets,
             outputs=spec.outputs,
             resources=spec.resources,
@@ -124,9 +138,24 @@ class Researcher:
         return self.central.submit(sign(manifest, MANIFEST_TYPE, self.identity.signing))
 
     def submit(
-        self, folder: Path, image: Image, route: list[str], rounds: int = 1, days: float = 7
+        self,
+        folder: Path,
+        image: Image,
+        route: list[str],
+        rounds: int = 1,
+        days: float = 7,
+        mode: Literal["sequential", "parallel"] = "sequential",
+        aggregator: str | None = None,
     ) -> str:
-        manifest = self.make_manifest(folder, image, self.route_stops(route), rounds, days)
+        """Sign and submit. ``mode="parallel"`` fans each round out to every stop of
+        ``route`` and joins it at the ``aggregator`` station (required then)."""
+        if (mode == "parallel") != (aggregator is not None):
+            raise RouteMismatch(
+                "a parallel route needs an aggregator station, and only a parallel route has "
+                "one: pass mode='parallel' with aggregator='STATION'"
+            )
+        joins = self.route_stops([aggregator])[0] if aggregator is not None else None
+        manifest = self.make_manifest(folder, image, self.route_stops(route), rounds, days, joins)
         return self.submit_manifest(manifest)
 
     def status(self, train_id: str) -> dict[str, Any]:
@@ -188,7 +217,8 @@ class Researcher:
         return self.watch(train_id, None, timeout_s, poll_s)
 
     def result(self, train_id: str, out_dir: Path) -> Result:
-        """Download, verify the whole receipt chain, then open the final state."""
+        """Download, verify the whole receipt chain (every hop of the plan), then open the
+        final state."""
         status = self.central.status(train_id)
         if status["status"] != "done":
             detail = f": {status['error']}" if status.get("error") else ""
@@ -213,7 +243,7 @@ class Researcher:
                 receipts,
                 digest_file(sealed),
             )
-            context = seal_context(train_id, len(manifest.hops()))
+            context = output_context(train_id, len(manifest.hops()) - 1)
             open_file(sealed, archive, self.identity.sealing, context)
             with archive.open("rb") as source:
                 files = state_codec.unpack_from(source, out_dir, MAX_RESULT_BYTES)

@@ -28,7 +28,11 @@ SYMBOL = {"waiting": " ", "queued": "…", "running": "▶", "done": "✓", "fai
 
 def hop_line(hop: dict[str, Any]) -> str:
     error = f"  {hop['error']}" if hop.get("error") else ""
-    return f"  hop {hop['index']} round {hop['round']} {hop['station']:<20} {hop['status']}{error}"
+    kind = hop.get("kind", "local")
+    return (
+        f"  hop {hop['index']} round {hop['round']} {hop['station']:<20} {kind:<9} "
+        f"{hop['status']}{error}"
+    )
 
 
 def headline(status: dict[str, Any]) -> str:
@@ -39,7 +43,7 @@ def table(status: dict[str, Any], elapsed: float) -> Table:
     done = sum(1 for h in status["hops"] if h["status"] == "done")
     title = f"{headline(status)}  {done}/{len(status['hops'])} hops  {elapsed:.0f}s"
     grid = Table(title=title, title_justify="left", expand=False)
-    for column in ("hop", "round", "station", "status", "reason"):
+    for column in ("hop", "round", "station", "kind", "status", "reason"):
         grid.add_column(column)
     for hop in status["hops"]:
         state = hop["status"]
@@ -47,6 +51,7 @@ def table(status: dict[str, Any], elapsed: float) -> Table:
             str(hop["index"]),
             str(hop["round"]),
             hop["station"],
+            hop.get("kind", "local"),
             f"[{STYLE.get(state, '')}]{SYMBOL.get(state, '')} {state}[/]",
             hop.get("error") or "",
         )

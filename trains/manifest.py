@@ -2,6 +2,13 @@
 
 It pins the image by digest, the route with each stop's keys, the datasets and resources
 the train asks for, and who may read the final state (the researcher's sealing key).
+
+The route unfolds into a plan of hops (:meth:`Manifest.hops`), a small DAG: each hop names
+the hops whose outputs it reads. A sequential route is a chain (hop i reads hop i-1); a
+parallel route fans out to every stop in a round and joins at the aggregator::
+
+    round r, n stops:  local hops r*(n+1)+s (s = 0..n-1) read the previous aggregate
+                       aggregate hop r*(n+1)+n reads every local hop of the round
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -55,22 +63,42 @@ class Stop(BaseModel):
 
 
 class Route(BaseModel):
+    """Where the train goes: ``sequential`` visits the stops in order, round after round;
+    ``parallel`` runs every stop of a round at once and joins at the ``aggregator``."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    mode: Literal["sequential"] = "sequential"
+    mode: Literal["sequential", "parallel"] = "sequential"
     rounds: int = Field(1, ge=1, le=1000)
     stops: list[Stop] = Field(min_length=1)
+    aggregator: Stop | None = None
 
     @model_validator(mode="after")
     def _unique_stations(self) -> Route:
         names = [stop.name for stop in self.stops]
         if len(set(names)) != len(names):
             raise ValueError(f"a station may appear once per round; route is {names}")
+        if self.mode == "parallel" and self.aggregator is None:
+            raise ValueError(
+                "a parallel route needs an aggregator stop that joins each round; "
+                "name one (pht-train submit --aggregator STATION)"
+            )
+        if self.mode == "sequential" and self.aggregator is not None:
+            raise ValueError(
+                "an aggregator belongs to a parallel route only; use mode 'parallel' or drop it"
+            )
         return self
 
 
+HopKind = Literal["local", "aggregate"]
+
+
 class Hop(BaseModel):
-    """One visit of one stop. Hops are numbered 0.. across all rounds."""
+    """One visit of one stop. Hops are numbered 0.. across all rounds.
+
+    ``inputs`` are the hops whose outputs this hop reads, in order (empty: it reads the
+    initial state, if the train brings one); ``position`` is the stop's place in its round
+    (the aggregate hop of a parallel round comes after the n local ones: position n)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -78,6 +106,49 @@ class Hop(BaseModel):
     round: int
     stop: Stop
     is_last: bool
+    kind: HopKind = "local"
+    inputs: list[int] = Field(default_factory=list)
+    position: int = 0
+
+
+def plan_hops(route: Route) -> list[Hop]:
+    """The route unfolded into its hops, in index order (see the module docstring)."""
+    stops, rounds = route.stops, route.rounds
+    n = len(stops)
+    if route.mode == "sequential":
+        total = n * rounds
+        return [
+            Hop(
+                index=i,
+                round=i // n,
+                stop=stops[i % n],
+                is_last=i == total - 1,
+                inputs=[] if i == 0 else [i - 1],
+                position=i % n,
+            )
+            for i in range(total)
+        ]
+    assert route.aggregator is not None  # the validator insists
+    hops: list[Hop] = []
+    for r in range(rounds):
+        base = r * (n + 1)
+        previous = [] if r == 0 else [base - 1]
+        hops += [
+            Hop(index=base + s, round=r, stop=stop, is_last=False, inputs=previous, position=s)
+            for s, stop in enumerate(stops)
+        ]
+        hops.append(
+            Hop(
+                index=base + n,
+                round=r,
+                stop=route.aggregator,
+                is_last=r == rounds - 1,
+                kind="aggregate",
+                inputs=list(range(base, base + n)),
+                position=n,
+            )
+        )
+    return hops
 
 
 class Manifest(BaseModel):
@@ -105,24 +176,61 @@ class Manifest(BaseModel):
             raise ValueError("expires_at must be after created_at")
         return self
 
+    @cached_property
+    def _plan(self) -> tuple[list[Hop], dict[int, list[Hop]]]:
+        hops = plan_hops(self.route)
+        consumers: dict[int, list[Hop]] = {h.index: [] for h in hops}
+        for hop in hops:
+            for source in hop.inputs:
+                consumers[source].append(hop)
+        return hops, consumers
+
     def hops(self) -> list[Hop]:
-        stops = self.route.stops
-        total = len(stops) * self.route.rounds
-        return [
-            Hop(index=i, round=i // len(stops), stop=stops[i % len(stops)], is_last=i == total - 1)
-            for i in range(total)
-        ]
+        return list(self._plan[0])
 
     def hop(self, index: int) -> Hop:
-        hops = self.hops()
+        hops = self._plan[0]
         if not 0 <= index < len(hops):
             raise IndexError(f"hop {index} is outside this route of {len(hops)} hops")
         return hops[index]
 
+    def first_hops(self) -> list[Hop]:
+        """The hops that read no other hop's output (they read the initial state, if any)."""
+        return [h for h in self._plan[0] if not h.inputs]
+
+    def consumers(self, index: int) -> list[Hop]:
+        """The hops that read the output of hop ``index`` (none after the last hop)."""
+        self.hop(index)
+        return list(self._plan[1][index])
+
+    def recipients_after(self, index: int) -> list[PublicIdentity]:
+        """Who may open the state hop ``index`` writes: the stations of the hops that read
+        it (each once, in hop order), or the researcher after the last hop."""
+        return _distinct([h.stop.station for h in self.consumers(index)]) or [self.researcher]
+
+    def initial_recipients(self) -> list[PublicIdentity]:
+        """Who may open the initial state: the stations of the first hops."""
+        return _distinct([h.stop.station for h in self.first_hops()])
+
     def recipient_after(self, index: int) -> PublicIdentity:
-        """Who may open the state that hop ``index`` writes: the next stop, or the researcher."""
-        hop = self.hop(index)
-        return self.researcher if hop.is_last else self.hop(index + 1).stop.station
+        """The one reader of hop ``index``'s output (sequential routes, an aggregate's last
+        round); a fan-out has several: use :meth:`recipients_after`."""
+        recipients = self.recipients_after(index)
+        if len(recipients) != 1:
+            raise ValueError(
+                f"the output of hop {index} goes to {len(recipients)} stops; use recipients_after()"
+            )
+        return recipients[0]
+
+
+def _distinct(identities: list[PublicIdentity]) -> list[PublicIdentity]:
+    seen: set[str] = set()
+    out = []
+    for identity in identities:
+        if identity.sealing_fingerprint not in seen:
+            seen.add(identity.sealing_fingerprint)
+            out.append(identity)
+    return out
 
 
 def expiry_from_now(days: float) -> tuple[datetime, datetime]:

@@ -1,7 +1,9 @@
 """Hop receipts: each station signs what it ran and what it passed on, chained by hash.
 
 A receipt is shaped like an in-toto statement: ``subject`` names the artifacts by digest
-and ``predicate`` says what happened. :func:`verify_chain` is the researcher's whole check.
+and ``predicate`` says what happened. Receipts link by hash along the route's plan of hops:
+a hop that reads several outputs (an aggregate) links every receipt of those hops.
+:func:`verify_chain` is the researcher's whole check.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Final, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from trains.errors import ReceiptChainBroken, SignatureInvalid
-from trains.manifest import Manifest
+from trains.manifest import HopKind, Manifest
 from trains.signing import Envelope, open_envelope, unverified_payload
 
 RECEIPT_TYPE = "application/vnd.in-toto+json"
@@ -31,14 +33,16 @@ class HopPredicate(BaseModel):
     train_id: str
     hop: int
     round: int
+    kind: HopKind  # "local" or "aggregate", as the manifest's route pins it
     station: str
     station_key: str  # signing-key fingerprint of the station that signs this receipt
     manifest_digest: str
     image_digest: str
-    input_state_digest: str | None  # sha256 of the sealed input blob; None: no input
+    # sha256 of each sealed input blob, in the order of the hop's inputs (empty: no input)
+    input_state_digests: list[str]
     output_state_digest: str  # sha256 of the sealed output blob
     output_sealed_to: list[str]  # sealing-key fingerprints
-    previous_receipt_digest: str | None
+    previous_receipt_digests: list[str]  # the receipts of the hops whose outputs we read
     started_at: AwareDatetime
     finished_at: AwareDatetime
     container_seconds: float
@@ -79,9 +83,12 @@ def verify_chain(
 ) -> list[HopPredicate]:
     """Check that ``receipts`` prove the route ran exactly as the manifest says.
 
-    Every hop present once and in order, each signed by the station key the manifest
-    pinned for that stop, each input the previous output, each linked to the previous
-    receipt, and the last output the final state we hold. Errors name the hop and check.
+    One receipt per hop of the plan, in index order, each signed by the station key the
+    manifest pinned for that hop (the aggregator's for an aggregate hop) and of the kind it
+    pins; each hop's inputs exactly the outputs of the hops it reads, in order (the initial
+    state for a first hop), and its previous receipts exactly theirs; each output sealed to
+    exactly the stops that read it (the researcher after the last hop); and the final state
+    the last hop's output. Errors name the hop and the check.
     """
     hops = manifest.hops()
     if len(receipts) != len(hops):
@@ -90,8 +97,9 @@ def verify_chain(
             "a hop was skipped or repeated"
         )
     predicates: list[HopPredicate] = []
-    previous_digest: str | None = None
-    expected_input = initial_state_digest
+    outputs: list[str] = []
+    digests: list[str] = []
+    initial = [] if initial_state_digest is None else [initial_state_digest]
     for hop, envelope in zip(hops, receipts, strict=True):
         what = f"receipt of hop {hop.index} ({hop.stop.name})"
         try:
@@ -100,26 +108,38 @@ def verify_chain(
             claimed = _claimed(envelope)
             raise ReceiptChainBroken(f"{exc} (receipt claims hop {claimed})") from None
         p = receipt.predicate
+        sources = f"hops {hop.inputs}" if hop.inputs else "the initial state"
+        expected_inputs = [outputs[j] for j in hop.inputs] if hop.inputs else initial
+        sealed_to = [r.sealing_fingerprint for r in manifest.recipients_after(hop.index)]
         checks = [
             (p.train_id == manifest.train_id, f"names train {p.train_id}"),
             (p.hop == hop.index and p.round == hop.round, f"names hop {p.hop} round {p.round}"),
             (p.station == hop.stop.name, f"names station {p.station}"),
+            (p.kind == hop.kind, f"claims a hop of kind {p.kind} where the route pins {hop.kind}"),
             (p.manifest_digest == manifest_digest, "names another manifest"),
             (p.image_digest == manifest.image.digest, f"ran image {p.image_digest}"),
-            (p.input_state_digest == expected_input, "read an input other than the last output"),
-            (p.previous_receipt_digest == previous_digest, "does not link the previous receipt"),
             (
-                p.output_sealed_to == [manifest.recipient_after(hop.index).sealing_fingerprint],
-                "sealed its output to someone other than the next stop",
+                p.input_state_digests == expected_inputs,
+                f"read inputs other than the outputs of {sources}, in that order",
+            ),
+            (
+                p.previous_receipt_digests == [digests[j] for j in hop.inputs],
+                f"does not link the receipts of {sources}",
+            ),
+            (
+                p.output_sealed_to == sealed_to,
+                "sealed its output to someone other than the stops that read it"
+                if not hop.is_last
+                else "sealed the final state to someone other than the researcher",
             ),
         ]
         for ok, problem in checks:
             if not ok:
                 raise ReceiptChainBroken(f"{what}: {problem}")
         predicates.append(p)
-        previous_digest = envelope.digest
-        expected_input = p.output_state_digest
-    if expected_input != final_state_digest:
+        outputs.append(p.output_state_digest)
+        digests.append(envelope.digest)
+    if outputs[-1] != final_state_digest:
         raise ReceiptChainBroken(
             "the final state is not the one the last station signed for: it was swapped"
         )

@@ -2,8 +2,8 @@
 
 * file key: 32 random bytes, wrapped per recipient with HPKE (RFC 9180, base mode,
   DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM, from ``cryptography``); the
-  context (train id and hop) is HPKE's ``info``, so a state opens only for the train and
-  hop it was sealed for;
+  context (train id and the hop that wrote the state, :func:`output_context`) is HPKE's
+  ``info``, so a state opens only for the train and hop it was sealed for;
 * payload: the STREAM construction exactly as the age format specifies it (C2SP age,
   "payload"): ChaCha20-Poly1305 over 64 KiB chunks, nonce = 11-byte big-endian chunk
   counter || last-chunk flag, under a payload key = HKDF-SHA256(file key, salt = a random
@@ -62,12 +62,20 @@ class SealHeader(BaseModel):
     recipients: list[WrappedKey]
 
 
-def seal_context(train_id: str, hop_index: int) -> str:
-    """The context of the state that hop ``hop_index`` reads.
+def output_context(train_id: str, producing_hop: int | None) -> str:
+    """The context a state is sealed under: the train and the hop that wrote it (``None``:
+    the researcher's initial state).
 
-    The initial state is sealed for hop 0; the final state, for the researcher, is sealed
-    for the index one past the last hop.
-    """
+    It names the output rather than its reader because one output may have several
+    readers (a parallel round's aggregate goes to every stop of the next round)."""
+    if producing_hop is None:
+        return f"pht/{train_id}/initial-state"
+    return f"pht/{train_id}/output-of-hop/{producing_hop}"
+
+
+def seal_context(train_id: str, hop_index: int) -> str:
+    """A context naming the hop that reads the state (the first format; states are now
+    sealed under :func:`output_context`)."""
     return f"pht/{train_id}/state-for-hop/{hop_index}"
 
 

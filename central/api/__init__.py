@@ -44,7 +44,7 @@ def error_body(status: int, code: str, message: str, detail: Any = None) -> JSON
 
 def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
     """The app; its database is upgraded to the newest schema first. With ``background``
-    (when served), lease expiry and blob retention run as periodic tasks."""
+    (when served), lease expiry, train expiry and blob retention run as periodic tasks."""
     engine = make_engine(settings.database_url)
     doorbell = Doorbell()
     service = Service(
@@ -63,6 +63,9 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
             def sweep() -> None:
                 metrics.leases_expired.inc(service.expire_leases())
 
+            def expire() -> None:  # trains past their manifest's expiry
+                service.expire_trains()
+
             def recheck() -> None:  # hops queued through another central process
                 doorbell.ring(service.queued_stations(doorbell.waiting()))
 
@@ -73,6 +76,7 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
             tasks = [
                 asyncio.create_task(_every(settings.lease_check_s, sweep, settings.lease_s)),
                 asyncio.create_task(_every(settings.gc_interval_s, gc, 0.0)),
+                asyncio.create_task(_every(settings.lease_check_s, expire, 0.0)),
                 asyncio.create_task(
                     _every(settings.poll_recheck_s, recheck, settings.poll_recheck_s)
                 ),

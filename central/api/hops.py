@@ -1,5 +1,5 @@
-"""Station routes: long-poll for the next hop, renew its lease, fetch input, upload output,
-complete or fail it. A station only ever sees hops routed to it."""
+"""Station routes: long-poll for the next hop, renew its lease, fetch its inputs, upload its
+output, complete or fail it. A station only ever sees hops routed to it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from central.api.context import Ctx, Station
 from central.api.uploads import blob_response, store
 from central.errors import ServiceError
-from central.service import state_blob
+from central.records import HopOffer, output_blob
 from trains.sealing import digest_file
 from trains.signing import Envelope
 
@@ -43,21 +43,29 @@ async def next_hop(
         offer = await run_in_threadpool(ctx.service.claim_next, who)
         remaining = deadline - time.monotonic()
         if offer is not None:
-            return JSONResponse(
-                {
-                    "train_id": offer.train_id,
-                    "hop": offer.hop,
-                    "manifest": offer.manifest.model_dump(mode="json"),
-                    "input_digest": offer.input_digest,
-                    "previous_receipt": None
-                    if offer.previous_receipt is None
-                    else offer.previous_receipt.model_dump(mode="json"),
-                    "lease_s": offer.lease_s,
-                }
-            )
+            return JSONResponse(offer_body(offer))
         if remaining <= 0:
             return Response(status_code=204)
         await ctx.doorbell.wait(rung, remaining)
+
+
+def offer_body(offer: HopOffer) -> dict[str, object]:
+    """An offer as JSON: ``inputs`` and ``previous_receipts`` in the order the hop reads
+    them; ``input_digest`` and ``previous_receipt`` repeat a single one (older stations)."""
+    single = len(offer.inputs) <= 1 and len(offer.previous_receipts) <= 1
+    return {
+        "train_id": offer.train_id,
+        "hop": offer.hop,
+        "kind": offer.kind,
+        "manifest": offer.manifest.model_dump(mode="json"),
+        "inputs": [{"hop": i.hop, "digest": i.digest} for i in offer.inputs],
+        "previous_receipts": [r.model_dump(mode="json") for r in offer.previous_receipts],
+        "input_digest": offer.inputs[0].digest if single and offer.inputs else None,
+        "previous_receipt": offer.previous_receipts[0].model_dump(mode="json")
+        if single and offer.previous_receipts
+        else None,
+        "lease_s": offer.lease_s,
+    }
 
 
 @router.post("/trains/{train_id}/hops/{index}/heartbeat")
@@ -66,10 +74,18 @@ def heartbeat(train_id: str, index: int, who: Station, ctx: Ctx) -> dict[str, ob
     return ctx.service.heartbeat(who, train_id, index)
 
 
+@router.get("/trains/{train_id}/hops/{index}/inputs/{position}", response_class=FileResponse)
+def hop_input(train_id: str, index: int, position: int, who: Station, ctx: Ctx) -> FileResponse:
+    """Input ``position`` (0-based, in the order of the offer's ``inputs``) of a running hop."""
+    source = ctx.service.hop_input(who, train_id, index, position)
+    return blob_response(ctx.blobs.path(train_id, output_blob(source.hop)), source.digest)
+
+
 @router.get("/trains/{train_id}/hops/{index}/input", response_class=FileResponse)
-def hop_input(train_id: str, index: int, who: Station, ctx: Ctx) -> FileResponse:
-    digest = ctx.service.input_digest(who, train_id, index)
-    return blob_response(ctx.blobs.path(train_id, state_blob(index)), digest)
+def hop_only_input(train_id: str, index: int, who: Station, ctx: Ctx) -> FileResponse:
+    """The input of a hop that reads one state."""
+    source = ctx.service.only_input(who, train_id, index)
+    return blob_response(ctx.blobs.path(train_id, output_blob(source.hop)), source.digest)
 
 
 @router.put("/trains/{train_id}/hops/{index}/output", status_code=200)
@@ -77,7 +93,7 @@ async def hop_output(
     train_id: str, index: int, request: Request, who: Station, ctx: Ctx
 ) -> dict[str, str]:
     target, replace = await run_in_threadpool(ctx.service.may_upload_output, who, train_id, index)
-    return {"digest": await store(ctx, request, train_id, state_blob(target), replace)}
+    return {"digest": await store(ctx, request, train_id, output_blob(target), replace)}
 
 
 @router.post("/trains/{train_id}/hops/{index}/complete")
@@ -85,7 +101,7 @@ def hop_complete(
     train_id: str, index: int, body: CompleteRequest, who: Station, ctx: Ctx
 ) -> dict[str, str]:
     target, _ = ctx.service.may_upload_output(who, train_id, index)
-    path = ctx.blobs.path(train_id, state_blob(target))
+    path = ctx.blobs.path(train_id, output_blob(target))
     if not path.exists():
         raise ServiceError(409, "no_output", "upload the output state before completing")
     status = ctx.service.complete_hop(who, train_id, index, body.receipt, digest_file(path))

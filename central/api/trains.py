@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from central.api.context import Ctx, Researcher
 from central.api.uploads import blob_response, store
-from central.service import state_blob
+from central.service import output_blob
 from trains.signing import Envelope
 
 router = APIRouter(prefix="/api/v1/trains", tags=["researcher"])
@@ -28,7 +28,7 @@ def submit(body: SubmitRequest, who: Researcher, ctx: Ctx) -> dict[str, str]:
 @router.put("/{train_id}/initial-state", status_code=204)
 async def initial_state(train_id: str, request: Request, who: Researcher, ctx: Ctx) -> None:
     await run_in_threadpool(ctx.service.status, who, train_id)  # 404 unless the caller's
-    digest = await store(ctx, request, train_id, state_blob(0))
+    digest = await store(ctx, request, train_id, output_blob(None))
     await run_in_threadpool(ctx.service.initial_state_stored, who, train_id, digest)
 
 

@@ -58,7 +58,7 @@ class Context:
     @property
     def is_round_end(self) -> bool:
         """True at the last stop of a round: where an iterative train takes its step."""
-        return self.stop == self.stops - 1
+        return self.mode == "aggregate" or self.stop == self.stops - 1
 
     @classmethod
     def from_env(cls) -> Context:
