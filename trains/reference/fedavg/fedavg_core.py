@@ -165,7 +165,10 @@ def local(data, state, ctx, extra_gradient=None):
             "this train runs on parallel rounds: every stop starts from the global model of "
             "the aggregator stop; submit it with an aggregator, not on a sequential route"
         )
-    x, y = design(data["cohort"], p["covariates"], p["outcome"])
+    if len(data) != 1:
+        raise ValueError("this train reads one dataset; list exactly one in train.toml")
+    (frame,) = data.values()  # whatever name train.toml gives it ("cohort" by default)
+    x, y = design(frame, p["covariates"], p["outcome"])
     min_rows = int(p.get("min_rows", 10))
     if len(y) < min_rows:
         raise ValueError(
