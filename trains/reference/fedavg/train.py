@@ -4,24 +4,10 @@ Learning of Deep Networks from Decentralized Data", AISTATS 2017).
 Runs on parallel rounds: every stop trains the global model on its own rows for a few
 epochs of mini-batch gradient descent, the aggregator stop averages the stops' weights,
 weighted by their row counts. The shared machinery (standardisation round, training,
-averaging, held-out scoring) is in ``fedavg_core.py``; see its docstring for the rounds.
+averaging, held-out scoring) is in ``trains/runtime/fedavg.py``; see its docstring for the rounds.
 """
 
-import importlib.util
-from pathlib import Path
-
-
-def _load_core():
-    # the runtime loads train.py by path, so a helper module next to it is loaded by path too
-    spec = importlib.util.spec_from_file_location(
-        "fedavg_core", Path(__file__).with_name("fedavg_core.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-core = _load_core()
+from trains.runtime import fedavg as core  # shared by FedAvg and FedProx; in the base image
 
 
 def local(data, state, ctx):

@@ -1,10 +1,10 @@
 """Federated averaging of a logistic model over parallel rounds: the part FedAvg and FedProx
 share.
 
-Kept byte-identical in ``trains/reference/fedavg/`` and ``trains/reference/fedprox/``
-(each train image holds one folder; ``tests/test_reference_fedavg.py`` checks the copies
-agree). The two trains differ only in the extra gradient term of local training, which
-their ``train.py`` hands to ``local``.
+Part of the runtime, so it is in every base image: the FedAvg and FedProx reference trains
+(``trains/reference/fedavg``, ``fedprox``) import it as ``from trains.runtime import
+fedavg``. The two trains differ only in the extra gradient term of local training, which
+their ``train.py`` hands to ``local``. Like the rest of the runtime it uses only numpy.
 
 Rounds (``--rounds R``, at least 3):
 
@@ -22,16 +22,26 @@ The aggregator never sees a row: scores come to it as counts (a confusion count 
 per-class histograms of the held-out logits). Weights travel as JSON lists, never pickled.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from trains.runtime.core import Context
+
+Array = npt.NDArray[Any]
+Gradient = Callable[[Array, Array], Array]
 
 
-def _column(rows, item):
+def _column(rows: pd.DataFrame, item: str) -> Array:
     name, _, level = item.partition("=")
     values = rows[name].astype(str) == level if level else rows[name]
-    return np.asarray(values, dtype=float)
+    return np.asarray(values, dtype=np.float64)
 
 
-def design(frame, covariates, outcome):
+def design(frame: pd.DataFrame, covariates: list[str], outcome: str) -> tuple[Array, Array]:
     """Complete-case feature matrix X and 0/1 outcome y."""
     needed = [item.partition("=")[0] for item in [*covariates, outcome]]
     missing = sorted(set(needed) - set(frame.columns))
@@ -45,19 +55,19 @@ def design(frame, covariates, outcome):
     return x, y
 
 
-def held_out(n, fraction, seed):
+def held_out(n: int, fraction: float, seed: int) -> Array:
     """Deterministic held-out mask: the same rows in every round at a given station."""
     mask = np.zeros(n, dtype=bool)
     mask[np.random.default_rng(seed).permutation(n)[: round(fraction * n)]] = True
     return mask
 
 
-def moments(x):
+def moments(x: Array) -> dict[str, Any]:
     mean = x.mean(0)
     return {"n": len(x), "mean": mean, "m2": ((x - mean) ** 2).sum(0)}
 
 
-def merge_moments(parts):
+def merge_moments(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Pooled n, mean and squared deviations from each stop's (Chan et al. 1979)."""
     n, mean, m2 = 0, 0.0, 0.0
     for part in parts:
@@ -69,24 +79,33 @@ def merge_moments(parts):
     return {"n": n, "mean": mean, "m2": m2}
 
 
-def scale_of(scaler):
+def scale_of(scaler: dict[str, Any]) -> Array:
     scale = np.sqrt(np.asarray(scaler["m2"]) / (scaler["n"] - 1))
     return np.where(scale > 0, scale, 1.0)
 
 
-def standardise(scaler, x):
-    return (x - np.asarray(scaler["mean"])) / scale_of(scaler)
+def standardise(scaler: dict[str, Any], x: Array) -> Array:
+    standardised: Array = (x - np.asarray(scaler["mean"])) / scale_of(scaler)
+    return standardised
 
 
-def logits(weights, x):
+def logits(weights: Array, x: Array) -> Array:
     """weights = [intercept, coef_1 .. coef_p] on the standardised scale."""
-    return weights[0] + x @ weights[1:]
+    scores: Array = weights[0] + x @ weights[1:]
+    return scores
 
 
-def train_locally(weights, x, y, params, seed, extra_gradient=None):
+def train_locally(
+    weights: Array,
+    x: Array,
+    y: Array,
+    params: dict[str, Any],
+    seed: Any,
+    extra_gradient: Gradient | None = None,
+) -> Array:
     """``epochs`` passes of mini-batch gradient descent on the mean log-loss plus
     alpha/2 * ||coef||^2 (the intercept is not penalised), starting from ``weights``."""
-    start = np.asarray(weights, dtype=float)
+    start = np.asarray(weights, dtype=np.float64)
     w = start.copy()
     lr, alpha = float(params.get("learning_rate", 0.1)), float(params.get("alpha", 1e-3))
     batch = int(params.get("batch_size", 16))
@@ -105,9 +124,9 @@ def train_locally(weights, x, y, params, seed, extra_gradient=None):
     return w
 
 
-def evaluate(weights, x, y, bins):
+def evaluate(weights: Array, x: Array, y: Array, bins: int) -> dict[str, Any]:
     """Counts from which accuracy, log-loss and AUC are summed over stops."""
-    z = logits(np.asarray(weights, dtype=float), x)
+    z = logits(np.asarray(weights, dtype=np.float64), x)
     p = np.clip(1.0 / (1.0 + np.exp(-z)), 1e-15, 1 - 1e-15)
     edges = np.linspace(-8.0, 8.0, bins + 1)
     clipped = np.clip(z, -8.0, 8.0)
@@ -120,7 +139,7 @@ def evaluate(weights, x, y, bins):
     }
 
 
-def sum_evaluations(parts):
+def sum_evaluations(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "n": sum(e["n"] for e in parts),
         "correct": sum(e["correct"] for e in parts),
@@ -130,7 +149,7 @@ def sum_evaluations(parts):
     }
 
 
-def binned_auc(positive, negative):
+def binned_auc(positive: Array, negative: Array) -> float | None:
     """Mann-Whitney AUC from score histograms; pairs in one bin count as ties (half)."""
     positive, negative = np.asarray(positive, float), np.asarray(negative, float)
     below = np.concatenate([[0.0], np.cumsum(negative)[:-1]])
@@ -138,7 +157,7 @@ def binned_auc(positive, negative):
     return float((positive * (below + 0.5 * negative)).sum() / pairs) if pairs else None
 
 
-def scores(evaluation, round_):
+def scores(evaluation: dict[str, Any], round_: int) -> dict[str, Any]:
     n = evaluation["n"]
     return {
         "round": round_,
@@ -152,7 +171,12 @@ def scores(evaluation, round_):
 # ------------------------------------------------------------------ the train functions
 
 
-def local(data, state, ctx, extra_gradient=None):
+def local(
+    data: dict[str, pd.DataFrame],
+    state: dict[str, Any] | None,
+    ctx: Context,
+    extra_gradient: Gradient | None = None,
+) -> dict[str, Any]:
     """One stop of one round: statistics (round 0), score + train, or score only (last)."""
     p = ctx.params
     if ctx.rounds < 3:
@@ -178,9 +202,9 @@ def local(data, state, ctx, extra_gradient=None):
     seed = int(p.get("seed", 0))
     test = held_out(len(y), float(p.get("test_fraction", 0.25)), seed)
     out = {"kind": "partial", "round": ctx.round, "columns": list(p["covariates"])}
-    if ctx.round == 0:
+    if state is None:  # round 0 (checked above)
         return out | {"moments": moments(x[~test])}
-    scaler, weights = state["scaler"], np.asarray(state["weights"], dtype=float)
+    scaler, weights = state["scaler"], np.asarray(state["weights"], dtype=np.float64)
     out |= {"scaler": scaler, "history": state["history"], "n": int((~test).sum())}
     out["evaluation"] = evaluate(
         weights, standardise(scaler, x[test]), y[test], int(p.get("auc_bins", 1000))
@@ -198,16 +222,17 @@ def local(data, state, ctx, extra_gradient=None):
     return out | {"weights": trained}
 
 
-def _agree(states, key):
+def _agree(states: list[dict[str, Any]], key: str) -> Any:
     first = states[0][key]
     if any(s[key] != first for s in states[1:]):
         raise ValueError(f"the stops of this round disagree on {key!r}; the round is refused")
     return first
 
 
-def aggregate(states, ctx):
+def aggregate(partials: list[dict[str, Any] | None], ctx: Context) -> dict[str, Any]:
     """The aggregator stop: merge the statistics (round 0) or average the weights."""
-    if not states or any(s is None or s.get("kind") != "partial" for s in states):
+    states = [s for s in partials if s is not None and s.get("kind") == "partial"]
+    if not states or len(states) != len(partials):
         raise ValueError("the aggregator needs one partial state from every stop of the round")
     if any(s["round"] != ctx.round for s in states):
         raise ValueError(f"a partial state is not from round {ctx.round}; the round is refused")
@@ -216,7 +241,7 @@ def aggregate(states, ctx):
     if ctx.round == 0:
         scaler = merge_moments([s["moments"] for s in states])
         return out | {"scaler": scaler, "weights": np.zeros(len(columns) + 1), "history": []}
-    n = np.array([s["n"] for s in states], dtype=float)
+    n = np.array([s["n"] for s in states], dtype=np.float64)
     evaluation = sum_evaluations([s["evaluation"] for s in states])
     out |= {
         "scaler": _agree(states, "scaler"),
@@ -225,14 +250,16 @@ def aggregate(states, ctx):
     }
     if ctx.round == ctx.rounds - 1:
         return out | {"weights": _agree(states, "weights"), "evaluation": evaluation}
-    weights = np.array([s["weights"] for s in states], dtype=float)
+    weights = np.array([s["weights"] for s in states], dtype=np.float64)
     return out | {"weights": n @ weights / n.sum()}
 
 
-def finalize(state, ctx, method, settings):
+def finalize(
+    state: dict[str, Any], ctx: Context, method: str, settings: dict[str, Any]
+) -> dict[str, Any]:
     """What the researcher receives: the model and its held-out scores over all stops."""
     final = scores(state["evaluation"], state["round"])
-    weights = np.asarray(state["weights"], dtype=float)
+    weights = np.asarray(state["weights"], dtype=np.float64)
     scaler = state["scaler"]
     return {
         "method": method,
