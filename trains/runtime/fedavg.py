@@ -30,24 +30,16 @@ import numpy.typing as npt
 import pandas as pd
 
 from trains.runtime.core import Context
+from trains.runtime.design import column as _column
+from trains.runtime.design import complete_cases
 
 Array = npt.NDArray[Any]
 Gradient = Callable[[Array, Array], Array]
 
 
-def _column(rows: pd.DataFrame, item: str) -> Array:
-    name, _, level = item.partition("=")
-    values = rows[name].astype(str) == level if level else rows[name]
-    return np.asarray(values, dtype=np.float64)
-
-
 def design(frame: pd.DataFrame, covariates: list[str], outcome: str) -> tuple[Array, Array]:
     """Complete-case feature matrix X and 0/1 outcome y."""
-    needed = [item.partition("=")[0] for item in [*covariates, outcome]]
-    missing = sorted(set(needed) - set(frame.columns))
-    if missing:
-        raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
-    rows = frame.dropna(subset=needed)
+    rows = complete_cases(frame, [*covariates, outcome])
     x = np.column_stack([_column(rows, item) for item in covariates])
     y = _column(rows, outcome)
     if not np.isin(y, (0.0, 1.0)).all():

@@ -15,21 +15,14 @@ Breslow's only when no two events share a time).
 import numpy as np
 from scipy import stats
 
-
-def _column(rows, item):
-    name, _, level = item.partition("=")
-    values = rows[name].astype(str) == level if level else rows[name]
-    return np.asarray(values, dtype=float)
+from trains.runtime.design import column as _column
+from trains.runtime.design import complete_cases
 
 
 def survival_design(frame, p):
     """Complete-case times, events and covariate matrix."""
     time, event, covariates = p.get("time", "time"), p.get("event", "event"), p["covariates"]
-    needed = [time, event] + [item.partition("=")[0] for item in covariates]
-    missing = sorted(set(needed) - set(frame.columns))
-    if missing:
-        raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
-    rows = frame.dropna(subset=needed)
+    rows = complete_cases(frame, [time, event, *covariates])
     t = rows[time].to_numpy(dtype=float)
     unit = float(p.get("time_unit", 0))
     if unit > 0:

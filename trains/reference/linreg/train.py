@@ -10,20 +10,13 @@ p-values and confidence intervals, as statsmodels' OLS does on the pooled data.
 import numpy as np
 from scipy import stats
 
-
-def _column(rows, item):
-    name, _, level = item.partition("=")
-    values = rows[name].astype(str) == level if level else rows[name]
-    return np.asarray(values, dtype=float)
+from trains.runtime.design import column as _column
+from trains.runtime.design import complete_cases
 
 
 def design(frame, covariates, outcome, intercept=True):
     """Complete-case design matrix X, outcome y and the coefficient names."""
-    needed = [item.partition("=")[0] for item in [*covariates, outcome]]
-    missing = sorted(set(needed) - set(frame.columns))
-    if missing:
-        raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
-    rows = frame.dropna(subset=needed)
+    rows = complete_cases(frame, [*covariates, outcome])
     names = (["intercept"] if intercept else []) + list(covariates)
     columns = [np.ones(len(rows))] if intercept else []
     columns += [_column(rows, item) for item in covariates]

@@ -14,20 +14,13 @@ is approximate: the result depends on stop order and on how the data differ betw
 import numpy as np
 from sklearn.linear_model import SGDClassifier
 
-
-def _column(rows, item):
-    name, _, level = item.partition("=")
-    values = rows[name].astype(str) == level if level else rows[name]
-    return np.asarray(values, dtype=float)
+from trains.runtime.design import column as _column
+from trains.runtime.design import complete_cases
 
 
 def design(frame, covariates, outcome):
     """Complete-case feature matrix X and 0/1 outcome y."""
-    needed = [item.partition("=")[0] for item in [*covariates, outcome]]
-    missing = sorted(set(needed) - set(frame.columns))
-    if missing:
-        raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
-    rows = frame.dropna(subset=needed)
+    rows = complete_cases(frame, [*covariates, outcome])
     x = np.column_stack([_column(rows, item) for item in covariates])
     y = _column(rows, outcome)
     if not np.isin(y, (0.0, 1.0)).all():
