@@ -35,11 +35,14 @@ from trains.signing import Envelope, sign
 
 
 def station(
-    base: str, me: Identity, token: str, crypto: list[float], stop: threading.Event
+    base: str,
+    me: Identity,
+    token: str,
+    crypto: list[float],
+    stop: threading.Event,
+    combined: bool,
 ):
-    with httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {token}"}
-    ) as http:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         while not stop.is_set():
             offer = http.post("/api/v1/hops/next?wait=2", timeout=10)
             if offer.status_code != 200:
@@ -78,9 +81,7 @@ def station(
                         image_digest=manifest.image.digest,
                         input_state_digests=[i["digest"] for i in body["inputs"]],
                         output_state_digest=digest_bytes(sealed),
-                        output_sealed_to=[
-                            manifest.recipient_after(index).sealing_fingerprint
-                        ],
+                        output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
                         previous_receipt_digests=[]
                         if prev is None
                         else [Envelope.model_validate(prev).digest],
@@ -93,10 +94,16 @@ def station(
                 me.signing,
             )
             crypto.append(time.perf_counter() - t0)
-            http.put(f"{url}/output", content=sealed).raise_for_status()
-            http.post(
-                f"{url}/complete", json={"receipt": receipt.model_dump(mode="json")}
-            ).raise_for_status()
+            if combined:  # what a station sends (CentralClient.deliver)
+                http.post(
+                    f"{url}/result",
+                    content=receipt.model_dump_json().encode() + b"\n" + sealed,
+                ).raise_for_status()
+            else:  # the two-request form
+                http.put(f"{url}/output", content=sealed).raise_for_status()
+                http.post(
+                    f"{url}/complete", json={"receipt": receipt.model_dump(mode="json")}
+                ).raise_for_status()
 
 
 def main() -> None:
@@ -113,63 +120,60 @@ def main() -> None:
     assert server.process is not None
     try:
         researcher = Identity.generate("alice")
-        stations = [
-            Identity.generate(n) for n in ("hospital-a", "hospital-b", "hospital-c")
-        ]
+        stations = [Identity.generate(n) for n in ("hospital-a", "hospital-b", "hospital-c")]
         (r_token,) = register(server, "researcher", [researcher])
         tokens = register(server, "station", stations)
         baseline = healthz_round_trips(server.url)
         cpu_before = cpu_seconds(server.process.pid)
         authed = healthz_round_trips(server.url, 300, "/api/v1/me", r_token)
         authed_cpu = (cpu_seconds(server.process.pid) - cpu_before) / 300
-        crypto: list[float] = []
-        stop = threading.Event()
-        threads = [
-            threading.Thread(
-                target=station, args=(server.url, s, t, crypto, stop), daemon=True
-            )
-            for s, t in zip(stations, tokens, strict=True)
-        ]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.5)
-        envelope = signed_manifest(researcher, stations, rounds=args.rounds)
         hops = 3 * args.rounds
-        cpu_before = cpu_seconds(server.process.pid)
-        started = time.perf_counter()
-        headers = {"Authorization": f"Bearer {r_token}"}
-        train_id = httpx.post(
-            f"{server.url}/api/v1/trains",
-            json={"manifest": envelope.model_dump(mode="json")},
-            headers=headers,
-        ).json()["train_id"]
-        while True:
-            status = httpx.get(
-                f"{server.url}/api/v1/trains/{train_id}", headers=headers
-            ).json()
-            if status["status"] in ("done", "failed"):
-                break
-            time.sleep(
-                0.25
-            )  # a researcher watching; kept rare so it does not load central
-        wall = time.perf_counter() - started
-        cpu = cpu_seconds(server.process.pid) - cpu_before
-        stop.set()
-        per_hop = wall / hops
         print(f"central routing overhead: 3 stops x {args.rounds} rounds = {hops} hops")
-        print(
-            f"  database              {'PostgreSQL' if args.postgres else 'SQLite (WAL)'}"
-        )
-        print(f"  train                 {status['status']} in {wall:.2f} s")
+        print(f"  database              {'PostgreSQL' if args.postgres else 'SQLite (WAL)'}")
         print(f"  baseline /healthz RTT {summary(baseline)}")
         print(f"  baseline /api/v1/me   {summary(authed)} (token checked in the DB)")
         print(f"  central CPU / me      {authed_cpu * 1000:7.2f} ms")
-        print(f"  wall per hop          {per_hop * 1000:7.2f} ms")
-        print(f"  station crypto / hop  {summary(crypto)}")
-        print(f"  central CPU / hop     {cpu / hops * 1000:7.2f} ms")
-        print(
-            f"  ratio hop/healthz     {per_hop / percentile(baseline, 50):.1f}x (p50)"
-        )
+        for combined in (False, True):
+            crypto: list[float] = []
+            stop = threading.Event()
+            threads = [
+                threading.Thread(
+                    target=station,
+                    args=(server.url, s, t, crypto, stop, combined),
+                    daemon=True,
+                )
+                for s, t in zip(stations, tokens, strict=True)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.5)
+            envelope = signed_manifest(researcher, stations, rounds=args.rounds)
+            cpu_before = cpu_seconds(server.process.pid)
+            started = time.perf_counter()
+            headers = {"Authorization": f"Bearer {r_token}"}
+            train_id = httpx.post(
+                f"{server.url}/api/v1/trains",
+                json={"manifest": envelope.model_dump(mode="json")},
+                headers=headers,
+            ).json()["train_id"]
+            while True:
+                status = httpx.get(f"{server.url}/api/v1/trains/{train_id}", headers=headers).json()
+                if status["status"] in ("done", "failed"):
+                    break
+                time.sleep(0.25)  # a researcher watching; rare so it does not load central
+            wall = time.perf_counter() - started
+            cpu = cpu_seconds(server.process.pid) - cpu_before
+            stop.set()
+            for thread in threads:
+                thread.join()
+            per_hop = wall / hops
+            form = "upload+complete in one request" if combined else "upload, then complete"
+            print(f"  -- {form}")
+            print(f"  train                 {status['status']} in {wall:.2f} s")
+            print(f"  wall per hop          {per_hop * 1000:7.2f} ms")
+            print(f"  station crypto / hop  {summary(crypto)}")
+            print(f"  central CPU / hop     {cpu / hops * 1000:7.2f} ms")
+            print(f"  ratio hop/healthz     {per_hop / percentile(baseline, 50):.1f}x (p50)")
     finally:
         server.stop()
 

@@ -69,9 +69,7 @@ def one(size_mb: int) -> dict[str, Any]:
         name="bench",
         version="1",
         researcher=alice.public,
-        image=Image(
-            repository="127.0.0.1:5000/pht/bench", digest="sha256:" + "ab" * 32
-        ),
+        image=Image(repository="127.0.0.1:5000/pht/bench", digest="sha256:" + "ab" * 32),
         route=Route(stops=[Stop(station=a.public), Stop(station=b.public)]),
         datasets=["cohort"],
         outputs=["state.npy"],
@@ -143,9 +141,7 @@ def one(size_mb: int) -> dict[str, Any]:
         def open_input() -> None:
             check_input_digest(digest_file(sealed_in), offer.input_digest)
             opened = root / "opened.tar"
-            open_file(
-                sealed_in, opened, b.sealing, output_context(manifest.train_id, 0)
-            )
+            open_file(sealed_in, opened, b.sealing, output_context(manifest.train_id, 0))
             with opened.open("rb") as source:
                 state_codec.unpack_from(source, root / "input", size * 2)
 
@@ -164,9 +160,7 @@ def one(size_mb: int) -> dict[str, Any]:
         timed("data", lambda: materialise(config, "cohort", root / "data" / "cohort"))
         timed(
             "disclose",
-            lambda: check_output(
-                out_dir, ["state.npy"], size * 2, config.policy.disclosure
-            ),
+            lambda: check_output(out_dir, ["state.npy"], size * 2, config.policy.disclosure),
         )
         timed("seal", seal_output)
         output_digest: str = results["seal"]
@@ -182,9 +176,7 @@ def one(size_mb: int) -> dict[str, Any]:
 
         timed("receipt", sign_receipt)
         record = HopRecord.from_offer(offer, HopState.RUNNING)
-        timed(
-            "outbox", lambda: queue.store_output(record, sealed_out, results["receipt"])
-        )
+        timed("outbox", lambda: queue.store_output(record, sealed_out, results["receipt"]))
         started = time.perf_counter()
         digest_file(root / "cohort.csv")
         baseline = time.perf_counter() - started
@@ -233,21 +225,15 @@ def previous_receipt_predicate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[1, 100], help="state sizes, MB"
-    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100], help="state sizes, MB")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         print(json.dumps(one(args.one)))
         return
-    print(
-        "station overhead per hop (no container run); baseline = sha256 over the state"
-    )
+    print("station overhead per hop (no container run); baseline = sha256 over the state")
     header = f"{'state':>8} " + " ".join(f"{s:>9}" for s in STEPS)
-    print(
-        f"{header} {'total':>9} {'baseline':>9} {'ratio':>7} {'peak RSS':>9} {'growth':>8}"
-    )
+    print(f"{header} {'total':>9} {'baseline':>9} {'ratio':>7} {'peak RSS':>9} {'growth':>8}")
     for size in args.sizes:
         done = subprocess.run(
             [sys.executable, __file__, "--one", str(size)],
@@ -267,9 +253,7 @@ def main() -> None:
             f"{total / row['baseline']:>6.1f}x {row['peak_rss_mb']:>7.0f}MB "
             f"{row['rss_growth_mb']:>6.0f}MB"
         )
-    print(
-        "peak RSS: the whole process; growth: peak RSS minus RSS after imports, i.e. what"
-    )
+    print("peak RSS: the whole process; growth: peak RSS minus RSS after imports, i.e. what")
     print("the hop itself held. States are streamed through files: growth stays flat.")
 
 

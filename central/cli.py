@@ -29,6 +29,7 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "max_train_mb",
         "retention_h",
         "gc_interval_s",
+        "token_cache_s",
     ):
         if getattr(args, name, None) is not None:
             fields[name] = getattr(args, name)
@@ -165,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-train-mb", type=int, help="all states of one train together")
     s.add_argument("--retention-h", type=float, help="keep finished trains' states this long")
     s.add_argument("--gc-interval-s", type=float, help="how often retention runs")
+    s.add_argument(
+        "--token-cache-s",
+        type=float,
+        help="remember a token that worked this long; a revocation by another process "
+        "(pht-central admin revoke) is heard within it (default 1, 0: off)",
+    )
     s.set_defaults(func=serve)
 
     db = sub.add_parser("db", help="database schema")

@@ -209,6 +209,29 @@ class CentralClient:
             "POST", f"/api/v1/trains/{train_id}/hops/{hop}/complete", json=body
         ).json()["train_status"]
 
+    def deliver(
+        self, train_id: str, hop: int, sealed: bytes | Path, receipt: Envelope
+    ) -> tuple[str, str]:
+        """Upload a hop's sealed output and complete it with its receipt in one request (a
+        file is streamed, never read whole); return (the output's digest, the train's
+        status). Safe to repeat, as upload + complete are."""
+        line = receipt.model_dump_json().encode() + b"\n"
+        if isinstance(sealed, Path):
+            size = sealed.stat().st_size
+            content: bytes | Iterator[bytes] = _chained(line, _file_chunks(sealed))
+        else:
+            size, content = len(sealed), line + sealed
+        body = self._request(
+            "POST",
+            f"/api/v1/trains/{train_id}/hops/{hop}/result",
+            content=content,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(len(line) + size),
+            },
+        ).json()
+        return body["digest"], body["train_status"]
+
     def fail(self, train_id: str, hop: int, reason: str) -> None:
         self._request("POST", f"/api/v1/trains/{train_id}/hops/{hop}/fail", json={"reason": reason})
 
@@ -229,3 +252,8 @@ def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
     with path.open("rb") as handle:
         while chunk := handle.read(size):
             yield chunk
+
+
+def _chained(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest

@@ -116,10 +116,12 @@ def make_engine(url: str, migrate: bool = True) -> Engine:
             dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(conn):  # type: ignore[no-untyped-def]
-            # take the write lock up front: two hops of one round finishing at the same
-            # moment must see each other's status, or the aggregate hop is never queued
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            # a writer takes the write lock up front: two hops of one round finishing at the
+            # same moment must see each other's status, or the aggregate hop is never queued;
+            # a reader (read_sessions) takes none and never waits for a writer
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     else:
         # every timestamp central writes is UTC; make the server read them so
@@ -139,3 +141,14 @@ def make_engine(url: str, migrate: bool = True) -> Engine:
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+READ_ONLY = "pht_read_only"
+
+
+def read_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions over the same database for work that only reads (on SQLite they take no
+    write lock). Writing through one is a bug the database does not catch: use
+    ``sessions.begin()`` for anything that changes a row."""
+    engine: Engine = sessions.kw["bind"]
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)

@@ -16,11 +16,13 @@ from central.records import (
     Hooks,
     HopInput,
     HopOffer,
+    advance,
     apply_step,
+    hop_states,
     hops_of,
     inputs_of,
-    manifest_of,
-    plan_of,
+    receipts_of,
+    route_of,
     statuses_of,
     verify_envelope,
 )
@@ -33,6 +35,7 @@ class HopDesk:
     """Mixed into :class:`central.service.Service`, which sets these attributes."""
 
     sessions: sessionmaker[Session]
+    reads: sessionmaker[Session]  # for work that only reads: no write lock on SQLite
     lease_s: float
     max_attempts: int
     hooks: Hooks
@@ -59,7 +62,7 @@ class HopDesk:
                     oldest_first.limit(1).with_for_update(skip_locked=True, of=HopRow)
                 )
                 return None if hop_id is None else self._claim(db, hop_id)
-        with self.sessions() as db:
+        with self.reads() as db:
             candidates = db.scalars(oldest_first.limit(10)).all()
         for hop_id in candidates:
             with self.sessions.begin() as db:
@@ -115,7 +118,7 @@ class HopDesk:
         """Which of these stations have a hop queued (for waking their long polls)."""
         if not among:
             return set()
-        with self.sessions() as db:
+        with self.reads() as db:
             return set(
                 db.scalars(
                     select(HopRow.station)
@@ -151,7 +154,7 @@ class HopDesk:
         """Offer again every running hop whose lease ran out (or fail its train after
         ``max_attempts``). Safe to run in several processes at once. Returns how many."""
         now = utcnow()
-        with self.sessions() as db:
+        with self.reads() as db:
             expired = db.scalars(
                 select(HopRow.id).where(
                     HopRow.status == HopStatus.RUNNING, HopRow.lease_expires_at < now
@@ -197,39 +200,39 @@ class HopDesk:
         self.hooks.queued(queued)
         return count
 
-    def hop_input(self, caller: Caller, train_id: str, index: int, position: int) -> HopInput:
-        """Input ``position`` of a hop the caller runs: which hop wrote it, and its digest."""
-        with self.sessions() as db:
+    def hop_input(
+        self, caller: Caller, train_id: str, index: int, position: int | None
+    ) -> HopInput:
+        """Input ``position`` of a hop the caller runs: which hop wrote it, and its digest
+        (``None``: the only input of a hop that reads one state)."""
+        with self.reads() as db:
             hop = self.station_hop(db, caller, train_id, index)
             inputs = inputs_of(hop)
+            if position is None:
+                if len(inputs) > 1:
+                    raise ServiceError(
+                        409,
+                        "several_inputs",
+                        f"hop {index} reads {len(inputs)} states; fetch each from "
+                        f"/hops/{index}/inputs/K",
+                    )
+                position = 0
             if hop.status != HopStatus.RUNNING or not 0 <= position < len(inputs):
                 raise not_found(f"input {position} of hop {index}")
             return inputs[position]
-
-    def only_input(self, caller: Caller, train_id: str, index: int) -> HopInput:
-        """The input of a hop that reads exactly one state (the first form of the API)."""
-        with self.sessions() as db:
-            hop = self.station_hop(db, caller, train_id, index)
-            if len(inputs_of(hop)) > 1:
-                raise ServiceError(
-                    409,
-                    "several_inputs",
-                    f"hop {index} reads {len(inputs_of(hop))} states; fetch each from "
-                    f"/hops/{index}/inputs/K",
-                )
-        return self.hop_input(caller, train_id, index, 0)
 
     def may_upload_output(self, caller: Caller, train_id: str, index: int) -> tuple[int, bool]:
         """Check the caller runs this hop; return (the hop whose output it is, may replace).
 
         While the hop runs its output may be replaced (a re-offered hop seals afresh); once
         it is done only the identical bytes are accepted again."""
-        with self.sessions() as db:
+        with self.reads() as db:
             hop = self.station_hop(db, caller, train_id, index)
             late = hop.status == HopStatus.QUEUED and hop.attempts > 0
-            if hop.status not in (HopStatus.RUNNING, HopStatus.DONE) and not late:
+            finished = hop.status in routing.FINISHED_HOP
+            if hop.status != HopStatus.RUNNING and not finished and not late:
                 raise ServiceError(409, "hop_not_running", f"hop {index} is {hop.status}")
-            return index, hop.status != HopStatus.DONE
+            return index, not finished
 
     def complete_hop(
         self, caller: Caller, train_id: str, index: int, receipt: Envelope, stored_digest: str
@@ -239,7 +242,7 @@ class HopDesk:
             hop = self.station_hop(db, caller, train_id, index)
             train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
             assert train is not None
-            if hop.status == HopStatus.DONE:
+            if hop.status in routing.FINISHED_HOP:
                 if hop.receipt is not None and Envelope.model_validate_json(hop.receipt) == receipt:
                     return str(train.status)
                 raise ServiceError(409, "hop_done", f"hop {index} already finished differently")
@@ -248,44 +251,49 @@ class HopDesk:
             late = hop.status == HopStatus.QUEUED and hop.attempts > 0
             if hop.status != HopStatus.RUNNING and not late:
                 raise ServiceError(409, "hop_not_running", f"hop {index} is {hop.status}")
-            manifest = manifest_of(train)
+            manifest, plan = route_of(train)
             stop = manifest.hop(index).stop
             parsed = verify_envelope(
                 receipt, stop.station, RECEIPT_TYPE, HopReceipt, f"receipt of hop {index}"
             )
             p = parsed.predicate
-            if (p.train_id, p.hop, p.kind) != (train_id, index, hop.kind):
+            skipped = p.kind == "skipped"
+            if (p.train_id, p.hop) != (train_id, index) or (p.kind != hop.kind and not skipped):
                 raise ServiceError(422, "receipt_mismatch", "the receipt names another hop")
+            if skipped and not manifest.may_skip(index):
+                raise ServiceError(
+                    422,
+                    "skip_not_allowed",
+                    f"the route lets no stop skip hop {index} (route.on_refusal is "
+                    f"{manifest.route.on_refusal!r}); report the refusal with /fail instead",
+                )
             if p.output_state_digest != stored_digest:
                 raise ServiceError(
                     422,
                     "digest_mismatch",
                     "the receipt's output digest is not the digest of the uploaded state",
                 )
-            hops = hops_of(db, train_id)
             inputs = inputs_of(hop)
             if p.input_state_digests != [i.digest for i in inputs]:
                 raise ServiceError(422, "input_mismatch", "the receipt names other input states")
-            by_index = {h.index: h for h in hops}
-            linked = [
-                Envelope.model_validate_json(str(by_index[i.hop].receipt)).digest
-                for i in inputs
-                if i.hop is not None  # a hop is queued only once its inputs have receipts
-            ]
+            sources = [i.hop for i in inputs if i.hop is not None]
+            stored = receipts_of(db, train_id, sources)  # an input's hop is done: it has one
+            linked = [Envelope.model_validate_json(stored[i]).digest for i in sources]
             if p.previous_receipt_digests != linked:
                 raise ServiceError(
                     422, "receipt_mismatch", "the receipt links receipts other than its inputs'"
                 )
-            plan = plan_of(manifest)
-            outputs = {h.index: h.output_digest for h in hops if h.output_digest is not None}
+            statuses, outputs = hop_states(db, train_id)
             done = routing.on_late_hop_done if late else routing.on_hop_done
-            step = done(statuses_of(hops), index, p.output_state_digest, plan, outputs)
+            step = done(statuses, index, p.output_state_digest, plan, outputs, skipped)
+            if skipped:
+                hop.error = f"skipped: {p.reason or 'refused by the station'}"[:2000]
             hop.receipt = receipt.model_dump_json()
             hop.output_digest = p.output_state_digest
             hop.lease_expires_at = None
             if step.train_status == TrainStatus.DONE:
                 train.final_state_digest = p.output_state_digest
-            queued = apply_step(train, hops, step, plan)
+            queued = advance(db, train, step, plan, [hop])
             status = str(train.status)
         self.hooks.queued(queued)
         return status

@@ -3,12 +3,20 @@
 Tokens are random, shown once and stored as a sha256 hash (they carry 256 bits of entropy,
 so a plain hash is enough); they may expire and may be revoked. Admins have no keys: they
 manage identities and can neither open a state nor claim a hop.
+
+A token that just worked is remembered for ``token_cache_s`` (1 s by default), so a station
+asking several times a second is not looked up in the database each time. Revoking through
+the process that serves (``/api/v1/admin/...``) forgets the party's tokens at once; a
+revocation another process writes (``pht-central admin revoke``, a second central on the
+same PostgreSQL) is heard within ``token_cache_s``. 0 turns the cache off.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,9 +46,52 @@ def public_identity(row: Party) -> PublicIdentity:
     return PublicIdentity(name=row.name, signing_key=row.signing_key, sealing_key=row.sealing_key)
 
 
+class TokenCache:
+    """Tokens that just authenticated, by hash: each entry lives ``ttl_s`` at most and
+    never past its token's expiry."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._entries: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, token_hash: str) -> Caller | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if self.clock() >= entry[1]:
+            self._entries.pop(token_hash, None)
+            return None
+        return entry[0]
+
+    def put(self, token_hash: str, caller: Caller, expires_at: datetime | None) -> None:
+        if self.ttl_s <= 0:
+            return
+        until = self.clock() + self.ttl_s
+        if expires_at is not None:
+            until = min(until, self.clock() + (as_utc(expires_at) - utcnow()).total_seconds())
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[token_hash] = (caller, until)
+
+    def forget(self, party_id: int) -> None:
+        for token_hash, (caller, _) in list(self._entries.items()):
+            if caller.id == party_id:
+                self._entries.pop(token_hash, None)
+
+
 class Identities:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        reads: sessionmaker[Session] | None = None,
+        token_cache_s: float = 1.0,
+    ) -> None:
         self.sessions = sessions
+        self.reads = reads or sessions
+        self.cache = TokenCache(token_cache_s)
 
     def register(
         self,
@@ -73,17 +124,29 @@ class Identities:
             )
         return token
 
+    def cached(self, token: str) -> Caller | None:
+        """The caller of a token that authenticated a moment ago (no database)."""
+        return self.cache.get(hash_token(token))
+
     def authenticate(self, token: str) -> Caller | None:
         """The caller a token belongs to, unless it is unknown, revoked or expired."""
-        with self.sessions() as db:
-            party = db.scalar(
-                select(Party).where(
-                    Party.token_hash == hash_token(token),
+        token_hash = hash_token(token)
+        found = self.cache.get(token_hash)
+        if found is not None:
+            return found
+        with self.reads() as db:
+            row = db.execute(
+                select(Party.id, Party.role, Party.name, Party.expires_at).where(
+                    Party.token_hash == token_hash,
                     Party.revoked_at.is_(None),
                     or_(Party.expires_at.is_(None), Party.expires_at > utcnow()),
                 )
-            )
-            return None if party is None else Caller(party.id, party.role, party.name)
+            ).first()
+        if row is None:
+            return None
+        caller = Caller(row.id, row.role, row.name)
+        self.cache.put(token_hash, caller, row.expires_at)
+        return caller
 
     def revoke(self, name: str, role: str | None = None) -> str:
         """Revoke a party's token at once; return its role. Its trains and hops stay."""
@@ -100,11 +163,12 @@ class Identities:
                     409, "ambiguous", f"{name!r} is a {roles}; say which role to revoke"
                 )
             db.execute(update(Party).where(Party.id == found[0].id).values(revoked_at=utcnow()))
-            return found[0].role
+        self.cache.forget(found[0].id)
+        return found[0].role
 
     def parties(self) -> list[dict[str, object]]:
         """Everyone registered, without token hashes."""
-        with self.sessions() as db:
+        with self.reads() as db:
             rows = db.scalars(select(Party).order_by(Party.role, Party.name))
             return [
                 {
@@ -123,7 +187,7 @@ class Identities:
             ]
 
     def stations(self) -> list[PublicIdentity]:
-        with self.sessions() as db:
+        with self.reads() as db:
             rows = db.scalars(
                 select(Party)
                 .where(Party.role == "station", Party.revoked_at.is_(None))

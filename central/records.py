@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -46,7 +47,21 @@ class HopOffer:
 
 def manifest_of(train: TrainRow) -> Manifest:
     """The train's manifest (its signature was checked at submission)."""
-    return Manifest.model_validate_json(Envelope.model_validate_json(train.manifest).payload_bytes)
+    return _route(train.manifest)[0]
+
+
+def route_of(train: TrainRow) -> tuple[Manifest, dict[int, list[int]]]:
+    """The train's manifest and its plan, parsed once per process (a manifest never
+    changes, and every completed hop needs both)."""
+    return _route(train.manifest)
+
+
+@lru_cache(maxsize=256)
+def _route(envelope_json: str) -> tuple[Manifest, dict[int, list[int]]]:
+    manifest = Manifest.model_validate_json(
+        Envelope.model_validate_json(envelope_json).payload_bytes
+    )
+    return manifest, plan_of(manifest)
 
 
 def plan_of(manifest: Manifest) -> dict[int, list[int]]:
@@ -75,6 +90,48 @@ def statuses_of(hops: list[HopRow]) -> dict[int, HopStatus]:
     return {h.index: HopStatus(h.status) for h in hops}
 
 
+def hop_states(db: Session, train_id: str) -> tuple[dict[int, HopStatus], dict[int, str]]:
+    """(status of every hop, output digest of every hop that has one), without loading
+    the rows: a long route's receipts stay in the database."""
+    rows = db.execute(
+        select(HopRow.index, HopRow.status, HopRow.output_digest).where(HopRow.train_id == train_id)
+    ).all()
+    return (
+        {index: HopStatus(status) for index, status, _ in rows},
+        {index: digest for index, _, digest in rows if digest is not None},
+    )
+
+
+def receipts_of(db: Session, train_id: str, indexes: Iterable[int]) -> dict[int, str]:
+    """The stored receipts (JSON) of some hops of a train."""
+    rows = db.execute(
+        select(HopRow.index, HopRow.receipt).where(
+            HopRow.train_id == train_id, HopRow.index.in_(list(indexes))
+        )
+    )
+    return {index: receipt for index, receipt in rows if receipt is not None}
+
+
+def advance(
+    db: Session,
+    train: TrainRow,
+    step: routing.Step,
+    plan: routing.Plan,
+    loaded: Iterable[HopRow] = (),
+) -> set[str]:
+    """:func:`apply_step` loading only the rows the step changes (``loaded`` are at hand)."""
+    rows = {h.index: h for h in loaded}
+    missing = (set(step.hop_status) | set(step.input_for)) - set(rows)
+    if missing:
+        rows.update(
+            (h.index, h)
+            for h in db.scalars(
+                select(HopRow).where(HopRow.train_id == train.id, HopRow.index.in_(missing))
+            )
+        )
+    return apply_step(train, list(rows.values()), step, plan)
+
+
 def verify_envelope(
     envelope: Envelope, signer: PublicIdentity, kind: str, model: type[M], what: str
 ) -> M:
@@ -89,7 +146,8 @@ def apply_step(
 ) -> set[str]:
     """Write a routing step to the rows; return the stations that got a hop to run.
 
-    ``plan`` pairs each input digest with the hop that wrote it (sequential when omitted)."""
+    ``plan`` pairs each input digest with the hop that wrote it: a step that queues hops
+    needs it; ``hops`` are at least the rows the step changes."""
     now = utcnow()
     by_index = {h.index: h for h in hops}
     queued: set[str] = set()
@@ -102,10 +160,8 @@ def apply_step(
             queued.add(hop.station)
         if status in (HopStatus.DONE, HopStatus.FAILED):
             hop.finished_at = now
-    if step.input_for and plan is None:
-        plan = routing.sequential_plan(len(hops))
     for index, digests in step.input_for.items():
-        assert plan is not None
+        assert plan is not None, "a step that queues hops is applied with the train's plan"
         sources: list[int | None] = list(plan[index]) or [None] * len(digests)
         by_index[index].inputs = json.dumps(
             [{"hop": j, "digest": d} for j, d in zip(sources, digests, strict=True)]

@@ -5,7 +5,7 @@ hops whose outputs it reads (``trains.manifest.plan_hops``; a sequential route i
 a parallel round fans out to every stop and joins at its aggregator). Hop states move only
 along::
 
-    waiting -> queued -> running -> done
+    waiting -> queued -> running -> done (or skipped)
                  |   ^      |
                  |   +------+  (lease expired: offered again, up to a limit)
                  +----------+----> failed
@@ -14,9 +14,10 @@ The hops that read nothing are queued at submission (or once the initial state i
 uploaded, which they all read); a hop is queued once every hop it reads is done, with
 their outputs as its inputs (so a fan-out queues several at once, and an aggregate waits
 for all of its round); finishing every hop finishes the train. A failed hop fails the
-train with the station's reason. A claimed hop holds a lease
-that its station renews; a lease that runs out puts the hop back in the queue, and after
-``max_attempts`` claims the train fails with a reason that says so.
+train with the station's reason. A *skipped* hop (its station refused it where the route
+allows skipping, and passed its input on unchanged) counts as done for what follows. A
+claimed hop holds a lease that its station renews; a lease that runs out puts the hop back
+in the queue, and after ``max_attempts`` claims the train fails with a reason that says so.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ class HopStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
+    SKIPPED = "skipped"
     FAILED = "failed"
+
+
+FINISHED_HOP = {HopStatus.DONE, HopStatus.SKIPPED}  # its output is there for the next hops
 
 
 class TrainStatus(StrEnum):
@@ -49,8 +54,9 @@ FINISHED = {TrainStatus.DONE, TrainStatus.FAILED, TrainStatus.CANCELLED}
 LEGAL = {
     HopStatus.WAITING: {HopStatus.QUEUED, HopStatus.FAILED},
     HopStatus.QUEUED: {HopStatus.RUNNING, HopStatus.FAILED},
-    HopStatus.RUNNING: {HopStatus.DONE, HopStatus.FAILED, HopStatus.QUEUED},
+    HopStatus.RUNNING: {HopStatus.DONE, HopStatus.SKIPPED, HopStatus.FAILED, HopStatus.QUEUED},
     HopStatus.DONE: set(),
+    HopStatus.SKIPPED: set(),
     HopStatus.FAILED: set(),
 }
 
@@ -110,21 +116,24 @@ def on_hop_done(
     output_digest: str,
     plan: Plan | None = None,
     outputs: Mapping[int, str] | None = None,
+    skipped: bool = False,
 ) -> Step:
-    """Hop ``index`` finished with ``output_digest``: queue every hop whose inputs are now
-    all done (``outputs`` holds the output digests of the hops done before)."""
+    """Hop ``index`` finished with ``output_digest`` (``skipped``: its station refused it
+    and passed its input on unchanged): queue every hop whose inputs are now all there
+    (``outputs`` holds the output digests of the hops finished before)."""
     plan = _plan(len(statuses)) if plan is None else plan
-    check_transition(statuses[index], HopStatus.DONE)
-    after = {**statuses, index: HopStatus.DONE}
+    final = HopStatus.SKIPPED if skipped else HopStatus.DONE
+    check_transition(statuses[index], final)
+    after = {**statuses, index: final}
     known = {**(outputs or {}), index: output_digest}
-    changes = {index: HopStatus.DONE}
+    changes = {index: final}
     input_for: dict[int, list[str]] = {}
     for hop, inputs in plan.items():
-        if index in inputs and all(after[j] == HopStatus.DONE for j in inputs):
+        if index in inputs and all(after[j] in FINISHED_HOP for j in inputs):
             check_transition(after[hop], HopStatus.QUEUED)
             changes[hop] = HopStatus.QUEUED
             input_for[hop] = [known[j] for j in inputs]
-    finished = all(status == HopStatus.DONE for status in after.values())
+    finished = all(status in FINISHED_HOP for status in after.values())
     return Step(changes, TrainStatus.DONE if finished else TrainStatus.RUNNING, input_for)
 
 
@@ -134,13 +143,16 @@ def on_late_hop_done(
     output_digest: str,
     plan: Plan | None = None,
     outputs: Mapping[int, str] | None = None,
+    skipped: bool = False,
 ) -> Step:
     """A station finished a hop whose lease ran out and that nobody has claimed since (e.g.
     a station that sends no heartbeats ran a long container): its signed result is as good
     as a fresh run's, so take it rather than run the hop again."""
     if statuses[index] != HopStatus.QUEUED:
         raise IllegalTransition(f"hop {index} is {statuses[index]}, not waiting for a re-run")
-    return on_hop_done({**statuses, index: HopStatus.RUNNING}, index, output_digest, plan, outputs)
+    return on_hop_done(
+        {**statuses, index: HopStatus.RUNNING}, index, output_digest, plan, outputs, skipped
+    )
 
 
 def on_hop_failed(statuses: dict[int, HopStatus], index: int) -> Step:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import routing
-from central.db import HopRow, Party, TrainRow, as_utc, utcnow
+from central.db import HopRow, Party, TrainRow, as_utc, read_sessions, utcnow
 from central.errors import ServiceError, not_found
 from central.hop_desk import HopDesk
 from central.identities import Caller, Identities, hash_token, public_identity
@@ -48,9 +48,11 @@ class Service(HopDesk):
         lease_s: float = 60.0,
         max_attempts: int = 3,
         hooks: Hooks | None = None,
+        token_cache_s: float = 1.0,
     ) -> None:
         self.sessions = sessions
-        self.identities = Identities(sessions)
+        self.reads = read_sessions(sessions)
+        self.identities = Identities(sessions, self.reads, token_cache_s)
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self.hooks = hooks or Hooks()
@@ -162,7 +164,7 @@ class Service(HopDesk):
         self.hooks.queued(queued)
 
     def status(self, caller: Caller, train_id: str) -> dict[str, object]:
-        with self.sessions() as db:
+        with self.reads() as db:
             train = self.own_train(db, caller, train_id)
             return {
                 "train_id": train.id,
@@ -172,22 +174,26 @@ class Service(HopDesk):
                 "manifest_digest": train.manifest_digest,
                 "initial_state_digest": train.initial_state_digest,
                 "final_state_digest": train.final_state_digest,
-                "hops": [
-                    {
-                        "index": h.index,
-                        "round": h.round,
-                        "kind": h.kind,
-                        "station": h.station,
-                        "status": h.status,
-                        "error": h.error,
-                        "attempts": h.attempts,
-                    }
-                    for h in hops_of(db, train_id)
+                "hops": [  # the columns only: a long route's receipts stay in the database
+                    row._asdict()
+                    for row in db.execute(
+                        select(
+                            HopRow.index,
+                            HopRow.round,
+                            HopRow.kind,
+                            HopRow.station,
+                            HopRow.status,
+                            HopRow.error,
+                            HopRow.attempts,
+                        )
+                        .where(HopRow.train_id == train_id)
+                        .order_by(HopRow.index)
+                    )
                 ],
             }
 
     def list_trains(self, caller: Caller) -> list[dict[str, object]]:
-        with self.sessions() as db:
+        with self.reads() as db:
             rows = db.scalars(
                 select(TrainRow)
                 .where(TrainRow.researcher_id == caller.id)
@@ -215,11 +221,11 @@ class Service(HopDesk):
             return str(train.status)
 
     def manifest_envelope(self, caller: Caller, train_id: str) -> Envelope:
-        with self.sessions() as db:
+        with self.reads() as db:
             return Envelope.model_validate_json(self.own_train(db, caller, train_id).manifest)
 
     def receipts(self, caller: Caller, train_id: str) -> list[Envelope]:
-        with self.sessions() as db:
+        with self.reads() as db:
             self.own_train(db, caller, train_id)
             return [
                 Envelope.model_validate_json(h.receipt)
@@ -229,15 +235,16 @@ class Service(HopDesk):
 
     def final_state(self, caller: Caller, train_id: str) -> tuple[str, str]:
         """(blob name, digest) of the final state, once the train is done."""
-        with self.sessions() as db:
+        with self.reads() as db:
             train = self.own_train(db, caller, train_id)
             if train.status != TrainStatus.DONE or train.final_state_digest is None:
                 raise ServiceError(409, "not_done", f"train {train_id} is {train.status}")
-            return output_blob(len(hops_of(db, train_id)) - 1), train.final_state_digest
+            last = db.scalar(select(func.max(HopRow.index)).where(HopRow.train_id == train_id))
+            return output_blob(last), train.final_state_digest
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """(hops by status, trains by status), for the metrics."""
-        with self.sessions() as db:
+        with self.reads() as db:
             hops = db.execute(select(HopRow.status, func.count()).group_by(HopRow.status))
             trains = db.execute(select(TrainRow.status, func.count()).group_by(TrainRow.status))
             return {s: int(n) for s, n in hops}, {s: int(n) for s, n in trains}
@@ -248,7 +255,7 @@ class Service(HopDesk):
         """Fail every unfinished train whose manifest has expired: no station would run it
         any more, so its queued hops are withdrawn. Safe in several processes at once."""
         now = utcnow()
-        with self.sessions() as db:
+        with self.reads() as db:
             due = db.scalars(
                 select(TrainRow.id).where(
                     TrainRow.status.not_in([str(s) for s in routing.FINISHED]),
@@ -273,7 +280,7 @@ class Service(HopDesk):
 
     def trains_to_prune(self, finished_before: datetime) -> list[tuple[str, int, bool]]:
         """(train id, hop count, done?) of finished trains whose blobs are due for pruning."""
-        with self.sessions() as db:
+        with self.reads() as db:
             rows = db.execute(
                 select(TrainRow.id, TrainRow.status, func.count(HopRow.id))
                 .join(HopRow, HopRow.train_id == TrainRow.id)

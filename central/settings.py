@@ -25,6 +25,9 @@ class CentralSettings(BaseModel):
         168.0, ge=0, description="keep intermediate states of finished trains this long"
     )
     gc_interval_s: float = Field(3600.0, gt=0, description="how often retention runs in serve")
+    token_cache_s: float = Field(
+        1.0, ge=0, description="remember a token that worked this long (0: ask the DB each time)"
+    )
     log_json: bool = True
 
     def model_post_init(self, _context: object) -> None:

@@ -8,9 +8,13 @@ import time
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 
+from central.api import create_app
 from central.cli import main as central_cli
-from central.db import utcnow
+from central.db import make_engine, make_sessions, utcnow
+from central.service import Service
+from central.settings import CentralSettings
 from tests import test_central_protocol as protocol
 from tests.factories import make_manifest
 from tests.test_central_protocol import auth, run_hop, submit
@@ -34,6 +38,7 @@ HOP_ENDPOINTS = [
     ("GET", "/api/v1/trains/{t}/hops/0/input"),
     ("PUT", "/api/v1/trains/{t}/hops/0/output"),
     ("POST", "/api/v1/trains/{t}/hops/0/complete"),
+    ("POST", "/api/v1/trains/{t}/hops/0/result"),
     ("POST", "/api/v1/trains/{t}/hops/0/fail"),
     ("POST", "/api/v1/trains/{t}/hops/0/heartbeat"),
 ]
@@ -164,6 +169,35 @@ def test_admin_manages_identities_over_http_and_revocation_is_immediate(world):
         headers=auth(tokens["alice"]),
     )
     assert refused.status_code == 422 and refused.json()["code"] == "unknown_station"
+
+
+def test_a_revocation_by_another_process_is_heard_within_the_token_cache(world, tmp_path):
+    """``pht-central admin revoke`` writes the database while central serves: central, which
+    remembers a token that worked for ``token_cache_s``, refuses it once that passed."""
+    client, *_ = world
+    service = client.app.state.service
+    now = [1000.0]
+    service.identities.cache.clock = lambda: now[0]
+    token = service.register("researcher", Identity.generate("erin").public)
+    assert client.get("/api/v1/me", headers=auth(token)).status_code == 200
+    url = str(service.sessions.kw["bind"].url.render_as_string(hide_password=False))
+    assert (
+        central_cli(["admin", "revoke", "--data-dir", str(tmp_path), "--database-url", url, "erin"])
+        == 0
+    )
+    assert client.get("/api/v1/me", headers=auth(token)).status_code == 200  # within 1 s
+    now[0] += service.identities.cache.ttl_s
+    assert client.get("/api/v1/me", headers=auth(token)).status_code == 401
+
+
+def test_without_the_token_cache_a_revocation_elsewhere_is_immediate(tmp_path, database_url):
+    app = create_app(CentralSettings(data_dir=tmp_path, database_url=database_url, token_cache_s=0))
+    client = TestClient(app)
+    token = app.state.service.register("researcher", Identity.generate("erin").public)
+    assert client.get("/api/v1/me", headers=auth(token)).status_code == 200
+    other = Service(make_sessions(make_engine(database_url)))  # another process's view
+    other.identities.revoke("erin")
+    assert client.get("/api/v1/me", headers=auth(token)).status_code == 401
 
 
 def test_an_expired_token_is_refused(world):

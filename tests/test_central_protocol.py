@@ -14,7 +14,7 @@ from central.settings import CentralSettings
 from central.testing_pg import database_url_for
 from tests.factories import make_manifest
 from trains.keys import Identity
-from trains.manifest import MANIFEST_TYPE, Manifest
+from trains.manifest import MANIFEST_TYPE, Manifest, Route, Stop
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, verify_chain
 from trains.sealing import digest_bytes, open_sealed, output_context, seal
 from trains.signing import Envelope, sign
@@ -43,8 +43,16 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def run_hop(client, station: Identity, token: str, payload: bytes) -> dict:
-    """Do what a station does around its container: claim, open inputs, seal, sign, upload."""
+def run_hop(
+    client,
+    station: Identity,
+    token: str,
+    payload: bytes,
+    combined: bool = False,
+    skipped_because: str | None = None,
+) -> dict:
+    """Do what a station does around its container: claim, open inputs, seal, sign, upload
+    (with ``combined``, upload and complete in the one request a station daemon sends)."""
     offer = client.post("/api/v1/hops/next", headers=auth(token))
     assert offer.status_code == 200, offer.text
     body = offer.json()
@@ -62,19 +70,18 @@ def run_hop(client, station: Identity, token: str, payload: bytes) -> dict:
         opened.append(open_sealed(got.content, station.sealing, context))
     recipients = manifest.recipients_after(index)
     sealed = seal(payload, recipients, output_context(manifest.train_id, index))
-    up = client.put(
-        f"/api/v1/trains/{manifest.train_id}/hops/{index}/output",
-        content=sealed,
-        headers=auth(token),
-    )
-    assert up.status_code == 200, up.text
+    url = f"/api/v1/trains/{manifest.train_id}/hops/{index}"
+    if not combined:
+        up = client.put(f"{url}/output", content=sealed, headers=auth(token))
+        assert up.status_code == 200, up.text
     now = datetime.now(UTC)
     receipt = HopReceipt.for_hop(
         HopPredicate(
             train_id=manifest.train_id,
             hop=index,
             round=manifest.hop(index).round,
-            kind=manifest.hop(index).kind,
+            kind="skipped" if skipped_because else manifest.hop(index).kind,
+            reason=skipped_because,
             station=station.name,
             station_key=station.public.signing_fingerprint,
             manifest_digest=envelope.digest,
@@ -91,17 +98,30 @@ def run_hop(client, station: Identity, token: str, payload: bytes) -> dict:
         )
     )
     signed = sign(receipt, RECEIPT_TYPE, station.signing)
-    done = client.post(
-        f"/api/v1/trains/{manifest.train_id}/hops/{index}/complete",
-        json={"receipt": signed.model_dump(mode="json")},
-        headers=auth(token),
-    )
-    assert done.status_code == 200, done.text
+    if combined:
+        done = client.post(
+            f"{url}/result", content=result_body(signed, sealed), headers=auth(token)
+        )
+    else:
+        done = client.post(
+            f"{url}/complete", json={"receipt": signed.model_dump(mode="json")}, headers=auth(token)
+        )
+    if skipped_because is None:
+        assert done.status_code == 200, done.text
     return {"index": index, "receipt": signed, "sealed": sealed, "done": done, "read": opened}
 
 
-def submit(client, researcher, stations, token, rounds=1) -> tuple[Manifest, Envelope]:
-    manifest = make_manifest(researcher, stations, rounds=rounds)
+def result_body(receipt: Envelope, sealed: bytes) -> bytes:
+    """What ``CentralClient.deliver`` sends: the receipt as one JSON line, then the state."""
+    return receipt.model_dump_json().encode() + b"\n" + sealed
+
+
+def submit(
+    client, researcher, stations, token, rounds=1, on_refusal="fail"
+) -> tuple[Manifest, Envelope]:
+    stops = [Stop(station=s.public) for s in stations]
+    route = Route(rounds=rounds, stops=stops, on_refusal=on_refusal)
+    manifest = make_manifest(researcher, stations, route=route)
     envelope = sign(manifest, MANIFEST_TYPE, researcher.signing)
     response = client.post(
         "/api/v1/trains", json={"manifest": envelope.model_dump(mode="json")}, headers=auth(token)
@@ -160,6 +180,106 @@ def test_reupload_is_idempotent_and_a_different_one_refused(world):
         headers=auth(tokens["hospital-a"]),
     )
     assert same.status_code == 200
+
+
+def test_result_in_one_request_uploads_completes_and_is_safe_to_repeat(world):
+    client, researcher, stations, tokens = world
+    manifest, _ = submit(client, researcher, stations, tokens["alice"])
+    hop = run_hop(client, stations[0], tokens["hospital-a"], b"first", combined=True)
+    assert hop["done"].json() == {
+        "digest": digest_bytes(hop["sealed"]),
+        "train_status": "running",
+    }
+    url = f"/api/v1/trains/{manifest.train_id}/hops/0/result"
+    a = auth(tokens["hospital-a"])
+    # the same result again (an outbox resending after an outage) is accepted
+    again = client.post(url, content=result_body(hop["receipt"], hop["sealed"]), headers=a)
+    assert again.status_code == 200, again.text
+    # other bytes for the finished hop are refused, and the stored state is unchanged
+    other = client.post(url, content=result_body(hop["receipt"], hop["sealed"] + b"x"), headers=a)
+    assert other.status_code == 409
+    # the next stop reads what hop 0 wrote, and the route finishes
+    last = run_hop(client, stations[1], tokens["hospital-b"], b"second", combined=True)
+    assert last["read"] == [b"first"]
+    assert last["done"].json()["train_status"] == "done"
+
+
+def test_a_malformed_result_is_refused_and_the_hop_keeps_running(world):
+    client, researcher, stations, tokens = world
+    manifest, envelope = submit(client, researcher, stations, tokens["alice"])
+    a = auth(tokens["hospital-a"])
+    assert client.post("/api/v1/hops/next", headers=a).status_code == 200
+    url = f"/api/v1/trains/{manifest.train_id}/hops/0/result"
+    no_line = client.post(url, content=b"no newline anywhere", headers=a)
+    assert (no_line.status_code, no_line.json()["code"]) == (422, "bad_body")
+    not_receipt = client.post(url, content=b'{"hello": 1}\nstate', headers=a)
+    assert (not_receipt.status_code, not_receipt.json()["code"]) == (422, "bad_receipt")
+    # a receipt signed for other bytes than the body carries
+    sealed = seal(b"x", [stations[1].public], output_context(manifest.train_id, 0))
+    now = datetime.now(UTC)
+    receipt = sign(
+        HopReceipt.for_hop(
+            HopPredicate(
+                train_id=manifest.train_id,
+                hop=0,
+                round=0,
+                kind="local",
+                station="hospital-a",
+                station_key=stations[0].public.signing_fingerprint,
+                manifest_digest=envelope.digest,
+                image_digest=manifest.image.digest,
+                input_state_digests=[],
+                output_state_digest=digest_bytes(sealed + b"other"),
+                output_sealed_to=[stations[1].public.sealing_fingerprint],
+                previous_receipt_digests=[],
+                started_at=now,
+                finished_at=now,
+                container_seconds=0.0,
+            )
+        ),
+        RECEIPT_TYPE,
+        stations[0].signing,
+    )
+    mismatch = client.post(url, content=result_body(receipt, sealed), headers=a)
+    assert (mismatch.status_code, mismatch.json()["code"]) == (422, "digest_mismatch")
+    status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"]))
+    assert [h["status"] for h in status.json()["hops"]] == ["running", "waiting"]
+
+
+def test_a_refusing_stop_passes_the_state_on_where_the_route_allows_it(world):
+    client, researcher, stations, tokens = world
+    manifest, envelope = submit(client, researcher, stations, tokens["alice"], on_refusal="skip")
+    skip = run_hop(
+        client, stations[0], tokens["hospital-a"], b"", skipped_because="PolicyRejected: no"
+    )
+    assert skip["done"].status_code == 200, skip["done"].text
+    status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"]))
+    first = status.json()["hops"][0]
+    assert (first["status"], first["error"]) == ("skipped", "skipped: PolicyRejected: no")
+    # the next stop reads what the skipping station passed on, and the route finishes
+    last = run_hop(client, stations[1], tokens["hospital-b"], b"only b", combined=True)
+    assert last["read"] == [b""]
+    assert last["done"].json()["train_status"] == "done"
+    receipts = [
+        Envelope.model_validate(r)
+        for r in client.get(
+            f"/api/v1/trains/{manifest.train_id}/receipts", headers=auth(tokens["alice"])
+        ).json()
+    ]
+    chain = verify_chain(manifest, envelope.digest, None, receipts, digest_bytes(last["sealed"]))
+    assert [p.kind for p in chain] == ["skipped", "local"]
+
+
+def test_a_skip_is_refused_on_a_route_that_fails_refusals(world):
+    client, researcher, stations, tokens = world
+    manifest, _ = submit(client, researcher, stations, tokens["alice"])
+    skip = run_hop(
+        client, stations[0], tokens["hospital-a"], b"", skipped_because="PolicyRejected: no"
+    )
+    assert skip["done"].status_code == 422
+    assert skip["done"].json()["code"] == "skip_not_allowed"
+    status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"]))
+    assert [h["status"] for h in status.json()["hops"]] == ["running", "waiting"]
 
 
 def test_bad_signature_is_refused_at_the_door(world):

@@ -48,7 +48,10 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
     engine = make_engine(settings.database_url)
     doorbell = Doorbell()
     service = Service(
-        make_sessions(engine), lease_s=settings.lease_s, max_attempts=settings.max_attempts
+        make_sessions(engine),
+        lease_s=settings.lease_s,
+        max_attempts=settings.max_attempts,
+        token_cache_s=settings.token_cache_s,
     )
     metrics = Metrics(service.counts)
     service.hooks = Hooks(queued=doorbell.ring, claimed=metrics.dispatch_latency.observe)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from central.blobs import BlobStore
 from central.doorbell import Doorbell
@@ -26,7 +27,8 @@ class Context:
     metrics: Metrics
 
 
-def context(request: Request) -> Context:
+async def context(request: Request) -> Context:
+    # async: FastAPI would run a plain def in the thread pool, one more hop per request
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -34,14 +36,17 @@ def context(request: Request) -> Context:
 _bearer = HTTPBearer(auto_error=False, description="the API token `pht-central admin` printed")
 
 
-def caller(
+async def caller(
     request: Request,
     ctx: Annotated[Context, Depends(context)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None:
         raise ServiceError(401, "unauthenticated", "send 'Authorization: Bearer <token>'")
-    found = ctx.service.authenticate(credentials.credentials)
+    token = credentials.credentials
+    found = ctx.service.identities.cached(token) or await run_in_threadpool(
+        ctx.service.authenticate, token
+    )
     if found is None:
         raise ServiceError(
             401, "unauthenticated", "unknown, expired or revoked token; ask the operator"
@@ -51,7 +56,7 @@ def caller(
 
 
 def _role(role: str):  # type: ignore[no-untyped-def]
-    def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if who.role != role:
             raise ServiceError(403, "forbidden", f"this needs the role {role}, you are {who.role}")
         return who

@@ -8,11 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from central.api.context import Ctx, Station
-from central.api.uploads import blob_response, store
+from central.api.uploads import blob_response, split_first_line, store, store_chunks
 from central.errors import ServiceError
 from central.records import HopOffer, output_blob
 from trains.sealing import digest_file
@@ -84,7 +84,7 @@ def hop_input(train_id: str, index: int, position: int, who: Station, ctx: Ctx) 
 @router.get("/trains/{train_id}/hops/{index}/input", response_class=FileResponse)
 def hop_only_input(train_id: str, index: int, who: Station, ctx: Ctx) -> FileResponse:
     """The input of a hop that reads one state."""
-    source = ctx.service.only_input(who, train_id, index)
+    source = ctx.service.hop_input(who, train_id, index, None)
     return blob_response(ctx.blobs.path(train_id, output_blob(source.hop)), source.digest)
 
 
@@ -106,6 +106,45 @@ def hop_complete(
         raise ServiceError(409, "no_output", "upload the output state before completing")
     status = ctx.service.complete_hop(who, train_id, index, body.receipt, digest_file(path))
     return {"train_status": status}
+
+
+RECEIPT_LINE_LIMIT = 1024 * 1024
+
+
+@router.post(
+    "/trains/{train_id}/hops/{index}/result",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"},
+                }
+            },
+            "description": "the hop's signed receipt as one line of JSON, a newline, then "
+            "the sealed output state",
+        }
+    },
+)
+async def hop_result(
+    train_id: str, index: int, request: Request, who: Station, ctx: Ctx
+) -> dict[str, str]:
+    """Upload a hop's sealed output and complete it with its receipt, in one request: the
+    body is the receipt (one line of JSON), a newline, then the sealed state, streamed.
+    The same as ``PUT .../output`` then ``POST .../complete``, and as safe to repeat."""
+    target, replace = await run_in_threadpool(ctx.service.may_upload_output, who, train_id, index)
+    line, state = await split_first_line(request.stream(), RECEIPT_LINE_LIMIT)
+    try:
+        receipt = Envelope.model_validate_json(line)
+    except ValidationError:
+        raise ServiceError(
+            422, "bad_receipt", "the first line of the body is not a receipt envelope"
+        ) from None
+    digest = await store_chunks(ctx, state, train_id, output_blob(target), replace)
+    status = await run_in_threadpool(
+        ctx.service.complete_hop, who, train_id, index, receipt, digest
+    )
+    return {"digest": digest, "train_status": status}
 
 
 @router.post("/trains/{train_id}/hops/{index}/fail", status_code=204)

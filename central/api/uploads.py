@@ -26,17 +26,59 @@ async def _chunks(request: Request) -> AsyncIterator[bytes]:
 async def store(
     ctx: Context, request: Request, train_id: str, name: str, replace: bool = False
 ) -> str:
-    """Stream the body into blob ``name``; return its digest.
+    """Stream the body into blob ``name``; return its digest (checked against the
+    ``X-Content-Sha256`` header when the client sent one).
 
     Identical bytes again are accepted (idempotent); different bytes replace the blob only
     when ``replace`` (a hop still running), else 409."""
+    expected = request.headers.get("x-content-sha256")
+    return await store_chunks(ctx, _chunks(request), train_id, name, replace, expected)
+
+
+async def split_first_line(
+    body: AsyncIterator[bytes], limit: int
+) -> tuple[bytes, AsyncIterator[bytes]]:
+    """The first line of a streamed body (without its newline), and the rest, still
+    streamed."""
+    buffer = b""
+    while b"\n" not in buffer:
+        if len(buffer) > limit:
+            raise ServiceError(
+                413, "too_large", f"the first line of the body is over {limit} bytes"
+            )
+        try:
+            buffer += await body.__anext__()
+        except StopAsyncIteration:
+            raise ServiceError(
+                422, "bad_body", "the body ended before the newline after its first line"
+            ) from None
+    line, rest = buffer.split(b"\n", 1)
+
+    async def remainder() -> AsyncIterator[bytes]:
+        if rest:
+            yield rest
+        async for chunk in body:
+            yield chunk
+
+    return line, remainder()
+
+
+async def store_chunks(
+    ctx: Context,
+    chunks: AsyncIterator[bytes],
+    train_id: str,
+    name: str,
+    replace: bool = False,
+    expected: str | None = None,
+) -> str:
+    """:func:`store` for a stream already taken from the request."""
     blobs, settings = ctx.blobs, ctx.settings
     target = blobs.path(train_id, name)
     existing = target.stat().st_size if target.exists() else 0
     room = settings.max_train_mb * MB - await run_in_threadpool(blobs.usage, train_id) + existing
     limit = min(settings.max_state_mb * MB, room)
     try:
-        tmp, digest = await blobs.write(train_id, name, _chunks(request), limit)
+        tmp, digest = await blobs.write(train_id, name, chunks, limit)
     except StateTooLarge:
         which = (
             f"the per-state limit of {settings.max_state_mb} MB"
@@ -46,7 +88,6 @@ async def store(
         raise ServiceError(
             413, "too_large", f"the upload exceeds {which}; make the state smaller"
         ) from None
-    expected = request.headers.get("x-content-sha256")
     if expected is not None and expected != digest:
         blobs.discard(tmp)
         raise ServiceError(
