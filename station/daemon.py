@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from central.client import CentralClient
-from station import delivery
+from station import delivery, passage
 from station import hop as hops
 from station.audit import AUDIT_FILE, AuditLog
 from station.config import StationConfig
 from station.queue import OPEN, HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
-from trains.errors import CentralError
+from trains.errors import CentralError, HopDeferred
 from trains.keys import Identity
 
 log = logging.getLogger("pht.station")
@@ -89,6 +89,16 @@ class Station:
         for record in self.queue.in_state(HopState.SEALED):
             delivery.deliver(record, central, self.queue, self.audit)
         for record in self.queue.in_state(HopState.REJECTED, HopState.FAILED):
+            if passage.may_pass_on(record):
+                try:
+                    record = passage.pass_on(
+                        record, self.config, self.identity, central, self.queue, self.audit
+                    )
+                except HopDeferred:
+                    raise _Deferred() from None
+                if record.state == HopState.SEALED:
+                    delivery.deliver(record, central, self.queue, self.audit)
+                    continue
             if not record.reported:
                 delivery.report(record, central, self.queue, self.audit)
         approved = self.queue.in_state(HopState.APPROVED)

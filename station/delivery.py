@@ -1,4 +1,4 @@
-"""Telling central how a hop ended: upload the kept output and complete, or report a
+"""Telling central how a hop ended: upload the kept output with its receipt, or report a
 failure. Both are safe to repeat: central accepts identical bytes and receipts again, so
 after an outage or a restart the daemon simply sends what ``station.queue`` still holds.
 """
@@ -23,13 +23,13 @@ def is_transient(exc: CentralError) -> bool:
 def deliver(
     record: HopRecord, central: CentralClient, queue: HopQueue, audit: AuditLog
 ) -> HopRecord:
-    """Upload the kept output and complete the hop; idempotent, so safe to repeat."""
+    """Upload the kept output and complete the hop (one request); idempotent, so safe to
+    repeat."""
     ident = {"train_id": record.train_id, "hop": record.hop}
     sealed, receipt = queue.load_output(record)
     try:
-        digest = central.upload_output(record.train_id, record.hop, sealed)
+        digest, status = central.deliver(record.train_id, record.hop, sealed, receipt)
         audit.append("uploaded", **ident, output_digest=digest, bytes=sealed.stat().st_size)
-        status = central.complete(record.train_id, record.hop, receipt)
     except CentralError as exc:
         if is_transient(exc):
             raise

@@ -11,7 +11,9 @@ here, so that a restart loses nothing. A hop record moves along::
 found at start-up runs again from the beginning (nothing left the station yet); ``held``
 has its sealed output and signed receipt on disk and waits for ``pht-station release``;
 ``sealed`` is uploaded (the same bytes, again and again if need be) until central accepts;
-``rejected`` and ``failed`` are reported to central until it has heard (``reported``).
+``rejected`` and ``failed`` are reported to central until it has heard (``reported``) —
+except a refusal on a route that skips refusing stops: its input is passed on unchanged
+(``station.passage``) and it goes ``rejected -> sealed -> done`` instead.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class HopRecord(BaseModel):
     output_digest: str | None = None
     attempts: int = 0  # runs started; a restart mid-run counts one more
     runner_id: str | None = None  # labels the containers of the run (pht.runner)
+    # a refused hop on a route that skips refusing stops (station.passage): True once its
+    # input was sealed on unchanged, False if it could not be (the refusal is reported)
+    passed_on: bool | None = None
 
     @property
     def id(self) -> str:

@@ -51,11 +51,8 @@ class VerifiedHop:
 
 def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> VerifiedHop:
     """Checks 1-8; raises a PhtError whose message a researcher can act on."""
-    claimed = unverified_payload(offer.manifest, Manifest)
     # 1. signature, by the researcher key the manifest itself names
-    manifest = open_envelope(
-        offer.manifest, MANIFEST_TYPE, claimed.researcher, Manifest, "manifest"
-    )
+    manifest = _signed_manifest(offer)
     # 2. a signer this station trusts
     signer = manifest.researcher.signing_fingerprint
     rules = config.policy.signer(signer)
@@ -65,26 +62,9 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
             "ask the station admin to add this key to policy.trusted_signers"
         )
     # 3. not expired
-    if manifest.expires_at <= datetime.now(UTC):
-        raise PolicyRejected(f"the manifest expired at {manifest.expires_at.isoformat()}")
-    # 4. we are the stop named for this hop, pinned with our own keys
-    try:
-        hop = manifest.hop(offer.hop)
-    except IndexError as exc:
-        raise RouteMismatch(str(exc)) from None
-    if hop.stop.name != me.name:
-        raise RouteMismatch(f"hop {offer.hop} is for station {hop.stop.name}, not {me.name}")
-    if hop.stop.station != me:
-        raise RouteMismatch(
-            f"the manifest pins keys {hop.stop.station.signing_fingerprint} for {me.name}, "
-            f"but this station's key is {me.signing_fingerprint}; re-sign with current keys"
-        )
-    # 4b. the kind of hop the manifest pins, whatever central says
-    if offer.kind != hop.kind:
-        raise RouteMismatch(
-            f"hop {hop.index} is offered as kind {offer.kind!r}, but the manifest pins kind "
-            f"{hop.kind!r} for it; refusing to run it as offered"
-        )
+    _not_expired(manifest)
+    # 4. we are the stop named for this hop, pinned with our own keys; 4b. of its kind
+    hop = _our_hop(offer, manifest, me)
     # 5. image from an allowed registry
     registry = manifest.image.repository.split("/", 1)[0]
     allowed = {r.split(":")[0] for r in config.policy.allowed_registries}
@@ -130,6 +110,54 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
     return VerifiedHop(
         manifest, offer.manifest.digest, hop, previous_digests, tuple(needs_approval)
     )
+
+
+def verify_passage(offer: HopOffer, me: PublicIdentity) -> VerifiedHop:
+    """What a refused hop must pass before its station passes the state on unchanged (see
+    ``station.passage``): the route lets this hop skip, and checks 1, 3, 4 and 8 (all but
+    the policy's). Raises a PhtError when the state may not be passed on."""
+    manifest = _signed_manifest(offer)
+    _not_expired(manifest)
+    hop = _our_hop(offer, manifest, me)
+    if not manifest.may_skip(hop.index):
+        raise PolicyRejected(
+            f"the route does not let hop {hop.index} be skipped "
+            f"(route.on_refusal is {manifest.route.on_refusal!r}, hop kind {hop.kind!r})"
+        )
+    return VerifiedHop(manifest, offer.manifest.digest, hop, _check_inputs(offer, manifest, hop))
+
+
+def _signed_manifest(offer: HopOffer) -> Manifest:
+    """Check 1: signed by the researcher key the manifest itself names."""
+    claimed = unverified_payload(offer.manifest, Manifest)
+    return open_envelope(offer.manifest, MANIFEST_TYPE, claimed.researcher, Manifest, "manifest")
+
+
+def _not_expired(manifest: Manifest) -> None:
+    """Check 3."""
+    if manifest.expires_at <= datetime.now(UTC):
+        raise PolicyRejected(f"the manifest expired at {manifest.expires_at.isoformat()}")
+
+
+def _our_hop(offer: HopOffer, manifest: Manifest, me: PublicIdentity) -> Hop:
+    """Checks 4 and 4b: the hop is on the route, ours, pinned with our keys, of its kind."""
+    try:
+        hop = manifest.hop(offer.hop)
+    except IndexError as exc:
+        raise RouteMismatch(str(exc)) from None
+    if hop.stop.name != me.name:
+        raise RouteMismatch(f"hop {offer.hop} is for station {hop.stop.name}, not {me.name}")
+    if hop.stop.station != me:
+        raise RouteMismatch(
+            f"the manifest pins keys {hop.stop.station.signing_fingerprint} for {me.name}, "
+            f"but this station's key is {me.signing_fingerprint}; re-sign with current keys"
+        )
+    if offer.kind != hop.kind:
+        raise RouteMismatch(
+            f"hop {hop.index} is offered as kind {offer.kind!r}, but the manifest pins kind "
+            f"{hop.kind!r} for it; refusing to run it as offered"
+        )
+    return hop
 
 
 def _check_inputs(offer: HopOffer, manifest: Manifest, hop: Hop) -> list[str]:

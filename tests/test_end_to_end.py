@@ -59,6 +59,11 @@ def network(localnet, tmp_path_factory):
         frames[name].to_csv(csv, index=False)
         net.add_station(name, {"cohort": csv}, trusted=[researcher])
         net.start_station(name)
+    # a fourth hospital that trusts nobody yet: it refuses every train
+    wary = root / "hospital-d.csv"
+    hospital_frame(seed=9, n=50).to_csv(wary, index=False)
+    net.add_station("hospital-d", {"cohort": wary}, trusted=[])
+    net.start_station("hospital-d")
     cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys)]
     return net, cli, frames
 
@@ -162,6 +167,58 @@ def test_untrusted_researcher_is_refused_by_the_station(network, tmp_path):
         pytest.raises(CentralError, match="failed"),
     ):
         client.result(train_id)
+
+
+def test_a_refusing_stop_is_skipped_where_the_route_allows_it(network, tmp_path):
+    """hospital-d does not trust dr-alice. With --skip-refusing it passes the state it was
+    handed on, unchanged, with a signed ``skipped`` receipt; the train finishes on a and c,
+    and the researcher's chain check accepts the gap (and says whose data is missing)."""
+    net, cli, frames = network
+    train = tmp_path / "cohort"
+    subprocess.run(["cp", "-r", str(TRAIN), str(train)], check=True)
+    assert pht_train("build", str(train), "--registry", net.registry, env_args=cli).returncode == 0
+    route = "hospital-a,hospital-d,hospital-c"
+    submitted = pht_train(
+        "submit", str(train), "--route", route, "--skip-refusing", "--yes", env_args=cli
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert "a refusing stop is skipped" in submitted.stdout
+    train_id = submitted.stdout.strip().splitlines()[-1].split()[-1]
+    waited = pht_train("wait", train_id, "--timeout", "600", env_args=cli)
+    assert waited.returncode == 0, waited.stdout + waited.stderr + _logs(net)
+
+    status = pht_train("status", train_id, env_args=cli).stdout
+    assert "hospital-d" in status and "skipped: PolicyRejected" in status
+    assert "does not trust signer dr-alice" in status
+
+    out = tmp_path / "result"
+    result = pht_train("result", train_id, "--out", str(out), "--quiet", env_args=cli)
+    assert result.returncode == 0, result.stderr
+    assert "verified 3 receipts" in result.stdout
+    assert "the result leaves out hospital-d" in result.stdout
+    state = json.loads((out / "state.json").read_text())
+    pooled = pooled_cohort_stats([frames["hospital-a"], frames["hospital-c"]])
+    assert_matches_pooled(state, pooled)  # hospital-d's data never entered it
+
+    # hospital-d ran nothing for this train: no container, and it said why it passed it on
+    audit = (net.stations["hospital-d"].directory / "state" / "audit.jsonl").read_text()
+    events = [json.loads(line) for line in audit.splitlines()]
+    mine = [e["event"] for e in events if e.get("train_id") == train_id]
+    assert "passed_on" in mine and "run_started" not in mine, mine
+
+
+def test_without_skipping_a_refusal_still_fails_the_train(network, tmp_path):
+    net, cli, _ = network
+    train = tmp_path / "cohort"
+    subprocess.run(["cp", "-r", str(TRAIN), str(train)], check=True)
+    assert pht_train("build", str(train), "--registry", net.registry, env_args=cli).returncode == 0
+    submitted = pht_train(
+        "submit", str(train), "--route", "hospital-a,hospital-d", "--yes", env_args=cli
+    )
+    train_id = submitted.stdout.strip().splitlines()[-1].split()[-1]
+    waited = pht_train("wait", train_id, env_args=cli)
+    assert waited.returncode == 1
+    assert "hop 1 at hospital-d" in waited.stdout and "does not trust signer" in waited.stdout
 
 
 def _logs(net: LocalNet) -> str:

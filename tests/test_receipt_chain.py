@@ -7,22 +7,24 @@ import pytest
 from tests.factories import make_manifest
 from trains.errors import ReceiptChainBroken
 from trains.keys import Identity
-from trains.manifest import MANIFEST_TYPE
+from trains.manifest import MANIFEST_TYPE, Route, Stop
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, verify_chain
 from trains.signing import sign
 
 
-@pytest.fixture
-def chain():
+def build_chain(on_refusal: str = "fail", skipped: frozenset[int] = frozenset()):
+    """A three-stop route's receipts; the hops in ``skipped`` signed as ``skipped``."""
     alice = Identity.generate("alice")
     stations = [Identity.generate(n) for n in ("a", "b", "c")]
-    manifest = make_manifest(alice, stations)
+    route = Route(stops=[Stop(station=s.public) for s in stations], on_refusal=on_refusal)
+    manifest = make_manifest(alice, stations, route=route)
     manifest_digest = sign(manifest, MANIFEST_TYPE, alice.signing).digest
     receipts, previous, prev_out = [], None, None
     for hop in manifest.hops():
         signer = stations[hop.index]
         now = datetime.now(UTC)
         out = f"sha256:{hop.index:064d}"
+        skip = hop.index in skipped
         envelope = sign(
             HopReceipt.for_hop(
                 HopPredicate(
@@ -33,14 +35,15 @@ def chain():
                     station_key=signer.public.signing_fingerprint,
                     manifest_digest=manifest_digest,
                     image_digest=manifest.image.digest,
-                    kind="local",
+                    kind="skipped" if skip else "local",
                     input_state_digests=[] if prev_out is None else [prev_out],
                     output_state_digest=out,
                     output_sealed_to=[manifest.recipient_after(hop.index).sealing_fingerprint],
                     previous_receipt_digests=[] if previous is None else [previous],
                     started_at=now,
                     finished_at=now,
-                    container_seconds=1.0,
+                    container_seconds=0.0 if skip else 1.0,
+                    reason="PolicyRejected: not trusted here" if skip else None,
                 )
             ),
             RECEIPT_TYPE,
@@ -49,6 +52,11 @@ def chain():
         receipts.append(envelope)
         previous, prev_out = envelope.digest, out
     return manifest, manifest_digest, receipts, prev_out, stations
+
+
+@pytest.fixture
+def chain():
+    return build_chain()
 
 
 def test_intact_chain_verifies(chain):
@@ -90,3 +98,22 @@ def test_receipts_of_another_manifest(chain):
     manifest, _, receipts, final, _ = chain
     with pytest.raises(ReceiptChainBroken, match="another manifest"):
         verify_chain(manifest, "sha256:" + "0" * 64, None, receipts, final)
+
+
+def test_a_skipped_stop_verifies_where_the_route_lets_refusing_stops_skip():
+    manifest, digest, receipts, final, _ = build_chain("skip", frozenset({1}))
+    hops = verify_chain(manifest, digest, None, receipts, final)
+    assert [h.kind for h in hops] == ["local", "skipped", "local"]
+    assert hops[1].reason == "PolicyRejected: not trusted here"
+
+
+def test_a_skipped_receipt_on_a_route_that_fails_refusals_is_refused():
+    manifest, digest, receipts, final, _ = build_chain("fail", frozenset({1}))
+    with pytest.raises(ReceiptChainBroken, match=r"hop 1 \(b\).*lets no stop skip"):
+        verify_chain(manifest, digest, None, receipts, final)
+
+
+def test_a_parallel_route_cannot_skip_a_stop():
+    stops = [Stop(station=Identity.generate(n).public) for n in ("a", "b")]
+    with pytest.raises(ValueError, match="sequential routes only"):
+        Route(mode="parallel", stops=stops, aggregator=stops[0], on_refusal="skip")

@@ -97,3 +97,28 @@ def test_a_late_result_counts_only_while_nobody_has_claimed_the_hop_again():
     for status in (H.WAITING, H.DONE, H.FAILED):
         with pytest.raises(routing.IllegalTransition):
             routing.on_late_hop_done({0: status, 1: H.WAITING}, 0, "sha256:late")
+
+
+def test_a_skipped_hop_hands_its_passed_on_state_to_the_next_and_counts_as_finished():
+    statuses = {0: H.DONE, 1: H.RUNNING, 2: H.WAITING}
+    step = routing.on_hop_done(statuses, 1, "sha256:resealed", skipped=True)
+    assert step.hop_status == {1: H.SKIPPED, 2: H.QUEUED}
+    assert step.input_for == {2: ["sha256:resealed"]}
+    assert step.train_status == T.RUNNING
+    # the last hop skipped: the train is done, with what the skipping station passed on
+    last = routing.on_hop_done({0: H.DONE, 1: H.SKIPPED, 2: H.RUNNING}, 2, "x", skipped=True)
+    assert last.hop_status == {2: H.SKIPPED}
+    assert last.train_status == T.DONE
+    # a skipped hop is finished: it can neither finish again nor fail
+    with pytest.raises(routing.IllegalTransition):
+        routing.on_hop_done({0: H.SKIPPED, 1: H.WAITING}, 0, "y")
+    with pytest.raises(routing.IllegalTransition):
+        routing.on_hop_failed({0: H.SKIPPED, 1: H.WAITING}, 0)
+
+
+def test_an_aggregate_waits_for_every_partial_whether_run_or_skipped():
+    plan = {0: [], 1: [], 2: [0, 1]}
+    statuses = {0: H.RUNNING, 1: H.SKIPPED, 2: H.WAITING}
+    step = routing.on_hop_done(statuses, 0, "sha256:a", plan, {1: "sha256:b"})
+    assert step.hop_status == {0: H.DONE, 2: H.QUEUED}
+    assert step.input_for == {2: ["sha256:a", "sha256:b"]}

@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run parallel rounds: all --route stations at once, joined at this station",
     )
     s.add_argument("--rounds", type=int, default=1)
+    s.add_argument(
+        "--skip-refusing",
+        action="store_true",
+        help="a station that refuses its hop passes the state on unchanged and the train "
+        "goes on without it (sequential routes; default: a refusal fails the train)",
+    )
     s.add_argument("--days", type=float, default=7, help="days until the manifest expires")
     s.add_argument("--yes", action="store_true", help="do not ask to confirm the fingerprints")
     s.set_defaults(func=commands.submit)

@@ -185,11 +185,18 @@ def submit(args: argparse.Namespace) -> int:
         stops = researcher.route_stops([s.strip() for s in args.route.split(",") if s.strip()])
         aggregator = researcher.route_stops([args.aggregator])[0] if args.aggregator else None
         manifest = researcher.make_manifest(
-            folder, image, stops, args.rounds, args.days, aggregator
+            folder,
+            image,
+            stops,
+            args.rounds,
+            args.days,
+            aggregator,
+            "skip" if args.skip_refusing else "fail",
         )
         print(f"train {manifest.name} {manifest.version}, image {image.digest}")
         if aggregator is None:
-            print(f"route ({args.rounds} round(s)):")
+            skips = ", a refusing stop is skipped" if args.skip_refusing else ""
+            print(f"route ({args.rounds} round(s){skips}):")
         else:
             print(f"parallel route ({args.rounds} round(s)), each round's stops at once:")
         for i, stop in enumerate(stops, 1):
@@ -265,10 +272,15 @@ def result(args: argparse.Namespace) -> int:
         fetched = researcher.result(researcher.resolve(args.train_id), Path(args.out))
     print(f"verified {len(fetched.hops)} receipts:")
     for hop in fetched.hops:
-        print(
-            f"  hop {hop.hop} {hop.station:<20} {hop.kind:<9} "
-            f"container {hop.container_seconds:.2f}s"
+        done = (
+            f"skipped: {hop.reason}"
+            if hop.kind == "skipped"
+            else (f"container {hop.container_seconds:.2f}s")
         )
+        print(f"  hop {hop.hop} {hop.station:<20} {hop.kind:<9} {done}")
+    skipped = [h.station for h in fetched.hops if h.kind == "skipped"]
+    if skipped:
+        print(f"the result leaves out {', '.join(skipped)}: they refused and passed it on")
     print(f"opened the final state into {fetched.out_dir}: {', '.join(fetched.files)}")
     if not args.quiet:
         show_state(fetched.state, fetched.files)

@@ -111,8 +111,10 @@ class Researcher:
         rounds: int = 1,
         days: float = 7,
         aggregator: Stop | None = None,
+        on_refusal: Literal["fail", "skip"] = "fail",
     ) -> Manifest:
-        """The manifest to sign; with an ``aggregator`` the route runs parallel rounds."""
+        """The manifest to sign; with an ``aggregator`` the route runs parallel rounds;
+        ``on_refusal="skip"`` lets a refusing stop pass the state on instead of failing."""
         spec = load_train_spec(folder)
         created, expires = expiry_from_now(days)
         return Manifest(
@@ -125,6 +127,7 @@ class Researcher:
                 rounds=rounds,
                 stops=stops,
                 aggregator=aggregator,
+                on_refusal=on_refusal,
             ),
             datasets=spec.datasets,
             outputs=spec.outputs,
@@ -146,16 +149,21 @@ class Researcher:
         days: float = 7,
         mode: Literal["sequential", "parallel"] = "sequential",
         aggregator: str | None = None,
+        on_refusal: Literal["fail", "skip"] = "fail",
     ) -> str:
         """Sign and submit. ``mode="parallel"`` fans each round out to every stop of
-        ``route`` and joins it at the ``aggregator`` station (required then)."""
+        ``route`` and joins it at the ``aggregator`` station (required then).
+        ``on_refusal="skip"`` (sequential routes): a station that refuses its hop passes
+        the state on unchanged, and the train goes on without it."""
         if (mode == "parallel") != (aggregator is not None):
             raise RouteMismatch(
                 "a parallel route needs an aggregator station, and only a parallel route has "
                 "one: pass mode='parallel' with aggregator='STATION'"
             )
         joins = self.route_stops([aggregator])[0] if aggregator is not None else None
-        manifest = self.make_manifest(folder, image, self.route_stops(route), rounds, days, joins)
+        manifest = self.make_manifest(
+            folder, image, self.route_stops(route), rounds, days, joins, on_refusal
+        )
         return self.submit_manifest(manifest)
 
     def status(self, train_id: str) -> dict[str, Any]:

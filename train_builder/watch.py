@@ -20,10 +20,18 @@ STYLE = {
     "queued": "yellow",
     "running": "bold cyan",
     "done": "green",
+    "skipped": "yellow",
     "failed": "bold red",
     "cancelled": "magenta",
 }
-SYMBOL = {"waiting": " ", "queued": "…", "running": "▶", "done": "✓", "failed": "✗"}
+SYMBOL = {
+    "waiting": " ",
+    "queued": "…",
+    "running": "▶",
+    "done": "✓",
+    "skipped": "↷",
+    "failed": "✗",
+}
 
 
 def hop_line(hop: dict[str, Any]) -> str:
@@ -40,7 +48,7 @@ def headline(status: dict[str, Any]) -> str:
 
 
 def table(status: dict[str, Any], elapsed: float) -> Table:
-    done = sum(1 for h in status["hops"] if h["status"] == "done")
+    done = sum(1 for h in status["hops"] if h["status"] in ("done", "skipped"))
     title = f"{headline(status)}  {done}/{len(status['hops'])} hops  {elapsed:.0f}s"
     grid = Table(title=title, title_justify="left", expand=False)
     for column in ("hop", "round", "station", "kind", "status", "reason"):

@@ -64,7 +64,12 @@ class Stop(BaseModel):
 
 class Route(BaseModel):
     """Where the train goes: ``sequential`` visits the stops in order, round after round;
-    ``parallel`` runs every stop of a round at once and joins at the ``aggregator``."""
+    ``parallel`` runs every stop of a round at once and joins at the ``aggregator``.
+
+    ``on_refusal`` says what a station refusing its hop does to the train: ``fail`` it
+    (the default), or ``skip`` the stop: the station passes the state it was handed on to
+    the next stop unchanged, re-sealed, with a signed receipt that says it skipped and why
+    (sequential routes only: a parallel round joins every partial)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -72,6 +77,7 @@ class Route(BaseModel):
     rounds: int = Field(1, ge=1, le=1000)
     stops: list[Stop] = Field(min_length=1)
     aggregator: Stop | None = None
+    on_refusal: Literal["fail", "skip"] = "fail"
 
     @model_validator(mode="after")
     def _unique_stations(self) -> Route:
@@ -83,6 +89,11 @@ class Route(BaseModel):
                 "a parallel route needs an aggregator stop that joins each round; "
                 "name one (pht-train submit --aggregator STATION)"
             )
+        if self.mode == "parallel" and self.on_refusal == "skip":
+            raise ValueError(
+                "on_refusal 'skip' works on sequential routes only: a parallel round joins "
+                "the partial state of every stop; use on_refusal 'fail' or a sequential route"
+            )
         if self.mode == "sequential" and self.aggregator is not None:
             raise ValueError(
                 "an aggregator belongs to a parallel route only; use mode 'parallel' or drop it"
@@ -91,6 +102,7 @@ class Route(BaseModel):
 
 
 HopKind = Literal["local", "aggregate"]
+ReceiptKind = Literal["local", "aggregate", "skipped"]  # what a hop's receipt says it did
 
 
 class Hop(BaseModel):
@@ -193,6 +205,10 @@ class Manifest(BaseModel):
         if not 0 <= index < len(hops):
             raise IndexError(f"hop {index} is outside this route of {len(hops)} hops")
         return hops[index]
+
+    def may_skip(self, index: int) -> bool:
+        """May the station of hop ``index`` pass the state on unchanged when it refuses?"""
+        return self.route.on_refusal == "skip" and self.hop(index).kind == "local"
 
     def first_hops(self) -> list[Hop]:
         """The hops that read no other hop's output (they read the initial state, if any)."""

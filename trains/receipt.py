@@ -13,7 +13,7 @@ from typing import Final, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from trains.errors import ReceiptChainBroken, SignatureInvalid
-from trains.manifest import HopKind, Manifest
+from trains.manifest import Manifest, ReceiptKind
 from trains.signing import Envelope, open_envelope, unverified_payload
 
 RECEIPT_TYPE = "application/vnd.in-toto+json"
@@ -33,7 +33,9 @@ class HopPredicate(BaseModel):
     train_id: str
     hop: int
     round: int
-    kind: HopKind  # "local" or "aggregate", as the manifest's route pins it
+    # "local" or "aggregate", as the manifest's route pins it; "skipped": the station
+    # refused the hop and passed its input on unchanged (where the route allows it)
+    kind: ReceiptKind
     station: str
     station_key: str  # signing-key fingerprint of the station that signs this receipt
     manifest_digest: str
@@ -46,6 +48,7 @@ class HopPredicate(BaseModel):
     started_at: AwareDatetime
     finished_at: AwareDatetime
     container_seconds: float
+    reason: str | None = None  # why a skipped hop was refused, in the station's words
 
 
 class HopReceipt(BaseModel):
@@ -85,7 +88,8 @@ def verify_chain(
 
     One receipt per hop of the plan, in index order, each signed by the station key the
     manifest pinned for that hop (the aggregator's for an aggregate hop) and of the kind it
-    pins; each hop's inputs exactly the outputs of the hops it reads, in order (the initial
+    pins (or ``skipped``, where the route lets a refusing stop pass the state on unchanged);
+    each hop's inputs exactly the outputs of the hops it reads, in order (the initial
     state for a first hop), and its previous receipts exactly theirs; each output sealed to
     exactly the stops that read it (the researcher after the last hop); and the final state
     the last hop's output. Errors name the hop and the check.
@@ -115,7 +119,11 @@ def verify_chain(
             (p.train_id == manifest.train_id, f"names train {p.train_id}"),
             (p.hop == hop.index and p.round == hop.round, f"names hop {p.hop} round {p.round}"),
             (p.station == hop.stop.name, f"names station {p.station}"),
-            (p.kind == hop.kind, f"claims a hop of kind {p.kind} where the route pins {hop.kind}"),
+            (
+                p.kind == hop.kind or (p.kind == "skipped" and manifest.may_skip(hop.index)),
+                f"claims a hop of kind {p.kind} where the route pins {hop.kind}"
+                + (" and lets no stop skip" if p.kind == "skipped" else ""),
+            ),
             (p.manifest_digest == manifest_digest, "names another manifest"),
             (p.image_digest == manifest.image.digest, f"ran image {p.image_digest}"),
             (

@@ -1,0 +1,125 @@
+"""Passing a refused hop on, where the route allows it (``route.on_refusal = "skip"``).
+
+A station that refuses to run a hop (its policy, or its admin with ``pht-station reject``)
+may still let the train go on without it. It first checks that what it was handed is
+authentic (``station.verify.verify_passage``: the manifest's signature, expiry, that the hop
+is its own with its own keys, the inputs' receipts; then each input's bytes and seal), opens
+the state and seals it, unchanged, to whoever reads this hop's output, and signs a receipt
+of kind ``skipped`` that carries the refusal's reason. No container runs and no data is
+read. A state that fails any of those checks is never passed on: the refusal is reported
+and the train fails, as on a route that does not allow skipping.
+
+The sealed state and receipt go through the outbox like a run's output, so delivering them
+is as safe to repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from central.client import CentralClient
+from station.audit import AuditLog
+from station.config import StationConfig
+from station.delivery import is_transient
+from station.queue import HopQueue, HopRecord, HopState
+from station.verify import check_input_digest, verify_passage
+from trains import state_codec
+from trains.errors import CentralError, HopDeferred, PhtError
+from trains.keys import Identity
+from trains.manifest import Manifest
+from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
+from trains.sealing import digest_file, open_file, output_context, seal_file
+from trains.signing import sign, unverified_payload
+
+log = logging.getLogger("pht.station")
+
+
+def may_pass_on(record: HopRecord) -> bool:
+    """A refusal not yet told whose route asks to skip refusing stops (checked properly,
+    signature and all, by :func:`pass_on`)."""
+    if record.state != HopState.REJECTED or record.reported or record.passed_on is not None:
+        return False
+    try:
+        return unverified_payload(record.manifest, Manifest).may_skip(record.hop)
+    except (ValueError, IndexError):
+        return False
+
+
+def pass_on(
+    record: HopRecord,
+    config: StationConfig,
+    me: Identity,
+    central: CentralClient,
+    queue: HopQueue,
+    audit: AuditLog,
+) -> HopRecord:
+    """Seal the hop's input, unchanged, to the next readers with a ``skipped`` receipt, and
+    queue both for delivery; or, if the state may not be passed on, leave the refusal to be
+    reported (its reason says why). Central being away raises HopDeferred: try again."""
+    ident = {"train_id": record.train_id, "hop": record.hop}
+    config.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    work = Path(tempfile.mkdtemp(prefix=f"pass-{record.hop}-", dir=config.work_dir))
+    try:
+        verified = verify_passage(record.offer, me.public)
+        manifest, hop = verified.manifest, verified.hop
+        archive = work / "state.tar"
+        if record.offer.inputs:  # a local hop reads one state
+            (source,) = record.offer.inputs
+            sealed_in = work / "input.sealed"
+            try:
+                central.download_input(record.train_id, record.hop, sealed_in, 0)
+            except CentralError as exc:
+                if is_transient(exc):
+                    raise HopDeferred(str(exc)) from None
+                raise
+            check_input_digest(digest_file(sealed_in), source.digest)
+            open_file(sealed_in, archive, me.sealing, output_context(record.train_id, source.hop))
+        else:  # a first hop without an initial state hands on the empty state
+            with archive.open("wb") as empty:
+                state_codec.pack_to(work, [], 0, empty)
+        started_at = datetime.now(UTC)
+        recipients = manifest.recipients_after(hop.index)
+        incoming = queue.sealed_path(record).with_suffix(".incoming")
+        output_digest = seal_file(
+            archive, incoming, recipients, output_context(record.train_id, hop.index)
+        )
+        receipt = HopReceipt.for_hop(
+            HopPredicate(
+                train_id=record.train_id,
+                hop=hop.index,
+                round=hop.round,
+                kind="skipped",
+                station=me.name,
+                station_key=me.public.signing_fingerprint,
+                manifest_digest=verified.manifest_digest,
+                image_digest=manifest.image.digest,
+                input_state_digests=[i.digest for i in record.offer.inputs],
+                output_state_digest=output_digest,
+                output_sealed_to=[r.sealing_fingerprint for r in recipients],
+                previous_receipt_digests=verified.previous_receipt_digests,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                container_seconds=0.0,
+                reason=record.reason,
+            )
+        )
+    except HopDeferred:
+        raise
+    except PhtError as exc:
+        log.warning("hop %s: the state cannot be passed on: %s", record.id, exc)
+        audit.append("pass_on_refused", **ident, reason=str(exc))
+        record.passed_on = False
+        record.reason = f"{record.reason}; the state was not passed on: {exc}"
+        return queue.save(record)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    queue.store_output(record, incoming, sign(receipt, RECEIPT_TYPE, me.signing))
+    record.output_digest, record.passed_on = output_digest, True
+    record.state = HopState.SEALED
+    audit.append("passed_on", **ident, output_digest=output_digest)
+    log.info("hop %s refused; the state goes on to the next stop unchanged", record.id)
+    return queue.save(record)
