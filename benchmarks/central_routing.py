@@ -15,6 +15,7 @@ import argparse
 import threading
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import httpx
 from central_common import (  # run as: python3 benchmarks/central_routing.py
@@ -41,6 +42,7 @@ def station(
     crypto: list[float],
     stop: threading.Event,
     combined: bool,
+    done_at: list[float],
 ):
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         while not stop.is_set():
@@ -104,6 +106,7 @@ def station(
                 http.post(
                     f"{url}/complete", json={"receipt": receipt.model_dump(mode="json")}
                 ).raise_for_status()
+            done_at.append(time.perf_counter())
 
 
 def main() -> None:
@@ -135,11 +138,12 @@ def main() -> None:
         print(f"  central CPU / me      {authed_cpu * 1000:7.2f} ms")
         for combined in (False, True):
             crypto: list[float] = []
+            done_at: list[float] = []
             stop = threading.Event()
             threads = [
                 threading.Thread(
                     target=station,
-                    args=(server.url, s, t, crypto, stop, combined),
+                    args=(server.url, s, t, crypto, stop, combined, done_at),
                     daemon=True,
                 )
                 for s, t in zip(stations, tokens, strict=True)
@@ -170,7 +174,10 @@ def main() -> None:
             form = "upload+complete in one request" if combined else "upload, then complete"
             print(f"  -- {form}")
             print(f"  train                 {status['status']} in {wall:.2f} s")
-            print(f"  wall per hop          {per_hop * 1000:7.2f} ms")
+            ends = [started, *sorted(done_at)]
+            gaps = [b - a for a, b in pairwise(ends)]
+            print(f"  wall per hop          {per_hop * 1000:7.2f} ms (whole route / hops)")
+            print(f"  hop to hop            {summary(gaps)}")
             print(f"  station crypto / hop  {summary(crypto)}")
             print(f"  central CPU / hop     {cpu / hops * 1000:7.2f} ms")
             print(f"  ratio hop/healthz     {per_hop / percentile(baseline, 50):.1f}x (p50)")
