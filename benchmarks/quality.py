@@ -1,7 +1,8 @@
 """Quality benchmark: every reference train, federated vs pooled vs local-only.
 
-Runs each train in-process through ``trains.runtime.run_train`` (the code the containers
-run) on medical tables that ship inside installed packages, so nothing is downloaded:
+Runs each train's route in-process as ``pht-train test`` does (``run_local``: every hop
+through ``trains.runtime.run_train``, the code the containers run) on medical tables that
+ship inside installed packages, so nothing is downloaded:
 
 * NCCTG lung cancer (``lifelines.datasets.load_lung``): the 18 institutions ``inst`` are
   spread over three stations (station k holds the institutions with ``inst % 3 == k``);
@@ -33,7 +34,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import roc_auc_score
 
-from trains.runtime import Context, run_train
+from train_builder.local_run import run_local, stops_from_frames
 from trains.runtime.core import load_train_module, read_train_toml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,63 +61,16 @@ def configured(train: str, folder: Path, **params: Any) -> Path:
     return folder
 
 
-def run_route(train_dir: Path, frames: list[pd.DataFrame], rounds: int = 1) -> dict[str, Any]:
-    """A sequential route over ``frames`` (one per station) for ``rounds`` rounds."""
+def run_route(
+    train_dir: Path, frames: list[pd.DataFrame], rounds: int = 1, parallel: bool = False
+) -> dict[str, Any]:
+    """``pht-train test``'s in-process route over ``frames`` (one per station) for ``rounds``
+    rounds: sequential, or parallel (every stop runs ``local`` from the last global state,
+    then the aggregator runs ``aggregate`` over the stops' partial states)."""
     dataset = read_train_toml(train_dir)["datasets"][0]
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
-        for stop, frame in enumerate(frames):
-            (base / f"data{stop}" / dataset).mkdir(parents=True)
-            frame.to_csv(base / f"data{stop}" / dataset / "data.csv", index=False)
-        previous = base / "in"
-        previous.mkdir()
-        hops = rounds * len(frames)
-        state = None
-        for hop in range(hops):
-            stop = hop % len(frames)
-            out = base / f"out{hop}"
-            out.mkdir()
-            ctx = Context(
-                station=f"station-{stop}", round=hop // len(frames), hop=hop,
-                is_last=hop == hops - 1, stop=stop, stops=len(frames), rounds=rounds,
-            )  # fmt: skip
-            state = run_train(train_dir, previous, base / f"data{stop}", out, ctx)
-            previous = out
-    assert state is not None
-    return state
-
-
-def run_parallel(train_dir: Path, frames: list[pd.DataFrame], rounds: int) -> dict[str, Any]:
-    """Parallel rounds over ``frames``: every stop runs ``local`` from the last global state,
-    then the aggregator runs ``aggregate`` over ``input/<i>/state.json`` (route order)."""
-    dataset = read_train_toml(train_dir)["datasets"][0]
-    n = len(frames)
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
-        for stop, frame in enumerate(frames):
-            (base / f"data{stop}" / dataset).mkdir(parents=True)
-            frame.to_csv(base / f"data{stop}" / dataset / "data.csv", index=False)
-        previous = base / "in"
-        previous.mkdir()
-        state = None
-        for r in range(rounds):
-            partials = base / f"round{r}"
-            for stop in range(n):
-                (partials / str(stop)).mkdir(parents=True)
-                ctx = Context(
-                    station=f"station-{stop}", round=r, hop=r * (n + 1) + stop, is_last=False,
-                    mode="local", stop=stop, stops=n, rounds=rounds,
-                )  # fmt: skip
-                run_train(train_dir, previous, base / f"data{stop}", partials / str(stop), ctx)
-            out = base / f"global{r}"
-            out.mkdir()
-            ctx = Context(
-                station="aggregator", round=r, hop=r * (n + 1) + n, is_last=r == rounds - 1,
-                mode="aggregate", stop=n, stops=n, rounds=rounds,
-            )  # fmt: skip
-            # the runtime hands every hop its datasets; aggregate() never reads them
-            state = run_train(train_dir, partials, base / "data0", out, ctx)
-            previous = out
+        stops = stops_from_frames(frames, dataset, Path(tmp), prefix="station")
+        state = run_local(train_dir, stops, rounds, parallel=parallel).state
     assert state is not None
     return state
 
@@ -185,7 +139,7 @@ def bench_linreg(tmp: Path, frames: list[pd.DataFrame]) -> list[Row]:
 
     pooled = ols(pd.concat(frames))
     coef = result["coefficients"]
-    names = list(coef)
+    names = ["intercept", *covariates]  # the pooled fit's order (state.json sorts its keys)
     est = [coef[n]["estimate"] for n in names]
     se = [coef[n]["se"] for n in names]
     lonely = local_only(lambda f: ols(f).params.to_numpy(), frames, pooled.params.to_numpy())
@@ -224,7 +178,8 @@ def bench_logreg(tmp: Path, frames: list[pd.DataFrame]) -> list[Row]:
 
     pooled = logit(pd.concat(frames))
     coef = result["coefficients"]
-    est = [coef[n]["estimate"] for n in coef]
+    names = ["intercept", *covariates]  # the pooled fit's order (state.json sorts its keys)
+    est = [coef[n]["estimate"] for n in names]
     lonely = local_only(lambda f: logit(f).params.to_numpy(), frames, pooled.params.to_numpy())
     extra = f"converged={result['converged']} after {result['iterations']} rounds"
     return [
@@ -241,7 +196,7 @@ def bench_logreg(tmp: Path, frames: list[pd.DataFrame]) -> list[Row]:
             "logreg",
             "",
             "standard errors",
-            rel([coef[n]["se"] for n in coef], pooled.bse),
+            rel([coef[n]["se"] for n in names], pooled.bse),
             "",
             EXACT,
         ),
@@ -351,6 +306,7 @@ def bench_cox(tmp: Path, frames: list[pd.DataFrame]) -> tuple[list[Row], dict[st
     site_hr = [np.exp(phreg(f).params) for f in frames]
     return rows, {
         "result": result,
+        "names": covariates,  # the pooled fit's order (state.json sorts its keys)
         "pooled": pooled,
         "sites": list(zip(site_hr, sites, strict=True)),
     }
@@ -484,7 +440,7 @@ def bench_fed(tmp: Path, frames: list[pd.DataFrame]) -> tuple[list[Row], dict[st
             "alone": [centralised(x, y, rounds) for x, y in fit],
         }
         for name, folder in trains.items():
-            result = run_parallel(folder, frames, rounds)
+            result = run_route(folder, frames, rounds, parallel=True)
             entry[name] = (result["accuracy"], result["auc"])
             entry[f"{name}_history"] = result["history"]
         curve.append(entry)
@@ -630,7 +586,7 @@ def plot(
     ax.legend(fontsize=8)
 
     ax = axes[1]
-    names = list(cox["result"]["coefficients"])
+    names = cox["names"]
     pooled_ci = np.exp(cox["pooled"].conf_int())
     for i, name in enumerate(names):
         got = cox["result"]["coefficients"][name]

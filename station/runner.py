@@ -1,24 +1,20 @@
 """The Docker adapter: pull by digest, run one hop in a locked-down container, clean up.
 
 Every control of the sandbox is in ``_sandbox`` below; docs/sandbox.md explains each one and
-names the test in tests/test_sandbox_attacks.py that attacks it.
+names the test in tests/test_sandbox_attacks.py that attacks it. Every container of a hop
+(the train's and the holder of its output volume) is created here, under those controls.
 
-The output folder is a size-capped tmpfs volume, so a train that floods it hits ENOSPC
-inside the container instead of filling the station's disk. A tmpfs vanishes when the last
-container using it stops, so a second, equally locked-down *holder* container keeps it
-mounted until the output has been copied out (streamed, bounded) with ``get_archive``.
+The output folder is a size-capped tmpfs volume, kept mounted by a *holder* container until
+it has been copied out: ``output_volume.py`` holds its options and the bounded copy.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -26,26 +22,26 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount, Ulimit
 
+from station.output_volume import (
+    MIB,
+    SandboxError,
+    archive_bound,
+    copy_output,
+    output_mount,
+    volume_options,
+)
 from trains.errors import ImageError, PhtError
 from trains.manifest import Image, Resources
 
 CONTAINER_UID = 10001
 CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_UID}"
-OUTPUT_PATH = "/pht/output"
 LOG_TAIL_BYTES = 20_000
-MIB = 1024 * 1024
-# The output tmpfs is one MiB larger than the cap, so "wrote more than the cap" is visible.
-OUTPUT_SLACK = MIB
 # how the Docker client says that waiting for the container took longer than asked
 _HTTP_TIMEOUTS = (requests.exceptions.Timeout, requests.exceptions.ConnectionError)
 
 
 class DockerUnavailable(PhtError):
     """Docker Engine cannot be reached."""
-
-
-class SandboxError(PhtError):
-    """Docker refused to set up or tear down a hop's sandbox."""
 
 
 @dataclass(frozen=True)
@@ -138,12 +134,12 @@ class DockerRunner:
         made: list[Any] = []  # what this run created, removed in reverse order
         try:
             result, holder = self._run(run_id, made, image_id, input_dir, data_dir, env, resources)
-            written, too_large = _copy_output(
+            written, too_large = copy_output(
                 holder,
                 output_dir,
                 resources.max_output_mb * MIB,
                 result.ok,
-                self._bound(resources),
+                archive_bound(resources.max_output_mb, self.limits.output_files),
             )
         except BaseException:
             self._remove(made, quiet=True)  # never mask what went wrong
@@ -163,10 +159,11 @@ class DockerRunner:
     ) -> tuple[RunResult, Any]:
         """Create the output volume, the holder and the hop container; run to the end."""
         labels = {"pht": "hop", "pht.runner": self.runner_id, "pht.run": run_id}
+        tmpfs = volume_options(resources.max_output_mb, self.limits.output_files, CONTAINER_UID)
         volume = self.client.volumes.create(
             name=f"pht-output-{run_id}",
             driver="local",
-            driver_opts={"type": "tmpfs", "device": "tmpfs", "o": self._output_opts(resources)},
+            driver_opts={"type": "tmpfs", "device": "tmpfs", "o": tmpfs},
             labels=labels,
         )
         made.append(volume)
@@ -174,7 +171,7 @@ class DockerRunner:
             image_id,
             name=f"pht-hold-{run_id}",
             entrypoint=["sleep", "infinity"],
-            mounts=[_output_mount(volume.name, read_only=True)],
+            mounts=[output_mount(volume.name, read_only=True)],
             labels=labels,
             **self._sandbox(memory_mb=16, cpus=0.1, pids=8),
         )
@@ -188,7 +185,7 @@ class DockerRunner:
                 # type=bind refuses a missing source instead of creating it on the host
                 Mount("/pht/input", str(input_dir), type="bind", read_only=True),
                 Mount("/pht/data", str(data_dir), type="bind", read_only=True),
-                _output_mount(volume.name, read_only=False),
+                output_mount(volume.name, read_only=False),
             ],
             labels=labels,
             **self._sandbox(resources.memory_mb, resources.cpus, self.limits.pids),
@@ -241,18 +238,6 @@ class DockerRunner:
             ),
         }
 
-    def _output_opts(self, resources: Resources) -> str:
-        size = resources.max_output_mb * MIB + OUTPUT_SLACK
-        return (
-            f"size={size},nr_inodes={self.limits.output_files},"
-            f"uid={CONTAINER_UID},gid={CONTAINER_UID},mode=0700,noexec,nosuid,nodev"
-        )
-
-    def _bound(self, resources: Resources) -> int:
-        """The most bytes a tar of the output tmpfs can take: data plus headers per inode."""
-        size = resources.max_output_mb * MIB + OUTPUT_SLACK
-        return size + self.limits.output_files * 3 * 512 + MIB
-
     def _wait(self, container: Any, timeout_s: int) -> tuple[int, bool]:
         """Exit code and whether the wall-clock timeout killed the container."""
         try:
@@ -283,84 +268,3 @@ class DockerRunner:
                 "could not remove a hop's sandbox (" + "; ".join(problems) + "); remove it "
                 "by hand: docker rm -f / docker volume rm on the names given"
             )
-
-
-def _output_mount(volume: str, read_only: bool) -> Mount:
-    # nocopy: whatever the image holds at /pht/output does not seed the volume
-    return Mount(OUTPUT_PATH, volume, type="volume", read_only=read_only, no_copy=True)
-
-
-def _copy_output(
-    holder: Any, output_dir: Path, cap: int, keep: bool, bound: int
-) -> tuple[int, bool]:
-    """Stream the output volume's tar from the holder; write it only when ``keep``.
-
-    Returns the bytes of file content and whether they exceed ``cap``; then nothing is
-    written (the rest is not even read). Only plain files and folders are copied; links
-    and devices are dropped.
-    """
-    stream, _ = holder.get_archive(f"{OUTPUT_PATH}/.")
-    reader = _BoundedStream(stream, bound)
-    written: list[Path] = []
-    total = 0
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
-        for member in tar:
-            total += member.size if member.isfile() else 0
-            if total > cap:
-                for path in reversed(written):  # files before their folders
-                    if path.is_dir():
-                        path.rmdir()
-                    else:
-                        path.unlink()
-                return total, True
-            relative = _safe_relative(member.name)
-            if not keep or relative is None:
-                continue
-            target = output_dir.joinpath(*relative.parts)
-            if member.isdir() and not target.is_dir():
-                target.mkdir(mode=0o755)
-                written.append(target)
-            elif member.isfile() and target.parent.is_dir() and not target.exists():
-                source = tar.extractfile(member)
-                assert source is not None  # a regular file always has content
-                with target.open("wb") as sink:
-                    while chunk := source.read(MIB):
-                        sink.write(chunk)
-                target.chmod(0o644)
-                written.append(target)
-    return total, False
-
-
-def _safe_relative(name: str) -> PurePosixPath | None:
-    """A member's path inside the output folder, or None for the root or anything odd."""
-    path = PurePosixPath(name)
-    parts = [p for p in path.parts if p not in (".", "")]
-    if path.is_absolute() or not parts or ".." in parts:
-        return None
-    return PurePosixPath(*parts)
-
-
-class _BoundedStream(io.RawIOBase):
-    """A file over Docker's chunk iterator that refuses to read past ``bound`` bytes."""
-
-    def __init__(self, chunks: Iterator[bytes], bound: int) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-        self._left = bound
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._left -= len(chunk)
-            if self._left < 0:
-                raise SandboxError("the train's output archive is larger than its cap allows")
-            self._buffer = chunk
-        size = min(len(target), len(self._buffer))
-        target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
-        return size

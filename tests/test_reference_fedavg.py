@@ -1,8 +1,9 @@
 """FedAvg and FedProx over simulated parallel rounds, through the runtime the image runs.
 
-The harness lays out each round as the stations will: every stop runs ``local`` from the
+The harness is ``pht-train test --parallel`` in-process: every stop runs ``local`` from the
 previous round's global state (``PHT_MODE=local``), then the aggregator stop runs
-``aggregate`` with the stops' partial states as ``input/<i>/state.json`` in route order."""
+``aggregate`` with the stops' partial states as ``input/<i>/state.json`` in route order.
+Every hop's output is kept, so the tests can read the partial and global states."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from train_builder.local_run import run_local, stops_from_frames
+from trains.errors import TrainFailed
 from trains.runtime import Context, run_train
 from trains.runtime.core import load_train_module, read_train_toml
 
@@ -42,38 +45,28 @@ def configured(train: str, folder: Path, **params: Any) -> Path:
 def run_parallel(
     train_dir: Path, frames: list[pd.DataFrame], tmp_path: Path, rounds: int
 ) -> dict[str, Any]:
-    """Parallel rounds: hop r*(n+1)+s is stop s of round r, hop r*(n+1)+n the aggregator.
-    Partial states stay in ``tmp_path/round<r>/<s>``, global ones in ``tmp_path/global<r>``.
-    """
+    """Parallel rounds over the stops ``site-0``, ``site-1``, ...; every hop's output stays
+    in ``tmp_path/hops/<hop>`` (read it with ``partial`` and ``global_state``)."""
     dataset = read_train_toml(train_dir)["datasets"][0]
-    n = len(frames)
-    for stop, frame in enumerate(frames):
-        (tmp_path / f"data{stop}" / dataset).mkdir(parents=True)
-        frame.to_csv(tmp_path / f"data{stop}" / dataset / "data.csv", index=False)
-    previous = tmp_path / "initial"
-    previous.mkdir()
-    state = None
-    for r in range(rounds):
-        partials = tmp_path / f"round{r}"
-        for stop in range(n):
-            (partials / str(stop)).mkdir(parents=True)
-            ctx = Context(
-                station=f"site-{stop}", round=r, hop=r * (n + 1) + stop, is_last=False,
-                mode="local", stop=stop, stops=n, rounds=rounds,
-            )  # fmt: skip
-            run_train(train_dir, previous, tmp_path / f"data{stop}", partials / str(stop), ctx)
-        out = tmp_path / f"global{r}"
-        out.mkdir()
-        ctx = Context(
-            station="aggregator", round=r, hop=r * (n + 1) + n, is_last=r == rounds - 1,
-            mode="aggregate", stop=n, stops=n, rounds=rounds,
-        )  # fmt: skip
-        # today's runtime materialises the train's datasets at every hop, the aggregate too:
-        # the aggregator is given stop 0's folder, which aggregate() never reads
-        state = run_train(train_dir, partials, tmp_path / "data0", out, ctx)
-        previous = out
-    assert state is not None
-    return state
+    stops = stops_from_frames(frames, dataset, tmp_path / "data")
+    result = run_local(train_dir, stops, rounds, parallel=True, keep_hops=tmp_path / "hops")
+    assert result.state is not None
+    return result.state
+
+
+def hop_dir(run: Path, r: int, stop: int, stops: int = 3) -> Path:
+    """What stop ``stop`` handed on in round ``r``, hop r*(n+1)+s of a parallel route; stop
+    ``stops`` is the aggregator."""
+    return run / "hops" / str(r * (stops + 1) + stop)
+
+
+def partial(run: Path, r: int, stop: int) -> dict[str, Any]:
+    return read(hop_dir(run, r, stop))
+
+
+def global_state(run: Path, r: int, stops: int = 3) -> dict[str, Any]:
+    """The aggregator's state after round ``r``."""
+    return read(hop_dir(run, r, stops, stops))
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -135,29 +128,29 @@ def test_parallel_rounds_match_the_model_trained_on_pooled_rows(train, tmp_path)
 def test_aggregate_is_the_row_weighted_average_of_the_stops_models(tmp_path):
     run_parallel(REFERENCE / "fedavg", sites("fedavg"), tmp_path, rounds=4)
     for r in (1, 2):
-        partials = [read(tmp_path / f"round{r}" / str(s)) for s in range(3)]
+        partials = [partial(tmp_path, r, s) for s in range(3)]
         n = np.array([p["n"] for p in partials], dtype=float)
         assert n.tolist() == [90, 68, 112]  # 75% of 120 / 90 / 150 rows train
         weights = np.array([p["weights"] for p in partials])
         assert not np.allclose(weights[0], weights[1])  # each stop trained its own model
         expected = n @ weights / n.sum()
-        np.testing.assert_allclose(read(tmp_path / f"global{r}")["weights"], expected, rtol=1e-13)
+        np.testing.assert_allclose(global_state(tmp_path, r)["weights"], expected, rtol=1e-13)
     # the last round only scores: every stop hands back the final model unchanged
-    final = read(tmp_path / "global2")["weights"]
-    assert all(read(tmp_path / "round3" / str(s))["weights"] == final for s in range(3))
+    final = global_state(tmp_path, 2)["weights"]
+    assert all(partial(tmp_path, 3, s)["weights"] == final for s in range(3))
 
 
 def test_what_leaves_a_stop_is_a_model_and_counts_never_rows(tmp_path):
     run_parallel(REFERENCE / "fedavg", sites("fedavg"), tmp_path, rounds=3)
-    first = read(tmp_path / "round0" / "0")
+    first = partial(tmp_path, 0, 0)
     assert set(first) == {"kind", "round", "columns", "moments"}
     assert first["moments"]["n"] == 90 and len(first["moments"]["mean"]) == 4
-    partial = read(tmp_path / "round1" / "0")
-    assert set(partial) == {
+    second = partial(tmp_path, 1, 0)
+    assert set(second) == {
         "kind", "round", "columns", "scaler", "history", "n", "evaluation", "weights",
     }  # fmt: skip
-    assert set(partial["evaluation"]) == {"n", "correct", "log_loss", "positive", "negative"}
-    assert len(partial["weights"]) == 5  # intercept + 4 covariates, plain JSON numbers
+    assert set(second["evaluation"]) == {"n", "correct", "log_loss", "positive", "negative"}
+    assert len(second["weights"]) == 5  # intercept + 4 covariates, plain JSON numbers
 
 
 def test_fedprox_with_mu_zero_is_fedavg_and_mu_keeps_stops_near_the_global_model(tmp_path):
@@ -169,10 +162,9 @@ def test_fedprox_with_mu_zero_is_fedavg_and_mu_keeps_stops_near_the_global_model
     run_parallel(strong, sites("fedprox"), tmp_path / "p1", rounds=5)
 
     def drift(run: Path) -> float:
-        start = np.array(read(run / "global1")["weights"])
+        start = np.array(global_state(run, 1)["weights"])
         return max(
-            float(np.linalg.norm(np.array(read(run / "round2" / str(s))["weights"]) - start))
-            for s in range(3)
+            float(np.linalg.norm(np.array(partial(run, 2, s)["weights"]) - start)) for s in range(3)
         )
 
     assert drift(tmp_path / "p1") < 0.9 * drift(tmp_path / "avg")
@@ -199,7 +191,7 @@ def test_on_a_sequential_route_the_train_says_it_needs_parallel_rounds(tmp_path)
 
 
 def test_too_few_rounds_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="at least 3 rounds"):
+    with pytest.raises(TrainFailed, match="at least 3 rounds"):
         run_parallel(REFERENCE / "fedavg", sites("fedavg"), tmp_path, rounds=2)
 
 
@@ -207,24 +199,29 @@ def test_aggregator_refuses_a_missing_or_stale_partial_state(tmp_path):
     train = REFERENCE / "fedavg"
     run_parallel(train, sites("fedavg"), tmp_path / "run", rounds=4)
     ctx = Context(mode="aggregate", round=2, stop=3, stops=3, rounds=4, is_last=False)
-    data = tmp_path / "run" / "data0"
+    data = tmp_path / "no-data"  # aggregate() reads partial states, never data
+    data.mkdir()
+
+    def round_two(folder: Path) -> Path:
+        """The aggregator's input of round 2: input/<s>/ is stop s's partial state."""
+        for s in range(3):
+            shutil.copytree(hop_dir(tmp_path / "run", 2, s), folder / str(s))
+        return folder
+
     # a stop's state of round 1 replayed into round 2
-    stale = tmp_path / "stale"
-    shutil.copytree(tmp_path / "run" / "round2", stale)
-    shutil.copy2(tmp_path / "run" / "round1" / "1" / "state.json", stale / "1" / "state.json")
+    stale = round_two(tmp_path / "stale")
+    shutil.copy2(hop_dir(tmp_path / "run", 1, 1) / "state.json", stale / "1" / "state.json")
     (tmp_path / "o1").mkdir()
     with pytest.raises(ValueError, match="not from round 2"):
         run_train(train, stale, data, tmp_path / "o1", ctx)
     # one stop's state missing
-    missing = tmp_path / "missing"
-    shutil.copytree(tmp_path / "run" / "round2", missing)
+    missing = round_two(tmp_path / "missing")
     (missing / "2" / "state.json").unlink()
     (tmp_path / "o2").mkdir()
     with pytest.raises(ValueError, match="one partial state from every stop"):
         run_train(train, missing, data, tmp_path / "o2", ctx)
     # a stop that scored with another standardisation than the others
-    forged = tmp_path / "forged"
-    shutil.copytree(tmp_path / "run" / "round2", forged)
+    forged = round_two(tmp_path / "forged")
     state = read(forged / "0")
     state["scaler"]["mean"][0] += 1.0
     (forged / "0" / "state.json").write_text(json.dumps(state))

@@ -18,7 +18,8 @@ import statsmodels.api as sm
 from lifelines import KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 
-from trains.runtime import Context, run_train
+from train_builder.local_run import run_local, stops_from_frames
+from trains.errors import TrainFailed
 from trains.runtime.core import load_train_module, read_train_toml
 
 REFERENCE = Path(__file__).resolve().parents[1] / "trains" / "reference"
@@ -44,33 +45,11 @@ def with_parameters(train: str, folder: Path, **params: Any) -> Path:
 def run_route(
     train_dir: Path, frames: list[pd.DataFrame], tmp_path: Path, rounds: int = 1
 ) -> dict[str, Any]:
-    """Hop through the stops in order for ``rounds`` rounds, as a sequential route does."""
+    """Hop through the stops (``site-0``, ``site-1``, ...) in order for ``rounds`` rounds,
+    as a sequential route does: ``pht-train test``'s in-process route."""
     dataset = read_train_toml(train_dir)["datasets"][0]
-    data_dirs = []
-    for stop, frame in enumerate(frames):
-        folder = tmp_path / f"data{stop}" / dataset
-        folder.mkdir(parents=True)
-        frame.to_csv(folder / "data.csv", index=False)
-        data_dirs.append(folder.parent)
-    previous = tmp_path / "in"
-    previous.mkdir()
-    hops = rounds * len(frames)
-    state = None
-    for hop in range(hops):
-        stop = hop % len(frames)
-        out = tmp_path / f"out{hop}"
-        out.mkdir()
-        ctx = Context(
-            station=f"site-{stop}",
-            round=hop // len(frames),
-            hop=hop,
-            is_last=hop == hops - 1,
-            stop=stop,
-            stops=len(frames),
-            rounds=rounds,
-        )
-        state = run_train(train_dir, previous, data_dirs[stop], out, ctx)
-        previous = out
+    stops = stops_from_frames(frames, dataset, tmp_path / "data")
+    state = run_local(train_dir, stops, rounds).state
     assert state is not None
     return state
 
@@ -253,7 +232,7 @@ def test_sgd_model_travels_and_matches_pooled_training(tmp_path):
 
 
 def test_sgd_refuses_a_route_too_short_to_train(tmp_path):
-    with pytest.raises(ValueError, match="at least 3 rounds"):
+    with pytest.raises(TrainFailed, match="at least 3 rounds"):
         run_route(REFERENCE / "sgd", sites("sgd"), tmp_path, rounds=2)
 
 
@@ -263,7 +242,7 @@ def test_sgd_refuses_a_route_too_short_to_train(tmp_path):
 def test_station_with_too_few_rows_refuses_to_contribute(tmp_path):
     frames = sites("linreg")
     frames[1] = frames[1].head(6)  # six patients: their sums would all but reveal them
-    with pytest.raises(ValueError, match="site-1 has 6 complete rows, fewer than min_rows=10"):
+    with pytest.raises(TrainFailed, match="site-1 has 6 complete rows, fewer than min_rows=10"):
         run_route(REFERENCE / "linreg", frames, tmp_path)
 
 
@@ -271,7 +250,7 @@ def test_missing_column_names_the_parameter_to_fix(tmp_path):
     train = with_parameters(
         "logreg", tmp_path / "t", outcome="hypertension", covariates=["age", "weight"]
     )
-    with pytest.raises(ValueError, match=r"no column\(s\) \['weight'\]; fix \[parameters\]"):
+    with pytest.raises(TrainFailed, match=r"no column\(s\) \['weight'\]; fix \[parameters\]"):
         run_route(train, sites("logreg"), tmp_path / "run", rounds=1)
 
 

@@ -6,8 +6,9 @@ states, in stop order, as the aggregator station of a parallel route would).
 
 Each hop goes through the same code a station's container runs (``trains.runtime``):
 in-process by default (seconds), or in real containers with the station's sandbox
-(``in_docker=True``). Between hops the state travels as a station would pass it on: only
-the declared output files, packed and unpacked by the state codec. No network, no central.
+(``in_docker=True``); ``local_hop.py`` holds both ways. Between hops the state travels as
+a station would pass it on: only the declared output files, packed and unpacked by the
+state codec. No network, no central.
 
 The data is the researcher's own sample data, so a train that raises shows its traceback
 (only the frames of the train's own ``train.py``, none of pht's internals).
@@ -16,23 +17,22 @@ The data is the researcher's own sample data, so a train that raises shows its t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from train_builder.local_hop import DockerHop, InProcessHop
 from trains import state_codec
-from trains.errors import ConfigError, StateInvalid, TrainFailed
-from trains.runtime.core import STATE_FILE, Context, TrainCodeError, run_train
-from trains.train_spec import CODE_FILE, TrainSpec, load_train_spec
+from trains.errors import ConfigError, StateInvalid
+from trains.runtime.core import STATE_FILE, Context
+from trains.train_spec import TrainSpec, load_train_spec
 
-CONTAINER_UID = 10001
-LOCAL_REGISTRY = "pht-local"  # images built for local tests are tagged, never pushed
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,21 @@ def parse_data(values: list[str], spec: TrainSpec) -> list[LocalStop]:
     return stops
 
 
+def stops_from_frames(
+    frames: Sequence[pd.DataFrame], dataset: str, folder: Path, prefix: str = "site"
+) -> list[LocalStop]:
+    """One stop per DataFrame, named ``<prefix>-0``, ``-1``, ...: each frame is written to
+    ``folder`` as a CSV file and handed to the train as ``dataset`` (for notebooks, tests
+    and benchmarks that hold each site's rows in memory)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stops = []
+    for i, frame in enumerate(frames):
+        file = folder / f"{prefix}-{i}.csv"
+        frame.to_csv(file, index=False)
+        stops.append(LocalStop(f"{prefix}-{i}", {dataset: file}))
+    return stops
+
+
 def _unique(name: str, stops: list[LocalStop]) -> str:
     taken = {s.station for s in stops}
     candidate, n = name, 2
@@ -120,13 +135,15 @@ def run_local(
     out_dir: Path | None = None,
     on_hop: HopCallback | None = None,
     parallel: bool = False,
+    keep_hops: Path | None = None,
 ) -> LocalResult:
-    """Run every hop of the route; return the final state (kept in ``out_dir``)."""
+    """Run every hop of the route; return the final state (kept in ``out_dir``). With
+    ``keep_hops``, every hop's output is also kept, unpacked, in ``keep_hops/<hop>/``."""
     spec = load_train_spec(folder)
     if rounds < 1:
         raise ConfigError("--rounds must be at least 1")
-    hop_runner = _DockerHop(folder, base, wheelhouse) if in_docker else _InProcessHop(folder)
-    route = _Route(hop_runner, spec, stops, rounds, on_hop)
+    hop_runner = DockerHop(folder, base, wheelhouse) if in_docker else InProcessHop(folder)
+    route = _Route(hop_runner, spec, stops, rounds, on_hop, keep_hops)
     with tempfile.TemporaryDirectory(prefix="pht-test-") as tmp:
         route.tmp = Path(tmp)
         archive = route.parallel() if parallel else route.sequential()
@@ -148,14 +165,15 @@ class _Route:
 
     def __init__(
         self,
-        runner: _InProcessHop | _DockerHop,
+        runner: InProcessHop | DockerHop,
         spec: TrainSpec,
         stops: list[LocalStop],
         rounds: int,
         on_hop: HopCallback | None,
+        keep_hops: Path | None = None,
     ) -> None:
         self.runner, self.spec, self.stops, self.rounds = runner, spec, stops, rounds
-        self.on_hop = on_hop
+        self.on_hop, self.keep_hops = on_hop, keep_hops
         self.max_bytes = spec.resources.max_output_mb * 1024 * 1024
         self.result = LocalResult()
         self.tmp = Path(".")
@@ -224,6 +242,8 @@ class _Route:
         seconds = time.monotonic() - started
         files = _declared_outputs(output_dir, self.spec, ctx)
         archive = state_codec.pack(output_dir, files, self.max_bytes)
+        if self.keep_hops is not None:
+            state_codec.unpack(archive, self.keep_hops / str(ctx.hop), self.max_bytes)
         hop = LocalHop(ctx.hop, ctx.round, ctx.station, seconds, files, ctx.mode)
         self.result.hops.append(hop)
         if self.on_hop is not None:
@@ -249,101 +269,3 @@ def _declared_outputs(output_dir: Path, spec: TrainSpec, ctx: Context) -> list[s
             "state from local() or write the files to ctx.output_dir"
         )
     return written
-
-
-class _InProcessHop:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def run(
-        self, ctx: Context, input_dir: Path, data_dir: Path, output_dir: Path, spec: TrainSpec
-    ) -> None:
-        try:
-            run_train(self.folder, input_dir, data_dir, output_dir, ctx)
-        except TrainCodeError as exc:
-            raise TrainFailed(f"{_where(ctx)}: {exc}") from None
-        except Exception as exc:  # the train's own code raised: show its traceback
-            text = "".join(traceback.format_exception(exc))
-            trace = train_traceback(text)
-            raise TrainFailed(f"{_where(ctx)}: the train raised:\n{trace}") from None
-
-
-class _DockerHop:
-    """The station's runner and sandbox, on an image built here and never pushed."""
-
-    def __init__(self, folder: Path, base: str | None, wheelhouse: Path | None) -> None:
-        from station.runner import DockerRunner
-        from train_builder.image import DEFAULT_BASE, build_image
-
-        _, self.tag = build_image(folder, LOCAL_REGISTRY, base or DEFAULT_BASE, wheelhouse)
-        self.runner = DockerRunner()
-
-    def run(
-        self, ctx: Context, input_dir: Path, data_dir: Path, output_dir: Path, spec: TrainSpec
-    ) -> None:
-        _open_for_container(input_dir.parent, output_dir)
-        result = self.runner.run(
-            self.tag,
-            input_dir=input_dir,
-            data_dir=data_dir,
-            output_dir=output_dir,
-            env={
-                "PHT_MODE": ctx.mode,
-                "PHT_STATION": ctx.station,
-                "PHT_ROUND": str(ctx.round),
-                "PHT_HOP": str(ctx.hop),
-                "PHT_LAST_HOP": "1" if ctx.is_last else "0",
-                "PHT_STOP": str(ctx.stop),
-                "PHT_STOPS": str(ctx.stops),
-                "PHT_ROUNDS": str(ctx.rounds),
-            },
-            resources=spec.resources,
-        )
-        if result.timed_out:
-            raise TrainFailed(
-                f"{_where(ctx)}: the train exceeded its timeout of {spec.resources.timeout_s}s "
-                "(resources.timeout_s in train.toml)"
-            )
-        if result.exit_code != 0:
-            raise TrainFailed(
-                f"{_where(ctx)}: the container exited with code {result.exit_code}:\n"
-                f"{train_traceback(result.log)}"
-            )
-
-
-def _open_for_container(work: Path, output_dir: Path) -> None:
-    """As a station does: the container's user reads everything, writes only the output."""
-    for path in work.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    work.chmod(0o755)
-    try:
-        os.chown(output_dir, CONTAINER_UID, CONTAINER_UID)
-        output_dir.chmod(0o700)
-    except PermissionError:  # not root: let the container's user write anyway
-        output_dir.chmod(0o777)
-
-
-def _where(ctx: Context) -> str:
-    return f"hop {ctx.hop} at {ctx.station} (round {ctx.round})"
-
-
-def train_traceback(text: str) -> str:
-    """The last traceback in ``text``, keeping only frames in the train's own train.py."""
-    lines = text.rstrip().splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (")]
-    if not starts:
-        return "\n".join(f"  {line}" for line in lines[-20:])
-    body = lines[starts[-1] + 1 :]
-    kept: list[str] = []
-    keep_frame = False
-    for line in body:
-        if line.startswith("  File "):
-            keep_frame = f'/{CODE_FILE}"' in line or line.startswith(f'  File "{CODE_FILE}"')
-            if keep_frame:
-                kept.append('  File "train.py"' + line.split('"', 2)[2])
-        elif line.startswith("    "):
-            if keep_frame:
-                kept.append(line)
-        else:
-            kept.append(line)  # the exception itself
-    return "\n".join(["Traceback (train.py frames only):", *kept])

@@ -10,6 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from trains.runtime.core import Context
+
 Array = npt.NDArray[Any]
 
 
@@ -28,3 +30,33 @@ def complete_cases(frame: pd.DataFrame, items: list[str]) -> pd.DataFrame:
     if missing:
         raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
     return frame.dropna(subset=needed)
+
+
+def regression_design(
+    frame: pd.DataFrame, covariates: list[str], outcome: str, intercept: bool = True
+) -> tuple[Array, Array, list[str]]:
+    """Complete-case design matrix X (the intercept column first, if asked for), outcome y
+    and the coefficient names."""
+    rows = complete_cases(frame, [*covariates, outcome])
+    names = (["intercept"] if intercept else []) + list(covariates)
+    columns = [np.ones(len(rows))] if intercept else []
+    columns += [column(rows, item) for item in covariates]
+    return np.column_stack(columns), column(rows, outcome), names
+
+
+def require_binary_outcome(y: Array, outcome: str) -> Array:
+    """``y`` itself when it holds only 0 and 1; otherwise an error that says how to fix it."""
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"outcome {outcome!r} must be 0/1; use 'column=level' otherwise")
+    return y
+
+
+def require_min_rows(n: int, ctx: Context) -> None:
+    """Refuse to contribute from a station with fewer than ``min_rows`` (default 10)
+    complete rows: sums over a handful of patients all but reveal them."""
+    min_rows = int(ctx.params.get("min_rows", 10))
+    if n < min_rows:
+        raise ValueError(
+            f"station {ctx.station} has {n} complete rows, fewer than min_rows={min_rows}; "
+            "it refuses to contribute"
+        )

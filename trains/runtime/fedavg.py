@@ -31,7 +31,7 @@ import pandas as pd
 
 from trains.runtime.core import Context
 from trains.runtime.design import column as _column
-from trains.runtime.design import complete_cases
+from trains.runtime.design import complete_cases, require_binary_outcome, require_min_rows
 
 Array = npt.NDArray[Any]
 Gradient = Callable[[Array, Array], Array]
@@ -41,9 +41,7 @@ def design(frame: pd.DataFrame, covariates: list[str], outcome: str) -> tuple[Ar
     """Complete-case feature matrix X and 0/1 outcome y."""
     rows = complete_cases(frame, [*covariates, outcome])
     x = np.column_stack([_column(rows, item) for item in covariates])
-    y = _column(rows, outcome)
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"outcome {outcome!r} must be 0/1; use 'column=level' otherwise")
+    y = require_binary_outcome(_column(rows, outcome), outcome)
     return x, y
 
 
@@ -185,12 +183,7 @@ def local(
         raise ValueError("this train reads one dataset; list exactly one in train.toml")
     (frame,) = data.values()  # whatever name train.toml gives it ("cohort" by default)
     x, y = design(frame, p["covariates"], p["outcome"])
-    min_rows = int(p.get("min_rows", 10))
-    if len(y) < min_rows:
-        raise ValueError(
-            f"station {ctx.station} has {len(y)} complete rows, fewer than min_rows={min_rows}; "
-            "it refuses to contribute"
-        )
+    require_min_rows(len(y), ctx)
     seed = int(p.get("seed", 0))
     test = held_out(len(y), float(p.get("test_fraction", 0.25)), seed)
     out = {"kind": "partial", "round": ctx.round, "columns": list(p["covariates"])}

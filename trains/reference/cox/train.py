@@ -13,10 +13,10 @@ Breslow's only when no two events share a time).
 """
 
 import numpy as np
-from scipy import stats
 
 from trains.runtime.design import column as _column
-from trains.runtime.design import complete_cases
+from trains.runtime.design import complete_cases, require_min_rows
+from trains.runtime.wald import wald_table
 
 
 def survival_design(frame, p):
@@ -67,12 +67,7 @@ def risk_sums(times, t, x, beta):
 def local(data, state, ctx):
     p = ctx.params
     t, e, x = survival_design(data["survival"], p)
-    min_rows = int(p.get("min_rows", 10))
-    if len(t) < min_rows:
-        raise ValueError(
-            f"station {ctx.station} has {len(t)} complete rows, fewer than min_rows={min_rows}; "
-            "it refuses to contribute"
-        )
+    require_min_rows(len(t), ctx)
     if ctx.rounds < 2:
         raise ValueError(
             "the cox train needs at least 2 rounds (1 setup + iterations); submit with --rounds 10"
@@ -130,22 +125,12 @@ def finalize(state, ctx):
     """Hazard ratios with confidence intervals; standard errors from the information at the
     coefficients before the last step (equal at convergence, which ``converged`` reports)."""
     conf_level = float(ctx.params.get("conf_level", 0.95))
-    beta = np.asarray(state["beta"])
-    se = np.sqrt(np.diag(np.linalg.inv(np.asarray(state["information"]))))
-    z = beta / se
-    q = stats.norm.ppf(0.5 + conf_level / 2)
-    coefficients = {
-        name: {
-            "estimate": beta[i],
-            "se": se[i],
-            "z": z[i],
-            "p": 2 * stats.norm.sf(abs(z[i])),
-            "hazard_ratio": np.exp(beta[i]),
-            "hr_ci_low": np.exp(beta[i] - q * se[i]),
-            "hr_ci_high": np.exp(beta[i] + q * se[i]),
-        }
-        for i, name in enumerate(state["columns"])
-    }
+    coefficients = wald_table(state["columns"], state["beta"], state["information"], conf_level)
+    for row in coefficients.values():  # the interval is published on the hazard-ratio scale
+        low, high = row.pop("ci_low"), row.pop("ci_high")
+        row.update(
+            hazard_ratio=np.exp(row["estimate"]), hr_ci_low=np.exp(low), hr_ci_high=np.exp(high)
+        )
     return {
         "method": "cox",
         "ties": "breslow",

@@ -11,6 +11,8 @@ computed from the same counts.
 import numpy as np
 from scipy import stats
 
+from trains.runtime.design import require_min_rows
+
 
 def counts(frame, time, event, unit):
     """Distinct times with events and removals (events + censorings) at each."""
@@ -40,12 +42,7 @@ def local(data, state, ctx):
     if missing:
         raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
     frame = frame.dropna(subset=needed)
-    min_rows = int(p.get("min_rows", 10))
-    if len(frame) < min_rows:
-        raise ValueError(
-            f"station {ctx.station} has {len(frame)} complete rows, fewer than "
-            f"min_rows={min_rows}; it refuses to contribute"
-        )
+    require_min_rows(len(frame), ctx)
     if not frame[event].isin([0, 1]).all():
         raise ValueError(f"event column {event!r} must hold 0 (censored) or 1 (event)")
     unit = float(p.get("time_unit", 0))

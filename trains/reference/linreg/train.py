@@ -10,28 +10,15 @@ p-values and confidence intervals, as statsmodels' OLS does on the pooled data.
 import numpy as np
 from scipy import stats
 
-from trains.runtime.design import column as _column
-from trains.runtime.design import complete_cases
-
-
-def design(frame, covariates, outcome, intercept=True):
-    """Complete-case design matrix X, outcome y and the coefficient names."""
-    rows = complete_cases(frame, [*covariates, outcome])
-    names = (["intercept"] if intercept else []) + list(covariates)
-    columns = [np.ones(len(rows))] if intercept else []
-    columns += [_column(rows, item) for item in covariates]
-    return np.column_stack(columns), _column(rows, outcome), names
+from trains.runtime.design import regression_design, require_min_rows
 
 
 def local(data, state, ctx):
     p = ctx.params
-    x, y, names = design(data["cohort"], p["covariates"], p["outcome"], p.get("intercept", True))
-    min_rows = int(p.get("min_rows", 10))
-    if len(y) < min_rows:
-        raise ValueError(
-            f"station {ctx.station} has {len(y)} complete rows, fewer than min_rows={min_rows}; "
-            "it refuses to contribute"
-        )
+    x, y, names = regression_design(
+        data["cohort"], p["covariates"], p["outcome"], p.get("intercept", True)
+    )
+    require_min_rows(len(y), ctx)
     if state is None:
         k = len(names)
         state = {

@@ -9,32 +9,18 @@ pooled data; ``converged`` says whether the last step was below ``tol``.
 """
 
 import numpy as np
-from scipy import stats
 
-from trains.runtime.design import column as _column
-from trains.runtime.design import complete_cases
-
-
-def design(frame, covariates, outcome, intercept=True):
-    """Complete-case design matrix X, outcome y and the coefficient names."""
-    rows = complete_cases(frame, [*covariates, outcome])
-    names = (["intercept"] if intercept else []) + list(covariates)
-    columns = [np.ones(len(rows))] if intercept else []
-    columns += [_column(rows, item) for item in covariates]
-    return np.column_stack(columns), _column(rows, outcome), names
+from trains.runtime.design import regression_design, require_binary_outcome, require_min_rows
+from trains.runtime.wald import wald_table
 
 
 def local(data, state, ctx):
     p = ctx.params
-    x, y, names = design(data["cohort"], p["covariates"], p["outcome"], p.get("intercept", True))
-    min_rows = int(p.get("min_rows", 10))
-    if len(y) < min_rows:
-        raise ValueError(
-            f"station {ctx.station} has {len(y)} complete rows, fewer than min_rows={min_rows}; "
-            "it refuses to contribute"
-        )
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"outcome {p['outcome']!r} must be 0/1; use 'column=level' otherwise")
+    x, y, names = regression_design(
+        data["cohort"], p["covariates"], p["outcome"], p.get("intercept", True)
+    )
+    require_min_rows(len(y), ctx)
+    require_binary_outcome(y, p["outcome"])
     k = len(names)
     if state is None:
         state = {"columns": names, "beta": np.zeros(k), "history": [], "converged": False}
@@ -75,22 +61,9 @@ def finalize(state, ctx):
     """Coefficients after the last step; standard errors from the information before it
     (equal at convergence, which ``converged`` reports)."""
     conf_level = float(ctx.params.get("conf_level", 0.95))
-    beta = np.asarray(state["beta"])
-    se = np.sqrt(np.diag(np.linalg.inv(np.asarray(state["information"]))))
-    z = beta / se
-    q = stats.norm.ppf(0.5 + conf_level / 2)
-    coefficients = {
-        name: {
-            "estimate": beta[i],
-            "se": se[i],
-            "z": z[i],
-            "p": 2 * stats.norm.sf(abs(z[i])),
-            "ci_low": beta[i] - q * se[i],
-            "ci_high": beta[i] + q * se[i],
-            "odds_ratio": np.exp(beta[i]),
-        }
-        for i, name in enumerate(state["columns"])
-    }
+    coefficients = wald_table(state["columns"], state["beta"], state["information"], conf_level)
+    for row in coefficients.values():
+        row["odds_ratio"] = np.exp(row["estimate"])
     return {
         "method": "logreg",
         "n": state["n"],

@@ -15,16 +15,14 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier
 
 from trains.runtime.design import column as _column
-from trains.runtime.design import complete_cases
+from trains.runtime.design import complete_cases, require_binary_outcome, require_min_rows
 
 
 def design(frame, covariates, outcome):
     """Complete-case feature matrix X and 0/1 outcome y."""
     rows = complete_cases(frame, [*covariates, outcome])
     x = np.column_stack([_column(rows, item) for item in covariates])
-    y = _column(rows, outcome)
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"outcome {outcome!r} must be 0/1; use 'column=level' otherwise")
+    y = require_binary_outcome(_column(rows, outcome), outcome)
     return x, y.astype(int)
 
 
@@ -110,12 +108,7 @@ def local(data, state, ctx):
             "submit with e.g. --rounds 7"
         )
     x, y = design(data["cohort"], p["covariates"], p["outcome"])
-    min_rows = int(p.get("min_rows", 10))
-    if len(y) < min_rows:
-        raise ValueError(
-            f"station {ctx.station} has {len(y)} complete rows, fewer than min_rows={min_rows}; "
-            "it refuses to contribute"
-        )
+    require_min_rows(len(y), ctx)
     test = held_out(len(y), float(p.get("test_fraction", 0.25)), int(p.get("seed", 0)))
     state = state or {"columns": list(p["covariates"]), "scaler": {}}
     if ctx.round == 0:
