@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from station.registry import normalise_allowed
 from trains.errors import ConfigError
 from trains.manifest import DIGEST_RE, Resources
 from trains.train_spec import format_validation
@@ -98,7 +99,11 @@ class Policy(BaseModel):
         default_factory=list, description="researcher signing-key fingerprints (sha256:...)"
     )
     signers: dict[str, SignerPolicy] = Field(default_factory=dict)
-    allowed_registries: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    allowed_registries: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:5000"],
+        description="registries as host:port (exactly: no default port, localhost is not "
+        "127.0.0.1), optionally with a path prefix host:port/path; see station.registry",
+    )
     allowed_images: list[str] = Field(
         default_factory=list,
         description="image digests approved in advance; empty: any image from an allowed "
@@ -116,6 +121,11 @@ class Policy(BaseModel):
             if not DIGEST_RE.match(value):
                 raise ValueError(f"{value!r} is not a fingerprint of the form sha256:<64 hex>")
         return values
+
+    @field_validator("allowed_registries")
+    @classmethod
+    def _registries(cls, values: list[str]) -> list[str]:
+        return normalise_allowed(values)
 
     @field_validator("signers")
     @classmethod
