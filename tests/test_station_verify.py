@@ -260,7 +260,7 @@ SAME_HOST_OTHER_REGISTRY = [
 def test_registry_policy_refuses_every_other_registry(parties, repository):
     alice, a, b, config_for = parties
     image = Image(repository=repository, digest="sha256:" + "1" * 64)
-    with pytest.raises(PolicyRejected, match="not allowed|is refused"):
+    with pytest.raises(PolicyRejected, match=r"not allowed|is refused"):
         verify_offer(
             offer(make_manifest(alice, [a, b], image=image), alice),
             config_for(a, allowed_registries=[ALLOWED]),
@@ -316,6 +316,6 @@ def test_registry_path_prefix_matches_whole_components(parties, repository):
     ],
 )
 def test_registry_policy_entries_outside_the_grammar_are_a_config_error(parties, entry):
-    alice, a, b, config_for = parties
+    _, a, _, config_for = parties
     with pytest.raises(ValidationError, match="allowed_registries"):
         config_for(a, allowed_registries=[entry])
