@@ -40,7 +40,7 @@ def train_files(runner: DockerRunner, image: Image) -> dict[str, str]:
             raise ImageError(f"{image.reference} has no {TRAIN_DIR}; it is not a train") from None
         archive = b"".join(stream)
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # with any anonymous volume
     files = {}
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
         for member in tar:
