@@ -94,7 +94,7 @@ def checked(client: Any, image: Image, limits: PullLimits) -> str:
     size = int(pulled.attrs.get("Size") or 0)
     if size > limits.max_image_mb * MIB:
         with contextlib.suppress(docker.errors.APIError):  # in use by a run: kept
-            client.images.remove(pulled.id)
+            client.images.remove(image.reference)  # this reference, not others' tags
         raise ImageError(_too_large(image, limits, f" (unpacked: {size // MIB} MB)"))
     image_config(pulled.attrs, image.reference)
     return str(pulled.id)
