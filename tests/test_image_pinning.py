@@ -19,7 +19,7 @@ from central.client import CentralClient
 from train_builder.image import build_image, push_image
 from train_builder.localnet import LocalNet
 from train_builder.researcher import Researcher
-from trains.errors import ImageError
+from trains.errors import ImageError, PolicyRejected
 from trains.manifest import Image
 
 COHORT = Path(__file__).resolve().parents[1] / "trains" / "reference" / "cohort"
@@ -233,3 +233,21 @@ def test_an_image_over_max_image_mb_unpacked_is_refused(localnet, pinning):
     _, cohort, _ = pinning
     with pytest.raises(ImageError, match=r"max_image_mb of 100 \(unpacked: \d+ MB\)"):
         DockerRunner().pull(cohort, PullLimits(max_image_mb=100))
+
+
+def test_showing_a_refused_trains_code_never_pulls_from_a_registry_not_allowed(
+    localnet, second_registry
+):
+    """``pht-station show`` pulls the image to show its code, also for a refused hop."""
+    from station.config import Policy, StationConfig, StationInfo
+    from station.inspect import train_files
+    from station.runner import DockerRunner
+
+    elsewhere = _tiny_image(second_registry, "shown", b"not a train")
+    config = StationConfig(
+        station=StationInfo(name="show-a", central_url=localnet.central_url),
+        policy=Policy(allowed_registries=[localnet.registry]),
+    )
+    with pytest.raises(PolicyRejected, match="not allowed"):
+        train_files(DockerRunner(), elsewhere, config)
+    assert _local_images(elsewhere.reference) == []
