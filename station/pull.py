@@ -72,10 +72,12 @@ def pull(client: Any, image: Image, limits: PullLimits) -> str:
                 raise ImageError(_too_large(image, limits))
     except docker.errors.APIError as exc:
         raise ImageError(f"cannot pull {image.reference}: {_short(exc.explanation)}") from None
+    except requests.exceptions.Timeout:
+        raise ImageError(_stalled(image, limits)) from None
     except requests.exceptions.ConnectionError as exc:
-        # a read that timed out mid-stream: no progress from Docker for stall_s
+        # requests words a read that timed out mid-stream as a ConnectionError
         if "timed out" not in str(exc).lower():
-            raise
+            raise  # Docker Engine went away: the hop is deferred (station.hop)
         raise ImageError(_stalled(image, limits)) from None
     finally:
         response.close()  # Docker Engine cancels a pull whose client went away
