@@ -94,11 +94,14 @@ def checked(client: Any, image: Image, limits: PullLimits) -> str:
     if image.reference not in digests:
         raise ImageError(f"pulled image does not carry digest {image.reference}: {digests}")
     size = int(pulled.attrs.get("Size") or 0)
-    if size > limits.max_image_mb * MIB:
+    try:
+        if size > limits.max_image_mb * MIB:
+            raise ImageError(_too_large(image, limits, f" (unpacked: {size // MIB} MB)"))
+        image_config(pulled.attrs, image.reference)
+    except ImageError:
         with contextlib.suppress(docker.errors.APIError):  # in use by a run: kept
             client.images.remove(image.reference)  # this reference, not others' tags
-        raise ImageError(_too_large(image, limits, f" (unpacked: {size // MIB} MB)"))
-    image_config(pulled.attrs, image.reference)
+        raise
     return str(pulled.id)
 
 

@@ -125,14 +125,15 @@ def second_registry(localnet, tmp_path_factory) -> Iterator[str]:
         yield other.registry
 
 
-def _tiny_image(registry: str, name: str, payload: bytes) -> Image:
+def _tiny_image(registry: str, name: str, payload: bytes, extra: str = "") -> Image:
     """Build FROM scratch (no base layers to push), push, and drop the local copy."""
     import docker
 
     client = docker.from_env(timeout=300)
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for member, data in (("Dockerfile", b"FROM scratch\nCOPY blob /blob\n"), ("blob", payload)):
+        dockerfile = f"FROM scratch\nCOPY blob /blob\n{extra}".encode()
+        for member, data in (("Dockerfile", dockerfile), ("blob", payload)):
             info = tarfile.TarInfo(member)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -251,3 +252,14 @@ def test_showing_a_refused_trains_code_never_pulls_from_a_registry_not_allowed(
     with pytest.raises(PolicyRejected, match="not allowed"):
         train_files(DockerRunner(), elsewhere, config)
     assert _local_images(elsewhere.reference) == []
+
+
+def test_a_pulled_image_that_declares_volumes_is_refused(localnet):
+    """Checked after every pull (and again before a run: tests/test_hostile_images.py)."""
+    from station.pull import PullLimits
+    from station.runner import DockerRunner
+
+    volumes = _tiny_image(localnet.registry, "volumes", b"x", extra="VOLUME /scratch\n")
+    with pytest.raises(ImageError, match="declares VOLUME /scratch"):
+        DockerRunner().pull(volumes, PullLimits())
+    assert _local_images(volumes.reference) == []  # not kept
