@@ -213,6 +213,8 @@ def test_a_stalling_registry_fails_the_hop_and_the_station_takes_the_next_train(
 def test_a_pull_over_max_image_mb_is_stopped_while_it_downloads(localnet):
     """A 3 MB layer against a 1 MB cap: the pull stops on Docker's first progress line
     (declared layer sizes and downloaded bytes are summed), and nothing is kept."""
+    import docker
+
     from station.pull import PullLimits
     from station.runner import DockerRunner
 
@@ -224,6 +226,7 @@ def test_a_pull_over_max_image_mb_is_stopped_while_it_downloads(localnet):
     assert _local_images(big.reference) == []
     DockerRunner().pull(big, PullLimits(max_image_mb=4))  # within the cap it is pulled
     assert len(_local_images(big.reference)) == 1
+    docker.from_env().images.remove(big.reference)
 
 
 def test_an_image_over_max_image_mb_unpacked_is_refused(localnet, pinning):
