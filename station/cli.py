@@ -46,8 +46,9 @@ max_backoff_s = 30.0        # longest wait between retries when central or Docke
 # Researcher signing-key fingerprints (sha256:...) whose trains may run here, on any
 # dataset, approved automatically. Use [policy.signers."sha256:..."] for finer rules.
 trusted_signers = []
-# Registries images may come from (host or host:port).
-allowed_registries = ["127.0.0.1"]
+# Registries images may come from, exactly as images name them: host:port (no default
+# port; localhost is not 127.0.0.1), or host:port/path to allow only that path.
+allowed_registries = ["127.0.0.1:5000"]
 # Image digests approved in advance. Empty: any image from an allowed registry. An image
 # not listed waits in the queue for 'pht-station approve'.
 allowed_images = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -15,9 +15,13 @@ from pydantic import (
     model_validator,
 )
 
+from station.registry import normalise_allowed
 from trains.errors import ConfigError
 from trains.manifest import DIGEST_RE, Resources
 from trains.train_spec import format_validation
+
+if TYPE_CHECKING:
+    from station.pull import PullLimits
 
 
 class StationInfo(BaseModel):
@@ -34,6 +38,9 @@ class StationInfo(BaseModel):
     long_poll_s: float = Field(10.0, ge=0, le=30)
     max_backoff_s: float = Field(30.0, gt=0, le=3600)
     heartbeat_s: float = Field(10.0, gt=0, le=3600)  # well within central's hop lease
+    # a pull ends when Docker reports no progress for pull_stall_s, and at pull_timeout_s
+    pull_timeout_s: float = Field(600.0, gt=0, le=86400)
+    pull_stall_s: float = Field(60.0, gt=0, le=3600)
 
 
 class CsvSource(BaseModel):
@@ -98,11 +105,18 @@ class Policy(BaseModel):
         default_factory=list, description="researcher signing-key fingerprints (sha256:...)"
     )
     signers: dict[str, SignerPolicy] = Field(default_factory=dict)
-    allowed_registries: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    allowed_registries: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:5000"],
+        description="registries as host:port (exactly: no default port, localhost is not "
+        "127.0.0.1), optionally with a path prefix host:port/path; see station.registry",
+    )
     allowed_images: list[str] = Field(
         default_factory=list,
         description="image digests approved in advance; empty: any image from an allowed "
         "registry. An image not listed waits for the admin's approval.",
+    )
+    max_image_mb: int = Field(
+        4096, ge=1, le=1_000_000, description="largest image pulled (download and unpacked)"
     )
     approval: Literal["auto", "manual"] = "auto"
     release: Literal["auto", "manual"] = "auto"
@@ -116,6 +130,11 @@ class Policy(BaseModel):
             if not DIGEST_RE.match(value):
                 raise ValueError(f"{value!r} is not a fingerprint of the form sha256:<64 hex>")
         return values
+
+    @field_validator("allowed_registries")
+    @classmethod
+    def _registries(cls, values: list[str]) -> list[str]:
+        return normalise_allowed(values)
 
     @field_validator("signers")
     @classmethod
@@ -171,6 +190,13 @@ class StationConfig(BaseModel):
     @property
     def token_path(self) -> Path:
         return self.resolve(self.station.token_file)
+
+    @property
+    def pull_limits(self) -> PullLimits:
+        from station.pull import PullLimits
+
+        info = self.station
+        return PullLimits(info.pull_timeout_s, info.pull_stall_s, self.policy.max_image_mb)
 
     def token(self) -> str:
         path = self.token_path

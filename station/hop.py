@@ -155,7 +155,7 @@ def _run(
         max_bytes = manifest.resources.max_output_mb * 1024 * 1024
         # 9. the inputs: digests as the chain names them, opened with our key
         _fetch_inputs(offer, verified, me, central, work, input_dir, max_bytes)
-        image_id = _docker_call(lambda: docker.pull(manifest.image))
+        image_id = _docker_call(lambda: docker.pull(manifest.image, config.pull_limits))
         for name in manifest.datasets if hop.kind == "local" else []:
             datasources.materialise(config, name, data_dir / name)
         _open_for_container(work, output_dir)

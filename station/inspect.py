@@ -1,8 +1,9 @@
 """What an admin reads before approving: the train's own files, taken out of its image.
 
-The image is pulled by the digest the researcher signed, a container is *created* (never
-started) and ``/opt/train`` is copied out of it with Docker's archive API, so the code shown
-is exactly the code that would run.
+The image is pulled by the digest the researcher signed (only from an allowed registry,
+within the station's pull limits, as for a run), a container is *created* (never started)
+and ``/opt/train`` is copied out of it with Docker's archive API, so the code shown is
+exactly the code that would run.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import io
 import tarfile
 from typing import TYPE_CHECKING
 
+from station.registry import check_registry
 from trains.errors import ImageError
 from trains.manifest import Image
 
 if TYPE_CHECKING:
+    from station.config import StationConfig
     from station.runner import DockerRunner
 
 TRAIN_DIR = "/opt/train"
@@ -22,11 +25,12 @@ SHOWN_SUFFIXES = (".toml", ".py", ".md", ".txt")
 MAX_FILE_BYTES = 256 * 1024
 
 
-def train_files(runner: DockerRunner, image: Image) -> dict[str, str]:
+def train_files(runner: DockerRunner, image: Image, config: StationConfig) -> dict[str, str]:
     """``{relative name: text}`` of the readable files under /opt/train in ``image``."""
     import docker.errors
 
-    image_id = runner.pull(image)
+    check_registry(image.repository, config.policy.allowed_registries)  # also when refused
+    image_id = runner.pull(image, config.pull_limits)
     try:
         container = runner.client.containers.create(
             image_id, network_mode="none", labels={"pht": "inspect"}
@@ -40,7 +44,7 @@ def train_files(runner: DockerRunner, image: Image) -> dict[str, str]:
             raise ImageError(f"{image.reference} has no {TRAIN_DIR}; it is not a train") from None
         archive = b"".join(stream)
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # with any anonymous volume
     files = {}
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
         for member in tar:

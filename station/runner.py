@@ -2,10 +2,14 @@
 
 Every control of the sandbox is in ``_sandbox`` below; docs/sandbox.md explains each one and
 names the test in tests/test_sandbox_attacks.py that attacks it. Every container of a hop
-(the train's and the holder of its output volume) is created here, under those controls.
+(the train's, the holder of its output volume and the loader of its input) is created here,
+under those controls, with the station's settings in place of the image's
+(``image_override.py``). Pulls are bounded in time and size (``pull.py``).
 
 The output folder is a size-capped tmpfs volume, kept mounted by a *holder* container until
-it has been copied out: ``output_volume.py`` holds its options and the bounded copy.
+it has been copied out: ``output_volume.py`` holds its options and the bounded copy. The
+input and data are copied into volumes with random names (``input_volume.py``), so the
+container sees no path of the station's host.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount, Ulimit
 
+from station import pull as pulling
+from station.image_override import RUNTIME, overrides
+from station.input_volume import tar_stream
 from station.output_volume import (
     MIB,
     SandboxError,
@@ -102,16 +109,10 @@ class DockerRunner:
                 f"cannot reach Docker Engine ({exc}); start dockerd (scripts/start-dockerd.sh)"
             ) from None
 
-    def pull(self, image: Image) -> str:
-        """Pull ``repository@digest``; Docker checks the content against the digest."""
-        try:
-            pulled = self.client.images.pull(image.reference)
-        except docker.errors.APIError as exc:
-            raise ImageError(f"cannot pull {image.reference}: {exc.explanation}") from None
-        digests = pulled.attrs.get("RepoDigests", [])
-        if image.reference not in digests:
-            raise ImageError(f"pulled image does not carry digest {image.reference}: {digests}")
-        return str(pulled.id)
+    def pull(self, image: Image, limits: pulling.PullLimits | None = None) -> str:
+        """Pull ``repository@digest`` within the station's deadlines and size cap; Docker
+        checks the content against the digest. An image that declares volumes is refused."""
+        return pulling.pull(self.client, image, limits or pulling.PullLimits())
 
     def run(
         self,
@@ -133,7 +134,15 @@ class DockerRunner:
         run_id = uuid.uuid4().hex[:12]
         made: list[Any] = []  # what this run created, removed in reverse order
         try:
-            result, holder = self._run(run_id, made, image_id, input_dir, data_dir, env, resources)
+            attrs = self.client.images.get(image_id).attrs
+        except docker.errors.ImageNotFound:
+            raise ImageError(f"image {image_id} is not on this station") from None
+        # refused before anything is created: an image that declares volumes
+        settings = overrides(pulling.image_config(attrs, image_id), env)
+        try:
+            result, holder = self._run(
+                run_id, made, image_id, input_dir, data_dir, settings, resources
+            )
             written, too_large = copy_output(
                 holder,
                 output_dir,
@@ -154,11 +163,12 @@ class DockerRunner:
         image_id: str,
         input_dir: Path,
         data_dir: Path,
-        env: dict[str, str],
+        settings: dict[str, Any],
         resources: Resources,
     ) -> tuple[RunResult, Any]:
-        """Create the output volume, the holder and the hop container; run to the end."""
+        """Create the volumes, the holder and the hop container; run to the end."""
         labels = {"pht": "hop", "pht.runner": self.runner_id, "pht.run": run_id}
+        inputs = self._inputs(run_id, made, image_id, labels, input_dir, data_dir, settings)
         tmpfs = volume_options(resources.max_output_mb, self.limits.output_files, CONTAINER_UID)
         volume = self.client.volumes.create(
             name=f"pht-output-{run_id}",
@@ -173,6 +183,7 @@ class DockerRunner:
             entrypoint=["sleep", "infinity"],
             mounts=[output_mount(volume.name, read_only=True)],
             labels=labels,
+            **settings,
             **self._sandbox(memory_mb=16, cpus=0.1, pids=8),
         )
         made.append(holder)
@@ -180,14 +191,10 @@ class DockerRunner:
         container = self.client.containers.create(
             image_id,
             name=f"pht-hop-{run_id}",
-            environment=env,
-            mounts=[
-                # type=bind refuses a missing source instead of creating it on the host
-                Mount("/pht/input", str(input_dir), type="bind", read_only=True),
-                Mount("/pht/data", str(data_dir), type="bind", read_only=True),
-                output_mount(volume.name, read_only=False),
-            ],
+            entrypoint=RUNTIME,
+            mounts=[*inputs, output_mount(volume.name, read_only=False)],
             labels=labels,
+            **settings,
             **self._sandbox(resources.memory_mb, resources.cpus, self.limits.pids),
         )
         made.append(container)
@@ -205,6 +212,45 @@ class DockerRunner:
             run_id=run_id,
         )
         return result, holder
+
+    def _inputs(
+        self,
+        run_id: str,
+        made: list[Any],
+        image_id: str,
+        labels: dict[str, str],
+        input_dir: Path,
+        data_dir: Path,
+        settings: dict[str, Any],
+    ) -> list[Mount]:
+        """Volumes holding a copy of the input and data; their read-only mounts.
+
+        Filled through a loader container that is created but never started: nothing of
+        the image runs while they are writable."""
+        folders = {"/pht/input": input_dir, "/pht/data": data_dir}
+        names = {}
+        for target, kind in (("/pht/input", "input"), ("/pht/data", "data")):
+            volume = self.client.volumes.create(name=f"pht-{kind}-{run_id}", labels=labels)
+            made.append(volume)
+            names[target] = volume.name
+        loader = self.client.containers.create(
+            image_id,
+            name=f"pht-load-{run_id}",
+            entrypoint=["true"],
+            mounts=[Mount(t, n, type="volume", no_copy=True) for t, n in names.items()],
+            labels=labels,
+            **settings,
+            **self._sandbox(memory_mb=16, cpus=0.1, pids=8),
+        )
+        made.append(loader)
+        for target, folder in folders.items():
+            if not folder.is_dir():
+                raise SandboxError(f"the hop's folder {folder.name} is missing")
+            if not loader.put_archive(target, tar_stream(folder)):
+                raise SandboxError(f"Docker did not take the hop's {folder.name} folder")
+        loader.remove(v=True)
+        made.remove(loader)
+        return [Mount(t, n, type="volume", read_only=True, no_copy=True) for t, n in names.items()]
 
     def _sandbox(self, memory_mb: int, cpus: float, pids: int) -> dict[str, Any]:
         """The host configuration of every container of a hop: see docs/sandbox.md."""
@@ -258,7 +304,8 @@ class DockerRunner:
         problems = []
         for thing in reversed(made):
             try:
-                thing.remove(force=True)
+                # v=True: a container's anonymous volumes go with it
+                thing.remove(force=True, **({"v": True} if hasattr(thing, "start") else {}))
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as exc:

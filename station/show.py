@@ -40,7 +40,7 @@ def describe(record: HopRecord, config: StationConfig, with_files: bool = True) 
     if record.disclosure is not None:
         lines.append(describe_disclosure(record))
     if with_files:
-        lines.append(_files(manifest))
+        lines.append(_files(manifest, config))
     return "\n".join(lines)
 
 
@@ -87,12 +87,12 @@ def _span(seconds: float) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
-def _files(manifest: Manifest) -> str:
+def _files(manifest: Manifest, config: StationConfig) -> str:
     from station.inspect import train_files
     from station.runner import DockerRunner
 
     try:
-        files = train_files(DockerRunner(), manifest.image)
+        files = train_files(DockerRunner(), manifest.image, config)
     except PhtError as exc:
         return f"  code       cannot show the train's files: {exc}"
     out = [f"  code       {len(files)} files in /opt/train of the image (exactly what runs)"]

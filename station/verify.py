@@ -5,7 +5,8 @@
 3. the manifest has not expired;
 4. this hop exists on the route, names this station, and pins this station's own keys;
    4b. it is of the kind the manifest pins (``local``, or ``aggregate`` at the aggregator);
-5. the image comes from an allowed registry and is pinned by digest;
+5. the image comes from an allowed registry (exact ``host:port``, see station.registry)
+   and is pinned by digest;
    5b. an image whose digest is not in ``policy.allowed_images`` (when that list is set)
        waits for the admin's approval;
 6. the requested resources are within this station's caps;
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 
 from central.client import HopOffer
 from station.config import StationConfig
+from station.registry import check_registry
 from trains.errors import PolicyRejected, RouteMismatch, SignatureInvalid
 from trains.keys import PublicIdentity
 from trains.manifest import MANIFEST_TYPE, Hop, Manifest
@@ -65,13 +67,8 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
     _not_expired(manifest)
     # 4. we are the stop named for this hop, pinned with our own keys; 4b. of its kind
     hop = _our_hop(offer, manifest, me)
-    # 5. image from an allowed registry
-    registry = manifest.image.repository.split("/", 1)[0]
-    allowed = {r.split(":")[0] for r in config.policy.allowed_registries}
-    if registry not in config.policy.allowed_registries and registry.split(":")[0] not in allowed:
-        raise PolicyRejected(
-            f"registry {registry} is not allowed here; allowed: {config.policy.allowed_registries}"
-        )
+    # 5. image from an allowed registry (exact, normalised host:port and path prefix)
+    check_registry(manifest.image.repository, config.policy.allowed_registries)
     needs_approval = []
     # 5b. an image not approved in advance waits for the admin
     if config.policy.allowed_images and manifest.image.digest not in config.policy.allowed_images:

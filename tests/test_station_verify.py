@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from central.client import HopOffer
 from station.config import CsvSource, Policy, StationConfig, StationInfo
@@ -223,3 +224,98 @@ def test_manual_approval_and_signers_without_auto_approve_wait(parties):
     cautious.policy.signers[alice.public.signing_fingerprint] = SignerPolicy(auto_approve=False)
     waits = verify_offer(offer(manifest, alice), cautious, a.public).needs_approval
     assert waits == ("signer alice has auto_approve = false",)
+
+
+# Check 5: the registry policy matches exact, normalised host:port (station/registry.py).
+# The station is configured for one registry; every other encoding must be refused.
+ALLOWED = "127.0.0.1:48615"
+SAME_HOST_OTHER_REGISTRY = [
+    "127.0.0.1:48702/pht/x",  # the reproduction: same host, another port
+    "127.0.0.1/pht/x",  # no port: Docker tries 443 or 80, not 48615
+    "127.0.0.1:443/pht/x",
+    "localhost:48615/pht/x",  # not normalised to 127.0.0.1
+    "127.0.0.2:48615/pht/x",
+    "127.0.0.1:048615/pht/x",  # a leading zero is refused, not repaired
+    "127.0.0.1:48615.evil.example/pht/x",
+    "127.0.0.1:486150/pht/x",
+    "evil.example:5000/127.0.0.1:48615/pht/x",  # the allowed host inside the path
+    "evil.example/127.0.0.1:48615",
+    "user@127.0.0.1:48615/pht/x",
+    "user:pw@evil.example/127.0.0.1:48615/x",
+    "http://127.0.0.1:48615/pht/x",
+    "127.0.0.1:48615//pht/x",
+    "127.0.0.1:48615/pht/x/",
+    "127.0.0.1:48615",
+    "127.0.0.1:48615/pht/x:latest",  # a tag beside the pinned digest
+    "127.0.0.1:48615/pht/x@sha256:" + "5" * 64,  # a second digest
+    "127.0.0.1:48615/PHT/x",
+    "127.0.0.1:48615/pht/x\n",
+    "\uff11\uff12\uff17.0.0.1:48615/pht/x",  # full-width digits
+    "pht/x",  # no registry: Docker Hub
+    "127.0.0.1:48615/" + "a" * 255,
+]
+
+
+@pytest.mark.parametrize("repository", SAME_HOST_OTHER_REGISTRY)
+def test_registry_policy_refuses_every_other_registry(parties, repository):
+    alice, a, b, config_for = parties
+    image = Image(repository=repository, digest="sha256:" + "1" * 64)
+    with pytest.raises(PolicyRejected, match=r"not allowed|is refused"):
+        verify_offer(
+            offer(make_manifest(alice, [a, b], image=image), alice),
+            config_for(a, allowed_registries=[ALLOWED]),
+            a.public,
+        )
+
+
+@pytest.mark.parametrize(
+    ("allowed", "repository"),
+    [
+        (ALLOWED, "127.0.0.1:48615/pht/x"),
+        (ALLOWED, "127.0.0.1:48615/evil.example/x"),  # a path on the allowed registry
+        ("Registry.Example:5000", "registry.EXAMPLE:5000/pht/x"),  # DNS ignores case
+        ("registry.example", "registry.example/pht/x"),
+        ("[::1]:5000", "[0:0::1]:5000/pht/x"),
+        ("127.0.0.1:48615/pht", "127.0.0.1:48615/pht/x"),
+        ("127.0.0.1:48615/pht", "127.0.0.1:48615/pht"),
+    ],
+)
+def test_registry_policy_allows_the_same_registry_in_normal_form(parties, allowed, repository):
+    alice, a, b, config_for = parties
+    image = Image(repository=repository, digest="sha256:" + "1" * 64)
+    manifest = make_manifest(alice, [a, b], image=image)
+    verify_offer(offer(manifest, alice), config_for(a, allowed_registries=[allowed]), a.public)
+
+
+@pytest.mark.parametrize(
+    "repository", ["127.0.0.1:48615/phtx/x", "127.0.0.1:48615/other/pht/x", "127.0.0.1:48615/x"]
+)
+def test_registry_path_prefix_matches_whole_components(parties, repository):
+    alice, a, b, config_for = parties
+    image = Image(repository=repository, digest="sha256:" + "1" * 64)
+    with pytest.raises(PolicyRejected, match="not allowed"):
+        verify_offer(
+            offer(make_manifest(alice, [a, b], image=image), alice),
+            config_for(a, allowed_registries=["127.0.0.1:48615/pht"]),
+            a.public,
+        )
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "http://127.0.0.1:5000",
+        "127.0.0.1:5000/",
+        "user@127.0.0.1:5000",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:05000",
+        "*.example",
+        "",
+        "[::g]:5000",
+    ],
+)
+def test_registry_policy_entries_outside_the_grammar_are_a_config_error(parties, entry):
+    _, a, _, config_for = parties
+    with pytest.raises(ValidationError, match="allowed_registries"):
+        config_for(a, allowed_registries=[entry])

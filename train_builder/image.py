@@ -37,9 +37,10 @@ RUN python3 /pip/{pip_wheel}/pip install --no-index --find-links /wheelhouse \\
     --no-cache-dir --disable-pip-version-check --no-compile --target /deps -r /requirements.txt
 
 """
+# on the runtime's path: the station sets PYTHONPATH=/opt/pht:/opt/pht-deps in every
+# container (station/image_override.py), whatever the image's own ENV says
 WITH_DEPS = """\
 COPY --from=deps --chown=0:0 /deps/ /opt/pht-deps/
-ENV PYTHONPATH=/opt/pht:/opt/pht-deps
 """
 
 
