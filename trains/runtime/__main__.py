@@ -1,9 +1,15 @@
-"""Entry point of every train image: ``python3 -m trains.runtime``."""
+"""Entry point of every train image: ``python3 -m trains.runtime``.
+
+Exit codes: 0 success; 80-89 a refusal from the fixed vocabulary of ``refusal.py`` (the
+one thing about a failed hop the station tells anyone); anything else a failure, reported
+only as "failed". What is printed here stays in the container's log, at the station.
+"""
 
 import sys
 from pathlib import Path
 
 from trains.runtime.core import Context, TrainCodeError, run_train
+from trains.runtime.refusal import EXIT_CODES, Refusal
 
 
 def main() -> int:
@@ -15,11 +21,14 @@ def main() -> int:
             output_dir=Path("/pht/output"),
             ctx=Context.from_env(),
         )
+    except Refusal as exc:
+        print(f"pht runtime: the train refused ({exc.code}): {exc}", file=sys.stderr)
+        return exc.exit_code
     except TrainCodeError as exc:
         print(f"pht runtime: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # how reference trains refuse, e.g. too few rows to share
-        print(f"pht runtime: the train refused: {exc}", file=sys.stderr)
+        return EXIT_CODES["contract"]
+    except ValueError as exc:  # any other refusal in the train's own words: plain failure
+        print(f"pht runtime: the train failed: {exc}", file=sys.stderr)
         return 2
     return 0
 
