@@ -32,7 +32,7 @@ from station.output_volume import (
 )
 from trains.errors import ImageError, PhtError
 from trains.manifest import Image, Resources
-from trains.runtime.refusal import REFUSALS, refusal_of
+from trains.runtime.refusal import CONTRACT_BROKEN, CONTRACT_EXIT, REFUSALS, refusal_of
 
 CONTAINER_UID = 10001
 CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_UID}"
@@ -92,6 +92,8 @@ class RunResult:
             return f"the train wrote more than its max_output_mb{limit}; nothing was kept"
         if self.refusal is not None:
             return f"the train refused ({self.refusal}): {REFUSALS[self.refusal]}"
+        if self.exit_code == CONTRACT_EXIT:
+            return CONTRACT_BROKEN
         if self.exit_code != 0:
             return "the train failed (its code raised an error or exited with one)"
         return None

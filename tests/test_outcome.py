@@ -24,7 +24,15 @@ from trains.errors import (
 )
 from trains.keys import Identity
 from trains.manifest import Resources
-from trains.runtime.refusal import EXIT_BASE, EXIT_CODES, REFUSALS, Refusal, refusal_of
+from trains.runtime.refusal import (
+    CONTRACT_BROKEN,
+    CONTRACT_EXIT,
+    EXIT_BASE,
+    EXIT_CODES,
+    REFUSALS,
+    Refusal,
+    refusal_of,
+)
 
 RESOURCES = Resources(memory_mb=256, cpus=1.0, timeout_s=60, max_output_mb=1)
 SECRET = "age-61-ZZSECRET"
@@ -36,13 +44,15 @@ def run_result(exit_code: int, **flags: bool) -> RunResult:
 
 def test_every_exit_code_maps_to_one_of_a_few_fixed_sentences():
     """The train chooses its exit code (``os._exit(age)``): 255 codes give only the
-    refusal sentences and one for any other failure, none naming the code."""
+    refusal sentences, the broken contract's and one for any other failure, none naming
+    the code."""
     sentences = {}
     for code in range(1, 256):
         sentence = run_result(code).failure(RESOURCES)
         assert sentence is not None and str(code) not in sentence, (code, sentence)
         sentences[code] = sentence
-    assert len(set(sentences.values())) == len(REFUSALS) + 1
+    assert len(set(sentences.values())) == len(REFUSALS) + 2  # and contract, and failed
+    assert sentences[CONTRACT_EXIT] == CONTRACT_BROKEN
     assert run_result(0).failure(RESOURCES) is None
 
 
@@ -67,6 +77,7 @@ def test_a_refusal_is_a_code_of_the_vocabulary_in_the_reserved_range():
         with pytest.raises(TrainRefused, match=f"refused \\({code}\\)"):
             check_result(run_result(exit_code), RESOURCES, "hospital-a")
     assert refusal_of(EXIT_BASE) is None and refusal_of(2) is None
+    assert refusal_of(CONTRACT_EXIT) is None  # a bug, not a refusal: never skipped
     with pytest.raises(ValueError, match="unknown refusal code"):
         Refusal("age_is_61")
     assert isinstance(Refusal("too_few_rows", "3 rows"), ValueError)  # as reference trains

@@ -1,15 +1,16 @@
 """Entry point of every train image: ``python3 -m trains.runtime``.
 
-Exit codes: 0 success; 80-89 a refusal from the fixed vocabulary of ``refusal.py`` (the
-one thing about a failed hop the station tells anyone); anything else a failure, reported
-only as "failed". What is printed here stays in the container's log, at the station.
+Exit codes: 0 success; 81-84 a refusal from the fixed vocabulary of ``refusal.py``, 89 a
+train that breaks the runtime's contract; anything else a failure, reported only as
+"failed" (the category is all the station tells anyone about a failed hop). What is
+printed here stays in the container's log, at the station.
 """
 
 import sys
 from pathlib import Path
 
 from trains.runtime.core import Context, TrainCodeError, run_train
-from trains.runtime.refusal import EXIT_CODES, Refusal
+from trains.runtime.refusal import CONTRACT_EXIT, Refusal
 
 
 def main() -> int:
@@ -26,7 +27,7 @@ def main() -> int:
         return exc.exit_code
     except TrainCodeError as exc:
         print(f"pht runtime: {exc}", file=sys.stderr)
-        return EXIT_CODES["contract"]
+        return CONTRACT_EXIT
     except ValueError as exc:  # any other refusal in the train's own words: plain failure
         print(f"pht runtime: the train failed: {exc}", file=sys.stderr)
         return 2

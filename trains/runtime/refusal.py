@@ -10,7 +10,8 @@ anything it chooses that leaves the station outside the sealed state bypasses di
 control. A free-text reason would carry any value; an exit code would carry 8 bits. The
 station therefore reports a failure only as a category (see ``station.runner.RunResult``),
 and a refusal only as one of these codes: choosing among ``N`` codes (or plain failure)
-tells the outside at most log2(N + 1) bits per hop. Sentences mention the train's
+tells the outside at most log2(N + 1) bits per hop (with the other failure categories,
+docs/researcher.md counts them all, a few bits per hop). Sentences mention the train's
 parameters by name only: the researcher set them and knows their values.
 
 Standard library only: it runs inside the train image, and the station imports it too.
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# exit codes 80-89 are reserved for refusals; 80 + the code's place in this table
+# exit codes 80-89 are reserved: 81.. a refusal (its place in this table), 89 a broken
+# contract; everything else non-zero is a plain failure
 EXIT_BASE: Final = 80
 REFUSALS: Final[dict[str, str]] = {
     "too_few_rows": (
@@ -36,12 +38,15 @@ REFUSALS: Final[dict[str, str]] = {
         "(e.g. an outcome that is not 0/1)"
     ),
     "missing_dataset": "the station holds no data file for a dataset the train reads",
-    "contract": (
-        "the train does not follow the runtime's contract (train.py, train.toml or what "
-        "its functions return); run it with 'pht-train test' to see why"
-    ),
 }
 EXIT_CODES: Final[dict[str, int]] = {code: EXIT_BASE + 1 + i for i, code in enumerate(REFUSALS)}
+# not a refusal but a failure with its own sentence: train.py, train.toml or what its
+# functions return do not follow the runtime's contract (a bug to find with pht-train test)
+CONTRACT_EXIT: Final = EXIT_BASE + 9
+CONTRACT_BROKEN: Final = (
+    "the train does not follow the runtime's contract (train.py, train.toml or what its "
+    "functions return); run it with 'pht-train test' to see why"
+)
 
 
 class Refusal(ValueError):
