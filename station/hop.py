@@ -28,7 +28,7 @@ from station import datasources
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
-from station.outcome import check_output, check_result
+from station.outcome import check_output, check_result, contained
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from station.verify import VerifiedHop, check_input_digest, verify_offer
@@ -173,17 +173,20 @@ def _run(
         _open_for_container(work, output_dir)
         audit.append("run_started", **ident, attempt=record.attempts)
         log.info("running hop %s of train %s (%s)", hop.index, manifest.train_id, manifest.name)
+        hop_log = config.work_dir / f"{manifest.train_id}-hop{hop.index}.log"
         result = _docker_call(
-            lambda: docker.run(
-                image_id,
-                input_dir=input_dir,
-                data_dir=data_dir,
-                output_dir=output_dir,
-                env=_environment(verified, me.name),
-                resources=manifest.resources,
+            lambda: contained(
+                lambda: docker.run(
+                    image_id,
+                    input_dir=input_dir,
+                    data_dir=data_dir,
+                    output_dir=output_dir,
+                    env=_environment(verified, me.name),
+                    resources=manifest.resources,
+                ),
+                hop_log,
             )
         )
-        hop_log = config.work_dir / f"{manifest.train_id}-hop{hop.index}.log"
         hop_log.write_text(result.log)
         audit.append(
             "run_finished",

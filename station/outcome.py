@@ -12,7 +12,12 @@ log at the station. What remains is the choice among these categories: a few bit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+import docker.errors
+import requests.exceptions
 
 from station.config import StationConfig
 from station.disclosure import Disclosure
@@ -30,6 +35,8 @@ from trains.errors import (
 )
 from trains.manifest import Resources
 
+T = TypeVar("T")
+
 
 def check_result(result: RunResult, resources: Resources, station: str) -> None:
     """A failed run ends the hop with its category's fixed sentence (``RunResult.failure``):
@@ -40,6 +47,26 @@ def check_result(result: RunResult, resources: Resources, station: str) -> None:
     if result.refusal is not None:
         raise TrainRefused(message)
     raise TrainFailed(f"{message}; its log stays at station {station} (ask the station admin)")
+
+
+def contained(run: Callable[[], T], hop_log: Path) -> T:
+    """Run the container and copy its output out. Copying writes names the train chose on
+    the station's disk, so an error there (a path too long for the host, say) would quote
+    one: it goes to the hop's log, and the hop fails with a fixed sentence. Docker's own
+    errors and the station's PhtErrors pass through (``station.hop`` sorts them)."""
+    try:
+        return run()
+    except (PhtError, docker.errors.DockerException, requests.exceptions.RequestException):
+        raise
+    except Exception as exc:
+        with hop_log.open("a") as handle:
+            handle.write(
+                f"\npht station: the output could not be copied out: {type(exc).__name__}: {exc}\n"
+            )
+        raise TrainFailed(
+            "the train's output could not be copied out of its container (a name or folder "
+            "this station cannot hold); the hop's log at the station says which"
+        ) from None
 
 
 def check_output(

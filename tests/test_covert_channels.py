@@ -124,3 +124,48 @@ def test_a_runtime_refusal_is_skipped_on_a_skip_route(covert, image_for, tmp_pat
     assert result.state == {"rows": 30}
     skipped = result.hops[0]
     assert skipped.kind == "skipped" and REFUSALS["too_few_rows"] in (skipped.reason or "")
+
+
+def test_an_output_path_the_host_cannot_hold_is_not_quoted(docker_required, tmp_path):
+    """Folders named after a patient's ward, nested to just under the container's path
+    limit: under the station's longer work folder the copy fails, and the error that would
+    quote the path stays in the hop's log. Real container, real copy."""
+    import docker
+
+    from station.outcome import contained
+    from station.runner import DockerRunner
+    from tests.test_sandbox_attacks import DOCKERFILE, LIMITS, SMALL
+    from trains.errors import TrainFailed
+
+    client = docker.from_env(timeout=300)
+    context = tmp_path / "context"
+    (context / "train").mkdir(parents=True)
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    for name in ("train.py", "train.toml"):
+        (context / "train" / name).write_text((ATTACKS / "deep_names" / name).read_text())
+    image, _ = client.images.build(path=str(context), tag="pht-attack/deep_names:test", rm=True)
+    work = tmp_path / ("w" * 100)  # a station's work folder is longer than /pht/output
+    folders = {n: work / n for n in ("input", "data", "output")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    (folders["data"] / "cohort").mkdir()
+    (folders["data"] / "cohort" / "d.csv").write_text(f"age,ward\n61,{WARD}\n")
+    for path in [work, *work.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    log = tmp_path / "hop.log"
+    runner = DockerRunner(LIMITS)
+    with pytest.raises(TrainFailed) as caught:
+        contained(
+            lambda: runner.run(
+                str(image.id),
+                input_dir=folders["input"],
+                data_dir=folders["data"],
+                output_dir=folders["output"],
+                env={"PHT_MODE": "local", "PHT_STATION": "s", "PHT_ROUND": "0", "PHT_HOP": "0"},
+                resources=SMALL,
+            ),
+            log,
+        )
+    assert WARD not in str(caught.value) and "could not be copied out" in str(caught.value)
+    assert WARD in log.read_text()
+    client.images.remove("pht-attack/deep_names:test", force=True)
