@@ -27,6 +27,15 @@ FAILED = "the train failed (its code raised an error or exited with one)"
 @pytest.fixture(scope="module")
 def covert(localnet, tmp_path_factory):
     """Two stations: covert-small holds 3 patients, covert-big 30."""
+    import docker
+
+    probe = "import trains.runtime.refusal"
+    try:
+        docker.from_env().containers.run(
+            "pht-base:latest", ["-c", probe], entrypoint="python3", remove=True, network_mode="none"
+        )
+    except docker.errors.ContainerError:
+        pytest.fail("pht-base:latest predates runtime refusals: run compose/base/build-base.sh")
     net = localnet
     root = tmp_path_factory.mktemp("covert")
     identity, keys, token = net.add_researcher("dr-covert")
