@@ -31,7 +31,7 @@ from tests.test_station_passage import client_for
 from train_builder import commands
 from train_builder.researcher import Researcher
 from trains import state_codec
-from trains.errors import ReceiptChainBroken, SealedToOthers, StateInvalid
+from trains.errors import ReceiptChainBroken, SealedToOthers, SealError, StateInvalid
 from trains.keys import Identity, PublicIdentity
 from trains.manifest import Manifest
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
@@ -279,3 +279,24 @@ def test_an_honest_input_still_opens(world, tmp_path):
     _fetch_inputs(offer, verified, stations[1], central, work, inputs, 1 << 20)
     assert json.loads((inputs / "state.json").read_text()) == {"rows": 40}
     assert state_codec.list_state_files(inputs) == ["state.json"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"[" * 200_000, b'{"recipients": 1}', b"\xff\xfe", b"{" + b" " * 10],
+    ids=["deep", "wrong-shape", "not-utf8", "cut"],
+)
+def test_a_hostile_header_is_a_seal_error(tmp_path, header):
+    """Anyone can write a blob's header (central, a man in the middle): reading the
+    recipients is bounded and fails as a SealError, never another exception."""
+    path = tmp_path / "blob.sealed"
+    path.write_bytes(b"PHTSEAL2" + len(header).to_bytes(4, "big") + header + b"chunks")
+    with pytest.raises(SealError, match="header is corrupt"):
+        sealed_recipients(path)
+
+
+def test_an_oversized_header_is_a_seal_error(tmp_path):
+    path = tmp_path / "blob.sealed"
+    path.write_bytes(b"PHTSEAL2" + (2**32 - 1).to_bytes(4, "big") + b"{}")
+    with pytest.raises(SealError, match="truncated or oversized"):
+        sealed_recipients(path)
