@@ -28,7 +28,7 @@ from station import datasources
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
-from station.outcome import check_output, check_result, contained
+from station.outcome import check_result, contained, control_and_pack
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from station.verify import VerifiedHop, check_input_digest, verify_offer
@@ -197,7 +197,7 @@ def _run(
         )
         check_result(result, manifest.resources, me.name)
         archive = work / "output.tar"
-        disclosure = check_output(output_dir, archive, verified, max_bytes, config, hop_log)
+        disclosure = control_and_pack(output_dir, archive, verified, max_bytes, config, hop_log)
         audit.append(
             "disclosure_checked",
             **ident,

@@ -20,8 +20,7 @@ import docker.errors
 import requests.exceptions
 
 from station.config import StationConfig
-from station.disclosure import Disclosure
-from station.disclosure import check_output as disclosure_check
+from station.disclosure import Disclosure, check_output
 from station.runner import RunResult
 from station.verify import VerifiedHop
 from trains import state_codec
@@ -69,7 +68,7 @@ def contained(run: Callable[[], T], hop_log: Path) -> T:
         ) from None
 
 
-def check_output(
+def control_and_pack(
     output_dir: Path,
     archive: Path,
     verified: VerifiedHop,
@@ -86,7 +85,7 @@ def check_output(
     """
     outputs = verified.manifest.outputs
     try:
-        disclosure = disclosure_check(output_dir, outputs, max_bytes, config.policy.disclosure)
+        disclosure = check_output(output_dir, outputs, max_bytes, config.policy.disclosure)
         with archive.open("wb") as target:
             state_codec.pack_to(output_dir, outputs, max_bytes, target)
     except Exception as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from station.config import CsvSource, DisclosurePolicy, Policy, StationConfig, StationInfo
-from station.outcome import check_output, check_result
+from station.outcome import check_result, control_and_pack
 from station.runner import RunResult
 from station.verify import VerifiedHop
 from tests.factories import make_manifest
@@ -118,7 +118,7 @@ def attempt(hop) -> Exception:
     verified, config, output, archive, log = hop
     log.write_text("container log\n")
     with pytest.raises((StateInvalid, DisclosureRefused)) as caught:
-        check_output(output, archive, verified, 1 << 20, config, log)
+        control_and_pack(output, archive, verified, 1 << 20, config, log)
     message = str(caught.value)
     assert SECRET not in message and "61" not in message, message
     return caught.value
@@ -158,13 +158,13 @@ def test_an_output_over_the_cap_does_not_say_its_size(hop):
     verified, config, output, archive, log = hop
     (output / "state.json").write_bytes(b" " * 1_234_567)
     with pytest.raises(StateTooLarge) as caught:
-        check_output(output, archive, verified, 1 << 20, config, log)
+        control_and_pack(output, archive, verified, 1 << 20, config, log)
     assert "1234567" not in str(caught.value) and "max_output_mb of 1 MB" in str(caught.value)
 
 
 def test_a_clean_output_is_packed(hop):
     verified, config, output, archive, log = hop
-    disclosure = check_output(output, archive, verified, 1 << 20, config, log)
+    disclosure = control_and_pack(output, archive, verified, 1 << 20, config, log)
     assert [f.name for f in disclosure.files] == ["state.json", "table.counts.csv"]
     assert archive.stat().st_size > 0
     assert Path(log).exists() is False  # nothing to say
