@@ -6,6 +6,7 @@ run the container in the hop's mode)
 -> (manual release) -> upload the same bytes and complete, until central has them.
 
 ``station.verify`` holds the checks, ``station.disclosure`` the output rules,
+``station.outcome`` what a run may tell the outside (a category, never the train's words),
 ``station.queue`` the record that survives restarts, ``station.delivery`` the upload and
 the failure report. Nothing about the data is logged.
 """
@@ -27,16 +28,15 @@ from station import datasources
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
-from station.disclosure import check_output
+from station.outcome import check_result, contained, control_and_pack
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from station.verify import VerifiedHop, check_input_digest, verify_offer
 from trains import state_codec
-from trains.errors import CentralError, HopDeferred, PhtError, TrainFailed
+from trains.errors import CentralError, HopDeferred, PhtError, TrainFailed, TrainRefused
 from trains.keys import Identity
-from trains.manifest import Resources
-from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
-from trains.sealing import digest_file, open_file, output_context, seal_file
+from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, readers_of
+from trains.sealing import check_sealed_to, digest_file, open_file, output_context, seal_file
 from trains.signing import Envelope, sign
 
 log = logging.getLogger("pht.station")
@@ -107,6 +107,8 @@ def run(
         audit.append("deferred", **ident, reason=str(exc))
         record.state = HopState.APPROVED
         return queue.save(record)
+    except TrainRefused as exc:
+        return refuse(record, f"{type(exc).__name__}: {exc}", queue, audit)
     except PhtError as exc:
         return fail(record, f"{type(exc).__name__}: {exc}", queue, audit)
     record.output_digest = digest_file(incoming)
@@ -118,6 +120,16 @@ def run(
     else:
         record.state = HopState.SEALED
         audit.append("output_released", **ident, by="policy", output_digest=record.output_digest)
+    return queue.save(record)
+
+
+def refuse(record: HopRecord, reason: str, queue: HopQueue, audit: AuditLog) -> HopRecord:
+    """The train refused through the runtime (a code of its fixed vocabulary): a refusal
+    like a policy one, so a route that skips refusing stops passes the state on."""
+    log.info("hop %s of train %s: the train refused", record.hop, record.train_id)
+    audit.append("train_refused", train_id=record.train_id, hop=record.hop, reason=reason)
+    record.state, record.reason, record.reported = HopState.REJECTED, reason, False
+    queue.clear_output(record)
     return queue.save(record)
 
 
@@ -161,17 +173,21 @@ def _run(
         _open_for_container(work, output_dir)
         audit.append("run_started", **ident, attempt=record.attempts)
         log.info("running hop %s of train %s (%s)", hop.index, manifest.train_id, manifest.name)
+        hop_log = config.work_dir / f"{manifest.train_id}-hop{hop.index}.log"
         result = _docker_call(
-            lambda: docker.run(
-                image_id,
-                input_dir=input_dir,
-                data_dir=data_dir,
-                output_dir=output_dir,
-                env=_environment(verified, me.name),
-                resources=manifest.resources,
+            lambda: contained(
+                lambda: docker.run(
+                    image_id,
+                    input_dir=input_dir,
+                    data_dir=data_dir,
+                    output_dir=output_dir,
+                    env=_environment(verified, me.name),
+                    resources=manifest.resources,
+                ),
+                hop_log,
             )
         )
-        (config.work_dir / f"{manifest.train_id}-hop{hop.index}.log").write_text(result.log)
+        hop_log.write_text(result.log)
         audit.append(
             "run_finished",
             **ident,
@@ -179,8 +195,9 @@ def _run(
             seconds=round(result.seconds, 3),
             timed_out=result.timed_out,
         )
-        _check_result(result, manifest.resources, me.name)
-        disclosure = check_output(output_dir, manifest.outputs, max_bytes, config.policy.disclosure)
+        check_result(result, manifest.resources, me.name)
+        archive = work / "output.tar"
+        disclosure = control_and_pack(output_dir, archive, verified, max_bytes, config, hop_log)
         audit.append(
             "disclosure_checked",
             **ident,
@@ -188,9 +205,6 @@ def _run(
             bytes=disclosure.total_bytes,
             suppressed_cells=disclosure.suppressed_cells,
         )
-        archive = work / "output.tar"
-        with archive.open("wb") as target:
-            state_codec.pack_to(output_dir, manifest.outputs, max_bytes, target)
         # sealed once, to every stop that reads it (the researcher after the last hop)
         recipients = manifest.recipients_after(hop.index)
         output_digest = seal_file(
@@ -237,6 +251,9 @@ def _fetch_inputs(
         sealed_path = work / f"input-{position}.sealed"
         _central(partial(central.download_input, train_id, index, sealed_path, position))
         check_input_digest(digest_file(sealed_path), source.digest)
+        # 9. and sealed to exactly the readers the manifest names (the header, not the
+        # receipt's word): a key wrapped for anyone else means it was also handed elsewhere
+        check_sealed_to(sealed_path, readers_of(verified.manifest, source.hop), "the input state")
         archive = work / f"input-{position}.tar"
         open_file(sealed_path, archive, me.sealing, output_context(train_id, source.hop))
         sealed_path.unlink()
@@ -259,20 +276,6 @@ def _environment(verified: VerifiedHop, station: str) -> dict[str, str]:
         "PHT_STOPS": str(len(manifest.route.stops)),
         "PHT_ROUNDS": str(manifest.route.rounds),
     }
-
-
-def _check_result(result: object, resources: Resources, station: str) -> None:
-    failure = getattr(result, "failure", None)  # newer runners word the failure themselves
-    if callable(failure):
-        message = failure(resources)
-    elif getattr(result, "timed_out", False):
-        message = f"the train exceeded its timeout of {resources.timeout_s}s"
-    elif getattr(result, "exit_code", -1) != 0:
-        message = f"the train exited with code {getattr(result, 'exit_code', -1)}"
-    else:
-        message = None
-    if message:
-        raise TrainFailed(f"{message}; its log stays at station {station} (ask the station admin)")
 
 
 def _central(call: Callable[[], T]) -> T:

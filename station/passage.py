@@ -1,9 +1,11 @@
 """Passing a refused hop on, where the route allows it (``route.on_refusal = "skip"``).
 
-A station that refuses to run a hop (its policy, or its admin with ``pht-station reject``)
-may still let the train go on without it. It first checks that what it was handed is
-authentic (``station.verify.verify_passage``: the manifest's signature, expiry, that the hop
-is its own with its own keys, the inputs' receipts; then each input's bytes and seal), opens
+A station that refuses to run a hop (its policy, its admin with ``pht-station reject``, or
+the train itself through the runtime with a code of its fixed vocabulary, e.g.
+``too_few_rows``) may still let the train go on without it. It first checks that what it
+was handed is authentic (``station.verify.verify_passage``: the manifest's signature,
+expiry, that the hop is its own with its own keys, the inputs' receipts; then each input's
+bytes, that it is sealed to exactly the readers the manifest names, and its seal), opens
 the state and seals it, unchanged, to whoever reads this hop's output, and signs a receipt
 of kind ``skipped`` that carries the refusal's reason. No container runs and no data is
 read. A state that fails any of those checks is never passed on: the refusal is reported
@@ -31,8 +33,8 @@ from trains import state_codec
 from trains.errors import CentralError, HopDeferred, PhtError
 from trains.keys import Identity
 from trains.manifest import Manifest
-from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
-from trains.sealing import digest_file, open_file, output_context, seal_file
+from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, readers_of
+from trains.sealing import check_sealed_to, digest_file, open_file, output_context, seal_file
 from trains.signing import sign, unverified_payload
 
 log = logging.getLogger("pht.station")
@@ -77,6 +79,8 @@ def pass_on(
                     raise HopDeferred(str(exc)) from None
                 raise
             check_input_digest(digest_file(sealed_in), source.digest)
+            # sealed to exactly its readers (the header, not the receipt's word)
+            check_sealed_to(sealed_in, readers_of(manifest, source.hop), "the input state")
             open_file(sealed_in, archive, me.sealing, output_context(record.train_id, source.hop))
         else:  # a first hop without an initial state hands on the empty state
             with archive.open("wb") as empty:

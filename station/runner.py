@@ -39,6 +39,7 @@ from station.output_volume import (
 )
 from trains.errors import ImageError, PhtError
 from trains.manifest import Image, Resources
+from trains.runtime.refusal import CONTRACT_BROKEN, CONTRACT_EXIT, REFUSALS, refusal_of
 
 CONTAINER_UID = 10001
 CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_UID}"
@@ -79,7 +80,11 @@ class RunResult:
         return self.failure(None) is None
 
     def failure(self, resources: Resources | None) -> str | None:
-        """What went wrong, in words for the researcher; None when the run succeeded."""
+        """What went wrong as one fixed sentence per category; None when the run succeeded.
+
+        This sentence goes to central and the researcher, so it holds nothing the train
+        chose beyond the category: never the exit code or the log (they stay here). The
+        limits named are the manifest's, which the researcher set."""
         if self.timed_out:
             limit = f" of {resources.timeout_s}s" if resources else ""
             return f"the train exceeded its timeout{limit} and was killed"
@@ -92,9 +97,20 @@ class RunResult:
         if self.output_too_large:
             limit = f" of {resources.max_output_mb} MB" if resources else ""
             return f"the train wrote more than its max_output_mb{limit}; nothing was kept"
+        if self.refusal is not None:
+            return f"the train refused ({self.refusal}): {REFUSALS[self.refusal]}"
+        if self.exit_code == CONTRACT_EXIT:
+            return CONTRACT_BROKEN
         if self.exit_code != 0:
-            return f"the train exited with code {self.exit_code}"
+            return "the train failed (its code raised an error or exited with one)"
         return None
+
+    @property
+    def refusal(self) -> str | None:
+        """The refusal code (trains/runtime/refusal.py) the train exited with, if any."""
+        if self.timed_out or self.oom_killed or self.output_too_large:
+            return None
+        return refusal_of(self.exit_code)
 
 
 class DockerRunner:

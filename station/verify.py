@@ -17,8 +17,9 @@
    for each, the receipt of the hop that wrote it is signed by the key pinned for that
    hop's stop, names this train, manifest and image, and its output is exactly the input
    we are handed (a first hop: the input is the initial state the manifest pins, or none);
-9. each input state's bytes hash to that digest, and open with our key, bound to this
-   train and the hop that wrote it.
+9. each input state's bytes hash to that digest, its sealed header wraps the key for
+   exactly the readers the manifest names (``trains.sealing.check_sealed_to``), and it
+   opens with our key, bound to this train and the hop that wrote it.
 
 Checks that fail refuse the hop. What is left decides approval: automatic when the signer
 is trusted with ``auto_approve``, the image is allowed and ``policy.approval`` is "auto";

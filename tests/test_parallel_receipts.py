@@ -137,5 +137,7 @@ def test_an_unlinked_previous_receipt_is_refused(chain):
 
 
 def test_a_swapped_final_state_is_refused(chain):
-    with pytest.raises(ReceiptChainBroken, match="swapped"):
+    with pytest.raises(
+        ReceiptChainBroken, match="the bytes differ from what the last station signed"
+    ):
         chain.verify(final=chain.outputs[3])

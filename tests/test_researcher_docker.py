@@ -209,5 +209,5 @@ def test_a_train_that_raises_fails_its_hop_with_a_reason(network, tmp_path):
                      env=env).returncode == 0  # fmt: skip
     watched = pht_train("watch", "last", "--timeout", "300", env=env)
     assert watched.returncode == 1
-    assert f"hop 1 at {stations[1]}: TrainFailed: the train exited with code" in watched.stdout
+    assert f"hop 1 at {stations[1]}: TrainFailed: the train failed" in watched.stdout
     assert "ZeroDivisionError" not in watched.stdout  # the log stays at the station

@@ -371,7 +371,8 @@ def test_failed_train_keeps_its_log_and_nothing_leaves(runner, attack_image, hop
     result = run(runner, attack_image("crash"), hop)
 
     assert result.exit_code == 1 and not result.ok
-    assert result.failure(SMALL) == "the train exited with code 1"
+    # a category only: the exit code is the train's choice, and could carry data
+    assert result.failure(SMALL) == "the train failed (its code raised an error or exited with one)"
     assert "about to fail" in result.log and "model did not converge" in result.log
     assert list(hop.output.iterdir()) == []  # the state it wrote before failing stays put
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -270,18 +271,40 @@ def cancel(args: argparse.Namespace) -> int:
 def result(args: argparse.Namespace) -> int:
     with researcher_of(args) as researcher:
         fetched = researcher.result(researcher.resolve(args.train_id), Path(args.out))
+    # names and reasons come from the train and the stations: printed escaped, so a name
+    # holding a newline, an ANSI sequence or a right-to-left mark cannot fake a line
     print(f"verified {len(fetched.hops)} receipts:")
     for hop in fetched.hops:
         done = (
-            f"skipped: {hop.reason}"
+            f"skipped: {printable(hop.reason or '')}"
             if hop.kind == "skipped"
             else (f"container {hop.container_seconds:.2f}s")
         )
-        print(f"  hop {hop.hop} {hop.station:<20} {hop.kind:<9} {done}")
-    skipped = [h.station for h in fetched.hops if h.kind == "skipped"]
+        print(f"  hop {hop.hop} {printable(hop.station):<20} {hop.kind:<9} {done}")
+    skipped = [printable(h.station) for h in fetched.hops if h.kind == "skipped"]
     if skipped:
         print(f"the result leaves out {', '.join(skipped)}: they refused and passed it on")
-    print(f"opened the final state into {fetched.out_dir}: {', '.join(fetched.files)}")
+    files = ", ".join(printable(name) for name in fetched.files)
+    print(f"opened the final state into {printable(str(fetched.out_dir))}: {files}")
     if not args.quiet:
         show_state(fetched.state, fetched.files)
     return 0
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control, format (bidi, zero-width) and separator characters escaped
+    as ``\\n``, ``\\x07``, ``\\u202e``; a backslash is doubled so nothing is ambiguous."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            code = ord(char)
+            width = "x02" if code < 0x100 else ("u04" if code < 0x10000 else "U08")
+            out.append(f"\\{width[0]}{code:{width[1:]}x}")
+        else:
+            out.append(char)
+    return "".join(out)

@@ -25,8 +25,8 @@ from trains import state_codec
 from trains.errors import CentralError, KeyFileError, PhtError, RouteMismatch
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Image, Manifest, Route, Stop, expiry_from_now
-from trains.receipt import HopPredicate, verify_chain
-from trains.sealing import digest_file, open_file, output_context
+from trains.receipt import HopPredicate, readers_of, verify_chain
+from trains.sealing import check_sealed_to, digest_file, open_file, output_context
 from trains.signing import open_envelope, sign
 from trains.train_spec import load_train_spec
 
@@ -225,8 +225,10 @@ class Researcher:
         return self.watch(train_id, None, timeout_s, poll_s)
 
     def result(self, train_id: str, out_dir: Path) -> Result:
-        """Download, verify the whole receipt chain (every hop of the plan), then open the
-        final state."""
+        """Download, verify the whole receipt chain (every hop of the plan) and that the
+        final state is sealed to exactly you, then open it into ``out_dir``: a new (or
+        empty) folder that appears only once every file is out, readable by you only."""
+        _check_out_dir(out_dir)
         status = self.central.status(train_id)
         if status["status"] != "done":
             detail = f": {status['error']}" if status.get("error") else ""
@@ -241,6 +243,7 @@ class Researcher:
         )
         receipts = self.central.receipts(train_id)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        # mkdtemp: 0700, next to out_dir so that the final rename stays on one file system
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".pht-download-") as tmp:
             sealed, archive = Path(tmp) / "result.sealed", Path(tmp) / "result.tar"
             self.central.download_result(train_id, sealed)  # streamed: a state may be large
@@ -251,8 +254,33 @@ class Researcher:
                 receipts,
                 digest_file(sealed),
             )
-            context = output_context(train_id, len(manifest.hops()) - 1)
-            open_file(sealed, archive, self.identity.sealing, context)
+            last = len(manifest.hops()) - 1
+            # the header decides who can open it, whatever the receipt says
+            check_sealed_to(sealed, readers_of(manifest, last), "the final state")
+            open_file(sealed, archive, self.identity.sealing, output_context(train_id, last))
+            staged = Path(tmp) / "result"
+            staged.mkdir(mode=0o700)
             with archive.open("rb") as source:
-                files = state_codec.unpack_from(source, out_dir, MAX_RESULT_BYTES)
+                files = state_codec.unpack_from(source, staged, MAX_RESULT_BYTES)
+            _private(staged)
+            _check_out_dir(out_dir)  # still new or empty: rename replaces an empty folder
+            staged.rename(out_dir)
         return Result(train_id, out_dir, files, hops)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise PhtError(f"{out_dir} exists and is not a folder; give a new folder for the result")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise PhtError(
+            f"{out_dir} is not empty; give a new or empty folder for the result (it is never "
+            "mixed with files already there)"
+        )
+
+
+def _private(folder: Path) -> None:
+    """Readable by the researcher only: folders 0700, files 0600 (a result is patient-level
+    aggregate data that other users of this machine have no business reading)."""
+    folder.chmod(0o700)
+    for path in folder.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)

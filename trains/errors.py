@@ -67,3 +67,11 @@ class HopDeferred(PhtError):
 
 class CentralUnreachable(CentralError):
     """Central could not be reached or answered 5xx: worth retrying later."""
+
+
+class TrainRefused(TrainFailed):
+    """The train refused to contribute, with a code from the runtime's fixed vocabulary."""
+
+
+class SealedToOthers(SealError):
+    """A sealed state's header names other recipients than the manifest requires."""

@@ -13,6 +13,7 @@ from typing import Final, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from trains.errors import ReceiptChainBroken, SignatureInvalid
+from trains.keys import PublicIdentity
 from trains.manifest import Manifest, ReceiptKind
 from trains.signing import Envelope, open_envelope, unverified_payload
 
@@ -149,9 +150,19 @@ def verify_chain(
         digests.append(envelope.digest)
     if outputs[-1] != final_state_digest:
         raise ReceiptChainBroken(
-            "the final state is not the one the last station signed for: it was swapped"
+            f"the final state's digest is {final_state_digest}, the last station signed for "
+            f"{outputs[-1]}: the bytes differ from what the last station signed (damaged, "
+            "truncated or replaced after it signed); nothing was opened"
         )
     return predicates
+
+
+def readers_of(manifest: Manifest, producer: int | None) -> list[PublicIdentity]:
+    """Who the manifest says a state is sealed to: the readers of hop ``producer``'s
+    output, or the stations of the first hops for the initial state (``None``)."""
+    if producer is None:
+        return manifest.initial_recipients()
+    return manifest.recipients_after(producer)
 
 
 def _claimed(envelope: Envelope) -> str:

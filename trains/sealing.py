@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from trains.errors import SealError
+from trains.errors import SealedToOthers, SealError
 from trains.keys import PublicIdentity, b64decode, b64encode, fingerprint
 
 MAGIC = b"PHTSEAL2"
@@ -132,16 +132,48 @@ def read_header_from(source: BinaryIO) -> tuple[SealHeader, bytes]:
     """Read and parse the header; return it with its raw bytes (magic and length included)."""
     start = source.read(len(MAGIC) + 4)
     if start[: len(MAGIC)] != MAGIC or len(start) < len(MAGIC) + 4:
-        raise SealError("not a sealed pht state (bad magic); was the file truncated or swapped?")
+        raise SealError(
+            "not a sealed pht state (bad magic): the file is damaged, truncated or not a state"
+        )
     (length,) = struct.unpack(">I", start[len(MAGIC) :])
     raw = source.read(length) if length <= _MAX_HEADER else b""
     if len(raw) != length:
         raise SealError("sealed state header is truncated or oversized")
     try:
         header = SealHeader.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as exc:
-        raise SealError(f"sealed state header is corrupt: {exc}") from None
+    except (ValueError, ValidationError, RecursionError) as exc:
+        raise SealError(f"sealed state header is corrupt: {type(exc).__name__}") from None
     return header, start + raw
+
+
+def sealed_recipients(path: Path) -> list[str]:
+    """The sealing-key fingerprints a sealed file's key is wrapped for, read from its header
+    without decrypting anything (the header is readable by anyone, and bounded)."""
+    with path.open("rb") as source:
+        header, _ = read_header_from(source)
+    return [w.recipient for w in header.recipients]
+
+
+def check_sealed_to(path: Path, required: Sequence[PublicIdentity], what: str) -> None:
+    """Refuse a sealed file whose header is not wrapped for exactly ``required``.
+
+    A receipt only *says* whom its station sealed the output to; the header is what decides
+    who can open it. A key wrapped for anyone else means someone else can read the state
+    too (an extra recipient), so it is refused before it is opened."""
+    found = sealed_recipients(path)
+    wanted = [r.sealing_fingerprint for r in required]
+    if sorted(found) == sorted(wanted):
+        return
+    extra = sorted(set(found) - set(wanted))
+    missing = sorted(set(wanted) - set(found))
+    problems = [f"also sealed to {', '.join(extra)}"] if extra else []
+    problems += [f"not sealed to {', '.join(missing)}"] if missing else []
+    problems += [] if problems else ["sealed to a recipient more than once"]
+    raise SealedToOthers(
+        f"{what} is not sealed to exactly the keys the manifest names "
+        f"({'; '.join(problems)}): someone else may be able to open it, so it is refused "
+        "unopened; tell the station that sealed it"
+    )
 
 
 def open_stream(source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, context: str) -> None:

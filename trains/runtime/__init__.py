@@ -5,5 +5,6 @@ inside the train image.
 """
 
 from trains.runtime.core import Context, run_train
+from trains.runtime.refusal import Refusal
 
-__all__ = ["Context", "run_train"]
+__all__ = ["Context", "Refusal", "run_train"]

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trains.runtime.refusal import Refusal
+
 STATE_FILE = "state.json"
 
 
@@ -98,7 +100,9 @@ def load_dataset(folder: Path) -> pd.DataFrame:
     frames = [pd.read_csv(p) for p in sorted(folder.glob("*.csv"))]
     frames += [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]
     if not frames:
-        raise TrainCodeError(f"dataset folder {folder.name} holds no CSV or Parquet file")
+        raise Refusal(
+            "missing_dataset", f"dataset folder {folder.name} holds no CSV or Parquet file"
+        )
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 

@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from trains.runtime.core import Context
+from trains.runtime.refusal import Refusal
 
 Array = npt.NDArray[Any]
 
@@ -28,7 +29,10 @@ def complete_cases(frame: pd.DataFrame, items: list[str]) -> pd.DataFrame:
     needed = [item.partition("=")[0] for item in items]
     missing = sorted(set(needed) - set(frame.columns))
     if missing:
-        raise ValueError(f"the dataset has no column(s) {missing}; fix [parameters] in train.toml")
+        raise Refusal(
+            "missing_column",
+            f"the dataset has no column(s) {missing}; fix [parameters] in train.toml",
+        )
     return frame.dropna(subset=needed)
 
 
@@ -47,16 +51,19 @@ def regression_design(
 def require_binary_outcome(y: Array, outcome: str) -> Array:
     """``y`` itself when it holds only 0 and 1; otherwise an error that says how to fix it."""
     if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"outcome {outcome!r} must be 0/1; use 'column=level' otherwise")
+        raise Refusal(
+            "invalid_values", f"outcome {outcome!r} must be 0/1; use 'column=level' otherwise"
+        )
     return y
 
 
 def require_min_rows(n: int, ctx: Context) -> None:
-    """Refuse to contribute from a station with fewer than ``min_rows`` (default 10)
-    complete rows: sums over a handful of patients all but reveal them."""
+    """Refuse (``too_few_rows``) to contribute from a station with fewer than ``min_rows``
+    (default 10) complete rows: sums over a handful of patients all but reveal them."""
     min_rows = int(ctx.params.get("min_rows", 10))
     if n < min_rows:
-        raise ValueError(
+        raise Refusal(
+            "too_few_rows",
             f"station {ctx.station} has {n} complete rows, fewer than min_rows={min_rows}; "
-            "it refuses to contribute"
+            "it refuses to contribute",
         )

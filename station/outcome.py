@@ -1,0 +1,114 @@
+"""What a hop's run tells the world outside the station: a category, never the train's words.
+
+The train has read patient data, so anything it chooses that leaves the station outside the
+sealed state bypasses disclosure control: an exit code, its log, the name of a file it
+wrote, a size, how many of its cells were small. A failed run is therefore reported as one
+fixed sentence per category (``station.runner.RunResult.failure``: failed, timed out, out
+of memory, output too large, refused with a code of the runtime's fixed vocabulary); an
+output that breaks a disclosure rule as the rule it broke. The details stay in the hop's
+log at the station. What remains is the choice among these categories: a few bits per hop
+(docs/researcher.md, "What a failed hop tells you").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import docker.errors
+import requests.exceptions
+
+from station.config import StationConfig
+from station.disclosure import Disclosure, check_output
+from station.runner import RunResult
+from station.verify import VerifiedHop
+from trains import state_codec
+from trains.errors import (
+    DisclosureRefused,
+    PhtError,
+    StateInvalid,
+    StateTooLarge,
+    TrainFailed,
+    TrainRefused,
+)
+from trains.manifest import Resources
+
+T = TypeVar("T")
+
+
+def check_result(result: RunResult, resources: Resources, station: str) -> None:
+    """A failed run ends the hop with its category's fixed sentence (``RunResult.failure``):
+    the exit code and the log stay here, as anything the train chose would carry data."""
+    message = result.failure(resources)
+    if message is None:
+        return
+    if result.refusal is not None:
+        raise TrainRefused(message)
+    raise TrainFailed(f"{message}; its log stays at station {station} (ask the station admin)")
+
+
+def contained(run: Callable[[], T], hop_log: Path) -> T:
+    """Run the container and copy its output out. Copying writes names the train chose on
+    the station's disk, so an error there (a path too long for the host, say) would quote
+    one: it goes to the hop's log, and the hop fails with a fixed sentence. Docker's own
+    errors and the station's PhtErrors pass through (``station.hop`` sorts them)."""
+    try:
+        return run()
+    except (PhtError, docker.errors.DockerException, requests.exceptions.RequestException):
+        raise
+    except Exception as exc:
+        with hop_log.open("a") as handle:
+            handle.write(
+                f"\npht station: the output could not be copied out: {type(exc).__name__}: {exc}\n"
+            )
+        raise TrainFailed(
+            "the train's output could not be copied out of its container (a name or folder "
+            "this station cannot hold); the hop's log at the station says which"
+        ) from None
+
+
+def control_and_pack(
+    output_dir: Path,
+    archive: Path,
+    verified: VerifiedHop,
+    max_bytes: int,
+    config: StationConfig,
+    hop_log: Path,
+) -> Disclosure:
+    """Disclosure control on the output, then pack it into ``archive``.
+
+    Their own errors quote what the train chose (an undeclared file's name, a size, how
+    many cells were small): that goes to the hop's log, here. Central and the researcher
+    hear only which rule the output broke, in fixed words; whatever else goes wrong while
+    reading the train's files (bad encoding, a malformed CSV) is the output being invalid.
+    """
+    outputs = verified.manifest.outputs
+    try:
+        disclosure = check_output(output_dir, outputs, max_bytes, config.policy.disclosure)
+        with archive.open("wb") as target:
+            state_codec.pack_to(output_dir, outputs, max_bytes, target)
+    except Exception as exc:
+        with hop_log.open("a") as handle:
+            handle.write(f"\npht station: the output was refused: {type(exc).__name__}: {exc}\n")
+        raise output_refusal(exc, verified.manifest.resources) from None
+    return disclosure
+
+
+def output_refusal(exc: Exception, resources: Resources) -> PhtError:
+    """The rule an output broke, in fixed words (the same error class, without details)."""
+    where = "the hop's log at the station says which file (ask the station admin)"
+    if isinstance(exc, DisclosureRefused):
+        return DisclosureRefused(
+            "a count file of the output holds cells below the station's minimum; aggregate "
+            f"further (or suppress small cells in the train) and resubmit; {where}"
+        )
+    if isinstance(exc, StateTooLarge):
+        return StateTooLarge(
+            f"the train wrote more than its max_output_mb of {resources.max_output_mb} MB; "
+            "nothing was kept"
+        )
+    return StateInvalid(
+        "the output does not match the train's declared outputs (an undeclared, missing or "
+        f"not regular file) or a file cannot be read as its type; {where}"
+    )
