@@ -34,6 +34,9 @@ class StationInfo(BaseModel):
     long_poll_s: float = Field(10.0, ge=0, le=30)
     max_backoff_s: float = Field(30.0, gt=0, le=3600)
     heartbeat_s: float = Field(10.0, gt=0, le=3600)  # well within central's hop lease
+    # the OCI runtime of every train container: "runsc" runs each under gVisor's own kernel
+    # (registered with dockerd by scripts/register-runsc.sh; docs/sandbox.md, "gVisor")
+    runtime: Literal["runc", "runsc"] = "runc"
 
 
 class CsvSource(BaseModel):
