@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,10 +147,10 @@ def digest_tree(folder: Path) -> dict[str, str]:
 class Watcher(threading.Thread):
     """Polls the runner's hop container while it runs and records what the host sees."""
 
-    def __init__(self, runner: DockerRunner, probe: Callable[[object], int | None]) -> None:
+    def __init__(self, runner: DockerRunner, probe: Callable[[Any], Any]) -> None:
         super().__init__(daemon=True)
         self.runner, self.probe = runner, probe
-        self.seen: list[int] = []
+        self.seen: list[Any] = []
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -166,8 +167,16 @@ class Watcher(threading.Thread):
             time.sleep(0.05)
 
 
-def test_well_behaved_train_runs_and_only_its_output_comes_back(runner, attack_image, hop):
-    result = run(runner, attack_image("noop"), hop)
+def test_well_behaved_train_runs_and_only_its_output_comes_back(runtime, runner, attack_image, hop):
+    watcher = Watcher(runner, lambda container: container.attrs["HostConfig"]["Runtime"])
+    watcher.start()
+    try:
+        result = run(runner, attack_image("noop"), hop)
+    finally:
+        watcher.done.set()
+        watcher.join()
+
+    assert set(watcher.seen) == {runtime}  # as the host's Docker saw the train's container
 
     assert result.ok, result.log
     assert (result.exit_code, result.timed_out, result.oom_killed) == (0, False, False)

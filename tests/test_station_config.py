@@ -156,6 +156,17 @@ def test_sql_source_on_postgresql(tmp_path, postgres):
     assert pd.read_csv(out).to_dict("list") == {"age": [40], "hba1c": [5.5]}
 
 
+def test_the_station_runs_its_trains_under_the_configured_runtime(tmp_path, docker_required):
+    from station.cli import main
+    from station.daemon import Station
+
+    assert main(["init", str(tmp_path / "s"), "--name", "h", "--central", "http://x:1"]) == 0
+    path = tmp_path / "s" / "station.toml"
+    path.write_text(path.read_text().replace('runtime = "runc"', 'runtime = "runsc"', 1))
+    # what the hop's containers are then made with: tests/test_sandbox_attacks.py
+    assert Station.open(load_config(path)).runner().runtime == "runsc"
+
+
 def test_runtime_runsc_is_reported_by_doctor(tmp_path, docker_required):
     from station.doctor import run_checks
 
