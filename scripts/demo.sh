@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Set up this machine (idempotent) and run the demo: a registry, central and three
 # hospital stations on 127.0.0.1, the cohort train over all three, the verified result
-# printed next to the pooled figures.
+# printed next to the pooled figures. Runs in the project venv that setup.sh installed.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$REPO/scripts/setup.sh"
+# shellcheck source=scripts/pyenv.sh
+. "$REPO/scripts/pyenv.sh"
+use_venv
 cd "$REPO"
-exec "${PYTHON:-python3}" -m train_builder.demo "$@"
+exec "$PHT_VENV/bin/python" -m train_builder.demo "$@"

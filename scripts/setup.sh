@@ -2,22 +2,28 @@
 # One-shot setup of a fresh Debian/Ubuntu machine for pht, as root. Idempotent: a second
 # run only checks and takes a few seconds.
 #
-#   1. apt: install whichever of docker.io, docker-registry, debootstrap, postgresql are missing
-#      (apt-get update only when something has to be installed)
-#   2. pip: install this repository in editable mode with the dev extras
-#      (skipped when pyproject.toml is unchanged since the last successful install)
+#   1. apt: install whichever of docker.io, docker-registry, debootstrap, postgresql, runsc
+#      are missing (apt-get update only when something has to be installed)
+#   2. python: install uv (pinned in scripts/pyenv.sh) with pip into a venv of its own, then
+#      `uv sync --locked`: this repository and exactly the versions in uv.lock, dev extras
+#      included, into the project venv <repo>/.venv (skipped when uv.lock, pyproject.toml,
+#      the interpreter and uv are unchanged since the last successful sync)
 #   3. start the Docker daemon if it is not running   (scripts/start-dockerd.sh)
-#   4. build the train base image without pulling     (compose/base/build-base.sh)
+#   4. register gVisor's runsc with dockerd            (scripts/register-runsc.sh)
+#   5. build the train base image without pulling     (compose/base/build-base.sh)
 #
-# Usage: scripts/setup.sh [--no-pip] [--force-base]
-# Environment: PYTHON  the interpreter to install into (default: python3 on PATH)
+# Usage: scripts/setup.sh [--no-python] [--force-base]
+# Environment: PYTHON    the interpreter the venv is made from (default: python3 on PATH)
+#              PHT_VENV  where the project venv goes (default: <repo>/.venv)
 set -euo pipefail
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 PYTHON=${PYTHON:-python3}
-DO_PIP=1
+# shellcheck source=scripts/pyenv.sh
+. "$SCRIPT_DIR/pyenv.sh"
+DO_PYTHON=1
 BASE_ARGS=()
 
 say() { echo "setup: $*"; }
@@ -25,7 +31,7 @@ die() { echo "setup: ERROR: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --no-pip) DO_PIP=0; shift ;;
+        --no-python) DO_PYTHON=0; shift ;;
         --force-base) BASE_ARGS+=(--force); shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
@@ -39,7 +45,7 @@ t_start=$SECONDS
 pkg_installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
-for p in docker.io docker-registry debootstrap postgresql; do
+for p in docker.io docker-registry debootstrap postgresql runsc; do
     pkg_installed "$p" || missing+=("$p")
 done
 # The commands may also come from elsewhere (e.g. Docker's own packages): only the
@@ -52,11 +58,14 @@ for p in "${missing[@]}"; do
         debootstrap) command -v debootstrap >/dev/null 2>&1 || want+=("$p") ;;
         # PostgreSQL: central's production database; tests start throwaway clusters of it.
         postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || want+=("$p") ;;
+        # gVisor: the runtime a station may choose for its trains (station.toml's runtime)
+        runsc) command -v runsc >/dev/null 2>&1 || want+=("$p") ;;
     esac
 done
-if [ "$DO_PIP" = 1 ] && ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
-    [ "$PYTHON" = python3 ] || die "$PYTHON has no pip"
-    want+=(python3-pip python3-venv)
+# uv's own venv is made with the interpreter's venv module (Debian: python3-venv)
+if [ "$DO_PYTHON" = 1 ] && [ ! -x "$UV" ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    [ "$PYTHON" = python3 ] || die "$PYTHON cannot make a venv (no ensurepip)"
+    want+=(python3-venv)
 fi
 if [ ${#want[@]} -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 || die "missing ${want[*]} and no apt-get to install them"
@@ -65,45 +74,31 @@ if [ ${#want[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 else
-    say "apt: docker.io, docker-registry, debootstrap, postgresql present"
+    say "apt: docker.io, docker-registry, debootstrap, postgresql, runsc present"
 fi
 
-# --- 2. the Python package ------------------------------------------------------------------
-if [ "$DO_PIP" = 0 ]; then
-    say "pip: skipped (--no-pip)"
-elif [ ! -f "$REPO/pyproject.toml" ]; then
-    say "pip: no pyproject.toml in $REPO, skipped"
+# --- 2. the Python environment: <repo>/.venv from uv.lock ------------------------------------
+if [ "$DO_PYTHON" = 0 ]; then
+    say "python: skipped (--no-python)"
 else
-    py_exe=$("$PYTHON" -c 'import sys; print(sys.executable)')
-    stamp_dir=/var/lib/pht
-    stamp="$stamp_dir/setup-$(printf '%s' "$REPO" | sha256sum | cut -c1-16).stamp"
-    want_stamp="$py_exe $(sha256sum <"$REPO/pyproject.toml" | cut -c1-64)"
-    dist=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$REPO/pyproject.toml" | head -n1)
-    # Installed, editable, from this very checkout? (importlib.metadata: much faster than pip)
-    editable_here() {
-        "$PYTHON" - "${dist:-pht}" "$REPO" <<'PY' >/dev/null 2>&1
-import json, pathlib, sys
-from importlib import metadata
-d = metadata.distribution(sys.argv[1])
-info = json.loads(d.read_text("direct_url.json") or "{}")
-url = info.get("url", "")
-ok = info.get("dir_info", {}).get("editable") and url.startswith("file://") \
-    and pathlib.Path(url[7:]).resolve() == pathlib.Path(sys.argv[2]).resolve()
-sys.exit(0 if ok else 1)
-PY
-    }
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && editable_here; then
-        say "pip: ${dist:-pht} already installed (editable) for $py_exe"
+    py_exe=$("$PYTHON" -c 'import sys; print(sys.executable)') || die "$PYTHON does not run"
+    case "$("$UV" --version 2>/dev/null || true)" in
+        "uv $UV_VERSION" | "uv $UV_VERSION "*) ;;
+        *)
+            say "uv: installing uv $UV_VERSION with pip into $UV_HOME"
+            rm -rf "$UV_HOME"
+            "$PYTHON" -m venv "$UV_HOME"
+            PIP_ROOT_USER_ACTION=ignore "$UV_HOME/bin/python" -m pip install -q "uv==$UV_VERSION"
+            ;;
+    esac
+    stamp=$PHT_VENV/.pht-setup-stamp
+    want_stamp="uv $UV_VERSION $py_exe $(cat "$REPO/uv.lock" "$REPO/pyproject.toml" | sha256sum | cut -c1-64)"
+    if [ -x "$PHT_VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ]; then
+        say "python: $PHT_VENV is in sync with uv.lock"
     else
-        pip_args=(install -q -e ".[dev]")
-        # A Debian/Ubuntu system Python refuses pip outside a venv (PEP 668) unless told.
-        if "$PYTHON" -c 'import sys, sysconfig, os; sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED")) else 1)'; then
-            say "pip: $py_exe is externally managed; installing with --break-system-packages"
-            pip_args+=(--break-system-packages)
-        fi
-        say "pip: installing ${REPO}[dev] into $py_exe"
-        (cd "$REPO" && PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip "${pip_args[@]}")
-        mkdir -p "$stamp_dir"
+        say "python: installing uv.lock into $PHT_VENV (uv sync --locked, interpreter $py_exe)"
+        (cd "$REPO" && "$UV" sync --locked --extra dev --python "$py_exe") \
+            || die "uv sync failed; if uv.lock is out of date with pyproject.toml, run 'uv lock' (docs/dependencies.md)"
         echo "$want_stamp" >"$stamp"
     fi
 fi
@@ -111,7 +106,10 @@ fi
 # --- 3. Docker daemon ----------------------------------------------------------------------------
 "$SCRIPT_DIR/start-dockerd.sh"
 
-# --- 4. base image -----------------------------------------------------------------------------
+# --- 4. gVisor's runsc, registered with dockerd ---------------------------------------------------
+"$SCRIPT_DIR/register-runsc.sh"
+
+# --- 5. base image -----------------------------------------------------------------------------
 "$REPO/compose/base/build-base.sh" --repo "$REPO" "${BASE_ARGS[@]}"
 
 say "done in $((SECONDS - t_start))s"

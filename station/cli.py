@@ -29,6 +29,7 @@ state_dir = "state"         # approval queue, outputs not yet delivered, audit l
 poll_interval_s = 1.0        # pause between polls when long polling is off
 long_poll_s = 10.0           # central answers at once when a hop is queued; 0 = plain polling
 max_backoff_s = 30.0        # longest wait between retries when central or Docker is away
+runtime = "runc"            # "runsc": every train under gVisor (docs/sandbox.md, "gVisor")
 
 # Datasets trains may ask for, by name. Each is materialised read-only, per run, into
 # /pht/data/<name>/data.csv (or data.parquet).

@@ -41,6 +41,9 @@ class StationInfo(BaseModel):
     # a pull ends when Docker reports no progress for pull_stall_s, and at pull_timeout_s
     pull_timeout_s: float = Field(600.0, gt=0, le=86400)
     pull_stall_s: float = Field(60.0, gt=0, le=3600)
+    # the OCI runtime of every train container: "runsc" runs each under gVisor's own kernel
+    # (registered with dockerd by scripts/register-runsc.sh; docs/sandbox.md, "gVisor")
+    runtime: Literal["runc", "runsc"] = "runc"
 
 
 class CsvSource(BaseModel):

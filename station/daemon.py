@@ -49,7 +49,8 @@ class Station:
 
     def runner(self) -> DockerRunner:
         if self._runner is None:
-            self._runner = DockerRunner()  # raises DockerUnavailable; the hop is deferred
+            # raises DockerUnavailable; the hop is deferred
+            self._runner = DockerRunner(runtime=self.config.station.runtime)
         return self._runner
 
     def recover(self) -> None:

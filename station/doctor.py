@@ -44,7 +44,8 @@ def run_checks(config: StationConfig) -> list[Finding]:
         return f"{config.keys_dir}: signing key {me.public.signing_fingerprint}"
 
     check("keys", keys)
-    check("docker", _docker)
+    if check("docker", _docker):
+        check("runtime", lambda: _runtime(config.station.runtime))
     if check("central", lambda: _central_up(config.station.central_url)):
         check("token", lambda: _token(config, identity[0] if identity else None))
     for name in sorted(config.datasets):
@@ -59,6 +60,17 @@ def _docker() -> str:
     runner = DockerRunner()  # raises DockerUnavailable with its fix
     version = runner.client.version().get("Version", "?")
     return f"Docker Engine {version} reachable"
+
+
+def _runtime(name: str) -> str:
+    """The runtime trains run under (station.runtime), and that dockerd knows it."""
+    from station.runner import DockerRunner
+
+    runner = DockerRunner(runtime=name)  # raises DockerUnavailable with its fix
+    registered = (runner.client.info().get("Runtimes") or {}).get(name) or {}
+    how = " ".join([registered.get("path", name), *registered.get("runtimeArgs", [])])
+    gvisor = " (gVisor)" if name == "runsc" else ""
+    return f"trains run under {name}{gvisor}; dockerd starts it as: {how}"
 
 
 def _central_up(url: str) -> str:

@@ -44,6 +44,8 @@ from trains.runtime.refusal import CONTRACT_BROKEN, CONTRACT_EXIT, REFUSALS, ref
 CONTAINER_UID = 10001
 CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_UID}"
 LOG_TAIL_BYTES = 20_000
+# gVisor's own threads count against a container's PID limit (about 40 at start, measured)
+RUNSC_PIDS = 64
 # how the Docker client says that waiting for the container took longer than asked
 _HTTP_TIMEOUTS = (requests.exceptions.Timeout, requests.exceptions.ConnectionError)
 
@@ -114,8 +116,9 @@ class RunResult:
 
 
 class DockerRunner:
-    def __init__(self, limits: SandboxLimits | None = None) -> None:
+    def __init__(self, limits: SandboxLimits | None = None, runtime: str = "runc") -> None:
         self.limits = limits or SandboxLimits()
+        self.runtime = runtime  # the OCI runtime of every container of a hop
         self.runner_id = uuid.uuid4().hex[:12]  # label of everything this runner creates
         try:
             self.client = docker.from_env(timeout=120)
@@ -124,6 +127,12 @@ class DockerRunner:
             raise DockerUnavailable(
                 f"cannot reach Docker Engine ({exc}); start dockerd (scripts/start-dockerd.sh)"
             ) from None
+        known = sorted(self.client.info().get("Runtimes") or {})
+        if runtime not in known:  # a station's setting, not the train's fault: hops wait
+            raise DockerUnavailable(
+                f"Docker Engine has no runtime {runtime!r} (it has {', '.join(known)}); "
+                "register it (scripts/register-runsc.sh for runsc) or change station.toml's runtime"
+            )
 
     def pull(self, image: Image, limits: pulling.PullLimits | None = None) -> str:
         """Pull ``repository@digest`` within the station's deadlines and size cap; Docker
@@ -272,6 +281,7 @@ class DockerRunner:
         """The host configuration of every container of a hop: see docs/sandbox.md."""
         lim = self.limits
         return {
+            "runtime": self.runtime,
             "user": CONTAINER_USER,
             "network_mode": "none",
             "read_only": True,
@@ -286,7 +296,7 @@ class DockerRunner:
             "memswap_limit": f"{memory_mb}m",  # equal: no swap
             "oom_kill_disable": False,
             "nano_cpus": int(cpus * 1e9),
-            "pids_limit": pids,
+            "pids_limit": pids + (RUNSC_PIDS if self.runtime == "runsc" else 0),
             "ulimits": [
                 Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
                 Ulimit(name="core", soft=0, hard=0),  # no core dump handed to the host

@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from station.runner import LOG_TAIL_BYTES, DockerRunner, RunResult, SandboxLimits
+from station.runner import LOG_TAIL_BYTES, RUNSC_PIDS, DockerRunner, RunResult, SandboxLimits
 from trains.manifest import Resources
 
 pytestmark = pytest.mark.docker
@@ -34,6 +35,9 @@ LIMITS = SandboxLimits(pids=64, tmp_mb=16, shm_mb=8, log_mb=1)
 SMALL = Resources(memory_mb=128, cpus=0.5, timeout_s=30, max_output_mb=8)
 DOCKERFILE = "FROM pht-base:latest\nCOPY --chown=0:0 train/ /opt/train/\n"
 ENV = {"PHT_MODE": "local", "PHT_STATION": "attacked", "PHT_ROUND": "0", "PHT_HOP": "0"}
+# gVisor checks ownership and permissions before read-only-ness: a write the train's user
+# may not make anyway is refused with EACCES or EPERM there, where Linux says EROFS
+REFUSED_FIRST = {"runc": {"EROFS"}, "runsc": {"EROFS", "EACCES", "EPERM"}}
 
 
 @dataclass
@@ -43,9 +47,15 @@ class HopDirs:
     output: Path
 
 
+@pytest.fixture(scope="module", params=["runc", "runsc"])
+def runtime(request, docker_required) -> str:
+    """Every attack runs under both runtimes a station may set (station.toml's runtime)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def runner(docker_required) -> DockerRunner:
-    return DockerRunner(LIMITS)
+def runner(runtime) -> DockerRunner:
+    return DockerRunner(LIMITS, runtime=runtime)
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +147,10 @@ def digest_tree(folder: Path) -> dict[str, str]:
 class Watcher(threading.Thread):
     """Polls the runner's hop container while it runs and records what the host sees."""
 
-    def __init__(self, runner: DockerRunner, probe: Callable[[object], int | None]) -> None:
+    def __init__(self, runner: DockerRunner, probe: Callable[[Any], Any]) -> None:
         super().__init__(daemon=True)
         self.runner, self.probe = runner, probe
-        self.seen: list[int] = []
+        self.seen: list[Any] = []
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -157,8 +167,16 @@ class Watcher(threading.Thread):
             time.sleep(0.05)
 
 
-def test_well_behaved_train_runs_and_only_its_output_comes_back(runner, attack_image, hop):
-    result = run(runner, attack_image("noop"), hop)
+def test_well_behaved_train_runs_and_only_its_output_comes_back(runtime, runner, attack_image, hop):
+    watcher = Watcher(runner, lambda container: container.attrs["HostConfig"]["Runtime"])
+    watcher.start()
+    try:
+        result = run(runner, attack_image("noop"), hop)
+    finally:
+        watcher.done.set()
+        watcher.join()
+
+    assert set(watcher.seen) == {runtime}  # as the host's Docker saw the train's container
 
     assert result.ok, result.log
     assert (result.exit_code, result.timed_out, result.oom_killed) == (0, False, False)
@@ -192,11 +210,11 @@ def test_network_egress_and_dns_are_impossible(runner, attack_image, hop):
     assert connections == [], "a container reached a server on the host"
     assert seen["interfaces"] == ["lo"]
     for target in ("host_loopback", "docker_bridge", "public_ip"):
-        assert seen[target] in ("ECONNREFUSED", "ENETUNREACH"), (target, seen[target])
+        assert seen[target] in ("ECONNREFUSED", "ENETUNREACH", "EHOSTUNREACH"), target
     assert seen["dns"] != "connected"
 
 
-def test_input_state_and_data_are_read_only(runner, attack_image, hop):
+def test_input_state_and_data_are_read_only(runtime, runner, attack_image, hop):
     # world-writable on the host, so only the read-only mount can stop the train
     for path in [hop.input, hop.data, *hop.input.rglob("*"), *hop.data.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)
@@ -214,13 +232,15 @@ def test_input_state_and_data_are_read_only(runner, attack_image, hop):
         "overwrite_data",
         "delete_data",
         "rename_data",
-        "chmod_data",
     ):
         assert seen[attempt] == "EROFS", (attempt, seen[attempt])
+    assert seen["chmod_data"] in REFUSED_FIRST[runtime]  # the file's owner is the host's root
     assert digest_tree(hop.input) | digest_tree(hop.data) == before
 
 
-def test_host_files_docker_socket_and_devices_are_out_of_reach(runner, attack_image, hop, tmp_path):
+def test_host_files_docker_socket_and_devices_are_out_of_reach(
+    runtime, runner, attack_image, hop, tmp_path
+):
     secret = tmp_path / "host-secret.txt"
     secret.write_text("host only")
     secret.chmod(0o644)
@@ -237,15 +257,20 @@ def test_host_files_docker_socket_and_devices_are_out_of_reach(runner, attack_im
     assert set(seen["devices"]) <= {
         "console", "core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm",
         "stderr", "stdin", "stdout", "tty", "urandom", "zero",
-    }  # fmt: skip
-    assert seen["mknod"] == "EPERM"
+    } | ({"fuse", "net"} if runtime == "runsc" else set())  # fmt: skip
+    # (gVisor's /dev/fuse and /dev/net/tun are devices of its own kernel, not the host's)
+    if runtime == "runc":
+        assert seen["mknod"] == "EPERM"
+    else:  # gVisor lets the node be made in its own /tmp, but it leads to no device
+        assert seen["disk_read"] == "ENXIO"
     assert seen["pid1"].endswith("docker-init")  # its own PID namespace, with an init
     assert seen["hostname"] == "pht-train"
-    assert seen["cgroups"] == ["/"]  # its own cgroup namespace: no host cgroup paths
+    # its own cgroup namespace: no host cgroup paths (gVisor shows no cgroups at all)
+    assert seen["cgroups"] == (["/"] if runtime == "runc" else [])
     assert max(seen["processes"]) < 100  # sees only its own few processes
 
 
-def test_privilege_escalation_fails(runner, attack_image, hop):
+def test_privilege_escalation_fails(runtime, runner, attack_image, hop):
     result = run(runner, attack_image("privilege"), hop)
 
     assert result.ok, result.log
@@ -256,38 +281,77 @@ def test_privilege_escalation_fails(runner, attack_image, hop):
     no_caps = "0000000000000000"
     assert (seen["CapEff"], seen["CapPrm"], seen["CapBnd"]) == (no_caps, no_caps, no_caps)
     assert seen["NoNewPrivs"] == "1"
-    assert seen["Seccomp"] == "2"  # Docker's default seccomp filter is in force
-    assert seen["unshare_user"] == "EPERM" and seen["unshare_mount"] == "EPERM"
+    if runtime == "runc":
+        assert seen["Seccomp"] == "2"  # Docker's default seccomp filter is in force
+        assert seen["unshare_user"] == "EPERM" and seen["unshare_mount"] == "EPERM"
+    else:
+        # Docker's filter is not loaded into gVisor (docs/sandbox.md, "gVisor"): the train's
+        # calls reach gVisor's kernel, and only its own filtered calls reach the host's.
+        # Namespaces the train may make there are gVisor's; the escalations below still fail.
+        assert seen["Seccomp"] == "0"
     # setuid-root binaries run, but as 10001: no-new-privileges ignores the setuid bit
     assert seen["setuid_su"]["code"] != 0 and seen["setuid_su"]["said"] != "0"
     assert seen["setuid_mount"]["code"] != 0
     assert seen["chown_root"] == "EPERM"
 
 
-def test_writes_and_execution_outside_the_output_fail(runner, attack_image, hop):
+def test_writes_and_execution_outside_the_output_fail(runtime, runner, attack_image, hop):
     result = run(runner, attack_image("write_outside"), hop)
 
     assert result.ok, result.log
     seen = state_of(hop)
+    assert seen["var_tmp"] == "EROFS"  # world-writable: only the read-only root refuses it
     for place in ("root", "etc", "train_code", "pht"):
-        assert seen[place] == "EROFS", (place, seen[place])
+        assert seen[place] in REFUSED_FIRST[runtime], (place, seen[place])
     assert seen["tmp_mb"] <= LIMITS.tmp_mb
     assert seen["shm_mb"] <= LIMITS.shm_mb
-    for place in ("exec_tmp", "exec_shm", "exec_output"):
-        assert seen[place] == "EACCES", (place, seen[place])  # all mounted noexec
+    for place in ("exec_tmp", "exec_shm"):
+        assert seen[place] == "EACCES", (place, seen[place])  # mounted noexec
+    # the output volume's noexec holds under runc only; gVisor runs the program in its own
+    # kernel (docs/sandbox.md, "gVisor")
+    assert seen["exec_output"] == ("EACCES" if runtime == "runc" else "executed")
 
 
-def test_fork_bomb_is_held_by_the_pid_limit_and_killed(runner, attack_image, hop):
-    short = SMALL.model_copy(update={"timeout_s": 4})
+def pids_in_use(container) -> int | None:
+    """Tasks in the container's PID cgroup, read from the host (cgroup v1 or v2)."""
+    pid = container.attrs["State"]["Pid"]
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            return int(Path(f"/sys/fs/cgroup/pids{path}/pids.current").read_text())
+        if controllers == "" and Path(f"/sys/fs/cgroup{path}/pids.current").exists():
+            return int(Path(f"/sys/fs/cgroup{path}/pids.current").read_text())
+    return None
 
-    result = run(runner, attack_image("fork_bomb"), hop, short)
 
-    assert result.timed_out and not result.ok
-    assert "timeout of 4s" in (result.failure(short) or "")
-    refused = [line for line in result.log.splitlines() if line.startswith("fork refused")]
-    assert refused, result.log
-    assert int(refused[0].split()[3]) < LIMITS.pids
-    assert result.seconds < 4 + 20
+def test_fork_bomb_is_held_by_the_pid_limit_and_killed(runtime, runner, attack_image, hop):
+    short = SMALL.model_copy(update={"timeout_s": 4 if runtime == "runc" else 30})
+
+    watcher = Watcher(runner, pids_in_use)
+    watcher.start()
+    try:
+        result = run(runner, attack_image("fork_bomb"), hop, short)
+    finally:
+        watcher.done.set()
+        watcher.join()
+
+    assert not result.ok
+    # from the host: the container's processes (and gVisor's own threads) stayed in the limit
+    limit = LIMITS.pids + (RUNSC_PIDS if runtime == "runsc" else 0)
+    assert watcher.seen and max(watcher.seen) <= limit
+    if runtime == "runc":
+        assert result.timed_out
+        assert "timeout of 4s" in (result.failure(short) or "")
+        refused = [line for line in result.log.splitlines() if line.startswith("fork refused")]
+        assert refused, result.log
+        assert int(refused[0].split()[3]) < LIMITS.pids
+        assert result.seconds < 4 + 20
+    else:
+        # gVisor's processes live in its own kernel, which keeps no PID limit: the bomb runs
+        # until the sandbox as a whole hits its memory limit (or its threads the PID limit)
+        # and is killed, long before the timeout
+        assert not result.timed_out, result
+        assert result.oom_killed or result.exit_code != 0
     subprocess.run(["true"], check=True)  # the host can still start processes
 
 
@@ -377,10 +441,10 @@ def test_failed_train_keeps_its_log_and_nothing_leaves(runner, attack_image, hop
     assert list(hop.output.iterdir()) == []  # the state it wrote before failing stays put
 
 
-def test_sandbox_is_removed_when_docker_refuses_to_run_it(docker_required, attack_image, hop):
+def test_sandbox_is_removed_when_docker_refuses_to_run_it(runtime, attack_image, hop):
     import docker.errors
 
-    runner = DockerRunner(LIMITS)
+    runner = DockerRunner(LIMITS, runtime=runtime)
 
     # the volumes, the loader and the holder exist by then; Docker refuses the hop container
     # (more CPUs than the host has)

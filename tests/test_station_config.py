@@ -33,6 +33,7 @@ def test_init_template_loads_and_is_complete(tmp_path):
     assert main(["init", str(tmp_path / "s"), "--name", "h", "--central", "http://x:1"]) == 0
     config = load_config(tmp_path / "s" / "station.toml")
     assert config.policy.approval == "auto" and config.policy.disclosure.min_cell == 5
+    assert config.station.runtime == "runc"
     for key in ("signing.key", "sealing.key"):
         assert (tmp_path / "s" / "keys" / key).stat().st_mode & 0o777 == 0o600
 
@@ -41,6 +42,7 @@ def test_init_template_loads_and_is_complete(tmp_path):
     ("body", "message"),
     [
         ("poll_interval_s = -1\n", "key 'station.poll_interval_s'"),
+        ("runtime = 'kata'\n", "key 'station.runtime'.*'runc' or 'runsc'"),
         ("[datasets.c]\ntype = 'excel'\npath = 'x'\n", "key 'datasets.c'"),
         ("[datasets.c]\npath = 'missing.csv'\n", "key 'datasets.c.path'.*does not exist"),
         ("[datasets.c]\ntype = 'sql'\nurl = 'sqlite://'\n", "key 'datasets.c.sql.query'"),
@@ -152,3 +154,38 @@ def test_sql_source_on_postgresql(tmp_path, postgres):
     )
     out = materialise(config, "labs", tmp_path / "run" / "labs")
     assert pd.read_csv(out).to_dict("list") == {"age": [40], "hba1c": [5.5]}
+
+
+def test_the_station_runs_its_trains_under_the_configured_runtime(tmp_path, docker_required):
+    from station.cli import main
+    from station.daemon import Station
+
+    assert main(["init", str(tmp_path / "s"), "--name", "h", "--central", "http://x:1"]) == 0
+    path = tmp_path / "s" / "station.toml"
+    path.write_text(path.read_text().replace('runtime = "runc"', 'runtime = "runsc"', 1))
+    # what the hop's containers are then made with: tests/test_sandbox_attacks.py
+    assert Station.open(load_config(path)).runner().runtime == "runsc"
+
+
+def test_runtime_runsc_is_reported_by_doctor(tmp_path, docker_required):
+    from station.doctor import run_checks
+
+    config = load_config(write(tmp_path, 'runtime = "runsc"\n'))
+    assert config.station.runtime == "runsc"
+    found = {f.check: f for f in run_checks(config)}
+    assert found["runtime"].ok, found["runtime"].detail
+    assert "trains run under runsc (gVisor)" in found["runtime"].detail
+    assert "--network=none" in found["runtime"].detail  # as scripts/register-runsc.sh set it
+
+
+def test_a_runtime_dockerd_does_not_know_defers_hops_and_fails_doctor(docker_required):
+    from station.doctor import _runtime
+    from station.hop import _docker
+    from station.runner import DockerRunner, DockerUnavailable
+    from trains.errors import HopDeferred
+
+    # a station's setting, not the train's fault: the hop waits instead of failing
+    with pytest.raises(HopDeferred, match=r"no runtime 'no-such-runtime'.*register-runsc"):
+        _docker(lambda: DockerRunner(runtime="no-such-runtime"))
+    with pytest.raises(DockerUnavailable, match=r"change station\.toml's runtime"):
+        _runtime("no-such-runtime")

@@ -26,6 +26,7 @@ def local(data, state, ctx):
         "devices": sorted(os.listdir("/dev")),
         "block_devices": sorted(p.name for p in Path("/dev").iterdir() if p.is_block_device()),
         "mknod": outcome(lambda: os.mknod("/tmp/disk", 0o600 | 0o060000, os.makedev(8, 0))),
+        "disk_read": outcome(lambda: Path("/tmp/disk").read_bytes()[:16].hex()),
         "pid1": Path("/proc/1/cmdline").read_bytes().split(b"\0")[0].decode(),
         "hostname": os.uname().nodename,
         "cgroups": sorted(

@@ -53,6 +53,8 @@ def local(data, state, ctx):
         "etc": outcome(lambda: Path("/etc/passwd").write_text("x")),
         "train_code": outcome(lambda: Path("/opt/train/train.py").write_text("x")),
         "pht": outcome(lambda: Path("/pht/evil").write_text("x")),
+        # world-writable in the image: only the read-only root filesystem refuses this one
+        "var_tmp": outcome(lambda: Path("/var/tmp/evil").write_text("x")),
         "tmp_mb": fill("/tmp/fill"),
         "shm_mb": fill("/dev/shm/fill"),
         "exec_tmp": exec_from("/tmp"),
