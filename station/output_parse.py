@@ -42,7 +42,9 @@ class NotSummarised(Exception):
     """A file whose shape is beyond the bounds: it travels, its summary says so."""
 
 
-def check_file(path: Path, name: str, count_file: bool, min_cell: int, refuse: bool) -> dict[str, Any]:
+def check_file(
+    path: Path, name: str, count_file: bool, min_cell: int, refuse: bool
+) -> dict[str, Any]:
     """Shape (and, for a count file, suppression) of one file: ``{"shape", "suppressed"}``,
     or ``{"refused": message}``."""
     suffix = path.suffix.lower()
@@ -86,7 +88,7 @@ def _suppress_csv(path: Path, min_cell: int, rewrite: bool) -> int:
     """Stream the rows through, blanking small counts; replace the file only if needed."""
     small = 0
     tmp = path.with_name(f".{path.name}.suppressed")
-    with _csv_rows(path) as rows, tmp.open("w", newline="", encoding="utf-8") as out:
+    with _CsvRows(path) as rows, tmp.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out, lineterminator="\n")
         for row in rows:
             for i, cell in enumerate(row):
@@ -101,14 +103,14 @@ def _suppress_csv(path: Path, min_cell: int, rewrite: bool) -> int:
     return small
 
 
-class _csv_rows:  # noqa: N801 - used as a context manager, like open()
+class _CsvRows:
     """CSV rows streamed from a file, with the field bound and strict UTF-8; errors become
     NotSummarised (the bound or the encoding named, never a value)."""
 
     def __init__(self, path: Path) -> None:
         self.handle = path.open(newline="", encoding="utf-8", errors="strict")
 
-    def __enter__(self) -> _csv_rows:
+    def __enter__(self) -> _CsvRows:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -196,7 +198,7 @@ def _shape(path: Path, suffix: str) -> str:
     """Shape only: rows and columns, keys, never a value or a column name."""
     if suffix == ".csv":
         rows = columns = 0
-        with _csv_rows(path) as reader:
+        with _CsvRows(path) as reader:
             for row in reader:
                 rows += 1
                 columns = max(columns, len(row))

@@ -41,6 +41,7 @@ class HopState(StrEnum):
     DONE = "done"
     REJECTED = "rejected"
     FAILED = "failed"
+    QUARANTINED = "quarantined"  # central would not hear of it after bounded tries
 
 
 OPEN = {HopState.PENDING, HopState.APPROVED, HopState.RUNNING, HopState.HELD, HopState.SEALED}
@@ -75,6 +76,10 @@ class HopRecord(BaseModel):
     # a refused hop on a route that skips refusing stops (station.passage): True once its
     # input was sealed on unchanged, False if it could not be (the refusal is reported)
     passed_on: bool | None = None
+    # telling central (upload or report) failed this many times in a row; the next try is
+    # not before retry_at (station.delivery)
+    tries: int = 0
+    retry_at: datetime | None = None
 
     @property
     def id(self) -> str:

@@ -97,7 +97,7 @@ def _tar_of(*entries: tuple[str, bytes | None]) -> bytes:
     ids=["nested-under-file", "file-over-folder", "repeated", "repeated-other-spelling"],
 )
 def test_colliding_entries_are_refused_with_a_state_error(tmp_path, entries):
-    with pytest.raises(StateInvalid, match="collides|twice|under"):
+    with pytest.raises(StateInvalid, match=r"collides|twice|under"):
         state_codec.unpack(_tar_of(*entries), tmp_path / "out", 10_000)
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from station.config import DisclosurePolicy
 from station import output_parse
+from station.config import DisclosurePolicy
 from station.disclosure import Disclosure, check_output
 from trains.errors import DisclosureRefused, StateInvalid, StateTooLarge
 
@@ -137,10 +137,8 @@ def test_a_json_bomb_is_parsed_outside_the_daemon(tmp_path):
         handle.write("[" + "[]," * (count - 1) + "[]]")
     (tmp_path / "big.counts.json").write_bytes((tmp_path / "state.json").read_bytes())
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the peak so far
-    with pytest.raises(StateInvalid, match="count file big.counts.json"):
-        check_output(
-            tmp_path, ["state.json", "big.counts.json"], 100 * MB, DisclosurePolicy()
-        )
+    with pytest.raises(StateInvalid, match=r"count file big\.counts\.json"):
+        check_output(tmp_path, ["state.json", "big.counts.json"], 100 * MB, DisclosurePolicy())
     (tmp_path / "big.counts.json").unlink()
     result = check_output(tmp_path, ["state.json"], 100 * MB, DisclosurePolicy())
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -154,7 +152,7 @@ def test_a_json_bomb_within_the_parse_size_is_held_by_the_childs_memory_limit(tm
     count = output_parse.JSON_BYTES // 3 - 1
     bomb = "[" + "[]," * (count - 1) + "[]]"
     (tmp_path / "bomb.counts.json").write_text(bomb)
-    with pytest.raises(StateInvalid, match="count file bomb.counts.json cannot be checked"):
+    with pytest.raises(StateInvalid, match=r"count file bomb\.counts\.json cannot be checked"):
         check_output(tmp_path, ["bomb.counts.json"], 100 * MB, DisclosurePolicy())
     (tmp_path / "bomb.counts.json").rename(tmp_path / "bomb.json")
     result = check_output(tmp_path, ["bomb.json"], 100 * MB, DisclosurePolicy())

@@ -124,12 +124,12 @@ def unpack(archive: bytes, folder: Path, max_bytes: int) -> list[str]:
 class _BoundedInfo(tarfile.TarInfo):
     """Refuses an extension header larger than MAX_HEADER before tarfile reads it whole."""
 
-    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _EXTENSION_TYPES + _LONG_NAME_TYPES and self.size > MAX_HEADER:
             raise StateInvalid(
                 f"state archive has a tar header of {self.size} bytes, above {MAX_HEADER}"
             )
-        return super()._proc_member(tarfile)  # type: ignore[misc,no-any-return]
+        return super()._proc_member(archive)  # type: ignore[misc,no-any-return]
 
 
 def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
@@ -145,16 +145,12 @@ def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
         with tar:
             for member in tar:
                 if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-                    raise StateInvalid(
-                        f"state archive entry {member.name!r} is not a regular file"
-                    )
+                    raise StateInvalid(f"state archive entry {member.name!r} is not a regular file")
                 rel = _check_name(member.name)
                 _check_place(rel, files, folders)
                 total += member.size
                 if total > max_bytes:
-                    raise StateTooLarge(
-                        f"the state archive unpacks to more than {max_bytes} bytes"
-                    )
+                    raise StateTooLarge(f"the state archive unpacks to more than {max_bytes} bytes")
                 target = folder.joinpath(*rel.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 content = tar.extractfile(member)
@@ -166,7 +162,9 @@ def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
                 names.append(rel.as_posix())
                 files.add(rel.as_posix())
     except (tarfile.TarError, EOFError, UnicodeError) as exc:
-        raise StateInvalid(f"state archive is not a valid tar file ({type(exc).__name__})") from None
+        raise StateInvalid(
+            f"state archive is not a valid tar file ({type(exc).__name__})"
+        ) from None
     return names
 
 
