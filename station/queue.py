@@ -19,6 +19,7 @@ except a refusal on a route that skips refusing stops: its input is passed on un
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,6 +31,8 @@ from pydantic import BaseModel, ConfigDict
 from central.client import HopInput, HopOffer
 from trains.errors import ConfigError
 from trains.signing import Envelope
+
+log = logging.getLogger("pht.station")
 
 
 class HopState(StrEnum):
@@ -136,10 +139,15 @@ class HopQueue:
         return record
 
     def all(self) -> list[HopRecord]:
-        records = [
-            HopRecord.model_validate_json(path.read_text())
-            for path in sorted(self.hops.glob("*.json"))
-        ]
+        records = []
+        for path in sorted(self.hops.glob("*.json")):
+            try:
+                records.append(HopRecord.model_validate_json(path.read_bytes()))
+            except ValueError as exc:  # a damaged file must not stop every other hop
+                os.replace(path, path.with_suffix(".unreadable"))
+                log.error(
+                    "hop record %s is unreadable (%s); set aside", path.name, type(exc).__name__
+                )
         return sorted(records, key=lambda r: (r.received_at, r.hop))
 
     def in_state(self, *states: HopState) -> list[HopRecord]:
@@ -198,9 +206,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def summary_line(record: HopRecord) -> str:
     """One line for ``pht-station pending``."""
-    manifest = json.loads(record.manifest.payload_bytes)
+    try:  # the manifest of a refused offer may be anything
+        manifest = json.loads(record.manifest.payload_bytes)
+        train = f"{manifest['name']} {manifest['version']}"
+        researcher = manifest["researcher"]["name"]
+    except (ValueError, TypeError, KeyError):
+        train, researcher = "(unreadable manifest)", "?"
     return (
-        f"{record.id}  {record.state:<8}  {manifest['name']} {manifest['version']}  "
-        f"hop {record.hop} ({record.kind})  by {manifest['researcher']['name']}  "
+        f"{record.id}  {record.state:<8}  {train}  "
+        f"hop {record.hop} ({record.kind})  by {researcher}  "
         f"received {record.received_at:%Y-%m-%d %H:%M:%S}Z"
     )

@@ -67,3 +67,8 @@ class HopDeferred(PhtError):
 
 class CentralUnreachable(CentralError):
     """Central could not be reached or answered 5xx: worth retrying later."""
+
+
+class PayloadInvalid(SignatureInvalid, ValueError):
+    """A signed envelope's payload is not what it claims to be (not base64, not a valid
+    manifest or receipt). Also a ValueError, as any parse error."""
