@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import resource
 import sys
 from pathlib import Path
@@ -32,6 +33,9 @@ FILE_BYTES = 4 * 1024 * 1024 * 1024  # a rewritten count file; outputs are cappe
 CSV_FIELD_BYTES = 1024 * 1024
 JSON_BYTES = 16 * 1024 * 1024
 JSON_DEPTH = 64
+
+
+_DIGIT = re.compile(r"\d")  # any Unicode decimal digit, as int() accepts
 
 
 class Refused(Exception):
@@ -85,21 +89,18 @@ def _control_counts(path: Path, name: str, min_cell: int, refuse: bool) -> int:
 
 
 def _suppress_csv(path: Path, min_cell: int, rewrite: bool) -> int:
-    """Stream the rows through, blanking small counts; replace the file only if needed."""
-    small = 0
+    """Count the small cells in one streamed pass; only if there are some (and they are
+    to be blanked) stream the rows again into a copy that replaces the file."""
+    with _CsvRows(path) as rows:
+        small = sum(_is_small(cell, min_cell) for row in rows for cell in row)
+    if not (small and rewrite):
+        return small
     tmp = path.with_name(f".{path.name}.suppressed")
     with _CsvRows(path) as rows, tmp.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out, lineterminator="\n")
         for row in rows:
-            for i, cell in enumerate(row):
-                if _is_small(cell, min_cell):
-                    row[i] = ""
-                    small += 1
-            writer.writerow(row)
-    if small and rewrite:
-        os.replace(tmp, path)
-    else:
-        tmp.unlink()
+            writer.writerow(["" if _is_small(cell, min_cell) else cell for cell in row])
+    os.replace(tmp, path)
     return small
 
 
@@ -167,7 +168,9 @@ _END = object()
 
 
 def _is_small(cell: str, min_cell: int) -> bool:
-    if len(cell) > 40:  # no count is this long; int() of a huge digit string is slow
+    # int() reads only cells with a decimal digit; no count is longer than 40 characters
+    # (and int() of a huge digit string is slow)
+    if len(cell) > 40 or not _DIGIT.search(cell):
         return False
     try:
         value = int(cell.strip())

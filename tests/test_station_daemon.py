@@ -336,6 +336,74 @@ def test_heartbeat_keeps_a_waiting_hop_leased(world, tmp_path):
         researcher.close()
 
 
+HOSTILE_TRAIN = """
+from pathlib import Path
+
+def local(data, state, ctx):
+    out = Path(ctx.output_dir)
+    # 39 MB of [[],[],...]: 570 MB more RSS in the daemon when it parsed outputs itself
+    with (out / "state.json").open("w") as handle:
+        handle.write("[" + "[]," * (13 * 1024 * 1024 - 1) + "[]]")
+    # a count file with a 2 MB field (_csv.Error in the daemon once)
+    (out / "ward.counts.csv").write_text("ward,count\\n" + "x" * (2 << 20) + ",3\\n")
+    return None
+"""
+HOSTILE_TOML = """datasets = ["cohort"]
+outputs = ["state.json", "ward.counts.csv"]
+
+[train]
+name = "hostile"
+version = "0.1.0"
+
+[resources]
+memory_mb = 512
+timeout_s = 120
+max_output_mb = 64
+"""
+
+
+def _peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+
+
+def test_a_hostile_output_fails_its_hop_and_the_daemon_runs_the_next_train(
+    world, image_for, tmp_path
+):
+    """Issue 10, reproductions 3 and 6 with real processes: the hostile hop fails with a
+    reason the researcher reads, the daemon lives on with flat memory, and the next train
+    on the same station runs and verifies."""
+    net, researcher, data, images, folders = world
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "train.toml").write_text(HOSTILE_TOML)
+    (hostile / "train.py").write_text(HOSTILE_TRAIN)
+    station = add_station(net, "st-hostile", data, researcher)
+    net.start_station(station.name)
+    assert station.process is not None
+    wait_for(lambda: "polling" in station.log.read_text(), "the daemon up", logs=station)
+    before = _peak_rss_kib(station.process.pid)
+
+    manifest = researcher.make_manifest(
+        hostile, image_for(hostile), researcher.route_stops([station.name])
+    )
+    train_id = researcher.submit_manifest(manifest)
+    status = researcher.wait(train_id, timeout_s=300)
+    assert status["status"] == "failed", station.log.read_text()
+    assert "count file ward.counts.csv cannot be checked" in status["error"]
+    assert station.name in status["error"] or "StateInvalid" in status["error"]
+    assert station.process.poll() is None  # still alive
+    grown_kib = _peak_rss_kib(station.process.pid) - before
+    assert grown_kib < 64 * 1024, f"the daemon's peak RSS grew by {grown_kib} KiB"
+
+    following = submit(researcher, images, folders, "cohort", [station.name])
+    assert researcher.wait(following, timeout_s=300)["status"] == "done"
+    result = researcher.result(following, tmp_path / "out")  # verifies the receipt chain
+    assert result.state is not None and result.state["rows"] == 40
+    assert station.process.poll() is None
+    assert "Traceback" not in station.log.read_text()
+
+
 # -- issue 10, reproductions 3 and 4: a failure while handling one hop ends that hop, never
 #    the daemon, and one record that keeps failing never blocks the others. Central is the
 #    real app in-process; where a fault cannot be caused for real (central answering 500
@@ -375,7 +443,7 @@ def in_process(tmp_path):
     from central.settings import CentralSettings
     from central.testing_pg import database_url_for
     from station.audit import AuditLog
-    from station.config import CsvSource, StationConfig, StationInfo
+    from station.config import CsvSource, Policy, StationConfig, StationInfo
     from station.daemon import Station as Daemon
     from tests.test_central_protocol import auth, submit
     from trains.keys import Identity
@@ -395,6 +463,7 @@ def in_process(tmp_path):
     config = StationConfig(
         station=StationInfo(name="hospital-a", central_url="http://testserver"),
         datasets={"cohort": CsvSource(path=data)},
+        policy=Policy(trusted_signers=[researcher.public.signing_fingerprint]),
         base_dir=tmp_path / "station",
     )
     queue = HopQueue(config.state_dir)
@@ -507,3 +576,29 @@ def test_a_hop_interrupted_again_and_again_is_failed_not_run_forever(in_process)
     assert f"interrupted {daemon.MAX_RUN_ATTEMPTS} times" in (failed.reason or "")
     station.step(central)
     assert status(train_id)["status"] == "failed"
+
+
+class _BrokenDocker:
+    """Stands in for the Docker adapter: pulling raises what an unknown parser bug would."""
+
+    runner_id = None
+
+    def pull(self, image):
+        raise RecursionError("maximum recursion depth exceeded near 'PATIENT-ZZ'")
+
+
+def test_a_run_that_raises_anything_fails_its_hop_by_kind_only(in_process):
+    """Every known cause in a run (parsers, archives) now raises a PhtError, so a stand-in
+    Docker adapter raises what a yet unknown bug would, with bytes in its message."""
+    station, central, new_train, status, _ = in_process
+    train_id, other = new_train(), new_train()
+    station._runner = _BrokenDocker()
+    assert station.step(central) and station.step(central)  # both offers admitted
+    assert station.step(central)  # runs the first: it fails, the daemon goes on
+    (failed,) = station.queue.in_state(HopState.FAILED)
+    assert failed.train_id == train_id
+    assert "RecursionError" in failed.reason and "PATIENT-ZZ" not in failed.reason
+    station.step(central)  # reports it, then runs the next one
+    assert status(train_id)["status"] == "failed"
+    assert "could not process this hop (RecursionError)" in status(train_id)["error"]
+    assert [r.train_id for r in station.queue.in_state(HopState.FAILED)] == [train_id, other]
