@@ -29,6 +29,7 @@ from trains import state_codec
 from trains.errors import PhtError
 from trains.keys import Identity, b64encode
 from trains.manifest import MANIFEST_TYPE
+from trains.sealing import open_file
 from trains.signing import Envelope, Signature, pae, sign
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -214,3 +215,24 @@ def test_a_damaged_hop_record_is_set_aside_and_the_rest_still_read(blob):
         queue.save(HopRecord.from_offer(offer, HopState.PENDING))
         (queue.hops / "t-bad-0.json").write_bytes(blob)
         assert [r.train_id for r in queue.all()] == ["t-good"]
+
+
+# -- sealed states: the header is JSON another station wrote ------------------------------
+
+
+@FAST
+@given(
+    st.one_of(
+        st.binary(max_size=512),
+        st.binary(max_size=512).map(lambda b: b"PHTSEAL2" + len(b).to_bytes(4, "big") + b),
+        st.integers(1, 300_000).map(
+            lambda n: b"PHTSEAL2" + min(n, 1 << 20).to_bytes(4, "big") + b"[" * min(n, 1 << 20)
+        ),
+    )
+)
+def test_opening_arbitrary_sealed_bytes_refuses_with_a_seal_error(blob):
+    with tempfile.TemporaryDirectory() as root:
+        (Path(root) / "in.sealed").write_bytes(blob)
+        with contextlib.suppress(PhtError):
+            open_file(Path(root) / "in.sealed", Path(root) / "out.tar", STATION.sealing, "ctx")
+        assert not (Path(root) / "out.tar").exists()

@@ -139,8 +139,8 @@ def read_header_from(source: BinaryIO) -> tuple[SealHeader, bytes]:
         raise SealError("sealed state header is truncated or oversized")
     try:
         header = SealHeader.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as exc:
-        raise SealError(f"sealed state header is corrupt: {exc}") from None
+    except (ValueError, ValidationError, RecursionError) as exc:  # nested "[" x 10^6
+        raise SealError(f"sealed state header is corrupt ({type(exc).__name__})") from None
     return header, start + raw
 
 
