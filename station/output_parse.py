@@ -8,7 +8,8 @@ this process lowers its own limits first (address space ``MEMORY_BYTES``, CPU
 
 * CSV is streamed row by row (memory independent of the file's size); a field longer than
   ``CSV_FIELD_BYTES`` or text that is not UTF-8 is refused in a count file and left
-  unsummarised elsewhere;
+  unsummarised elsewhere; rows are counted for the summary only up to ``CSV_SHAPE_BYTES``
+  (a count file is still checked whole, within the CPU limit);
 * JSON is parsed only up to ``JSON_BYTES`` (larger: a count file is refused, another file is
   not summarised) and only ``JSON_DEPTH`` levels deep.
 
@@ -31,6 +32,7 @@ MEMORY_BYTES = 512 * 1024 * 1024
 CPU_SECONDS = 300
 FILE_BYTES = 4 * 1024 * 1024 * 1024  # a rewritten count file; outputs are capped lower
 CSV_FIELD_BYTES = 1024 * 1024
+CSV_SHAPE_BYTES = 64 * 1024 * 1024  # a larger CSV is summarised as "not summarised"
 JSON_BYTES = 16 * 1024 * 1024
 JSON_DEPTH = 64
 
@@ -200,6 +202,9 @@ def _suppress_json(node: Any, min_cell: int) -> tuple[Any, int]:
 def _shape(path: Path, suffix: str) -> str:
     """Shape only: rows and columns, keys, never a value or a column name."""
     if suffix == ".csv":
+        size = path.stat().st_size
+        if size > CSV_SHAPE_BYTES:  # a shape is for the admin's eyes: not worth minutes
+            raise NotSummarised(f"{size} bytes, above the {CSV_SHAPE_BYTES} this station counts")
         rows = columns = 0
         with _CsvRows(path) as reader:
             for row in reader:
