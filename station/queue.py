@@ -13,7 +13,9 @@ has its sealed output and signed receipt on disk and waits for ``pht-station rel
 ``sealed`` is uploaded (the same bytes, again and again if need be) until central accepts;
 ``rejected`` and ``failed`` are reported to central until it has heard (``reported``) —
 except a refusal on a route that skips refusing stops: its input is passed on unchanged
-(``station.passage``) and it goes ``rejected -> sealed -> done`` instead.
+(``station.passage``) and it goes ``rejected -> sealed -> done`` instead. Telling central
+is retried per record with backoff, and given up after a bound (``station.delivery``):
+``sealed -> failed``, then ``rejected``/``failed -> quarantined``.
 """
 
 from __future__ import annotations
