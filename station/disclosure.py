@@ -111,8 +111,10 @@ def _parse_in_child(
     }
     try:
         child = subprocess.run(
-            [sys.executable, "-m", "station.output_parse"],
+            # -P: no working directory on the module path; this package and the stdlib only
+            [sys.executable, "-P", "-m", "station.output_parse"],
             input=json.dumps(request).encode(),
+            cwd="/",
             capture_output=True,
             timeout=PARSE_TIMEOUT_S,
             check=False,
