@@ -503,7 +503,7 @@ def _due_now(station, record: HopRecord) -> None:
 
 
 def test_a_record_central_keeps_refusing_is_retried_then_quarantined_and_blocks_nobody(
-    in_process,
+    in_process, capsys
 ):
     station, central, new_train, status, _ = in_process
     poisoned, good = new_train(), new_train()
@@ -529,6 +529,19 @@ def test_a_record_central_keeps_refusing_is_retried_then_quarantined_and_blocks_
     assert [e["train_id"] for e in events if e["event"] == "quarantined"] == [poisoned]
     station.step(central)  # quarantined: left alone
     assert station.queue.get(stuck.id).tries == stuck.tries
+    assert status(good)["status"] == "failed"  # the other train was told long ago
+
+    from station.cli import main as station_main
+
+    toml = station.config.base_dir / "station.toml"
+    data = station.config.datasets["cohort"].path
+    toml.write_text(
+        '[station]\nname = "hospital-a"\ncentral_url = "http://testserver"\n'
+        f'[datasets.cohort]\npath = "{data}"\n'
+    )
+    assert station_main(["pending", "--config", str(toml)]) == 0
+    listed = capsys.readouterr().out
+    assert f"{stuck.id}  quarantined" in listed and "did not take this report" in listed
 
 
 def test_a_cancelled_trains_undelivered_output_is_dropped(in_process):
