@@ -123,7 +123,7 @@ def pending(args: argparse.Namespace) -> int:
     from station.queue import OPEN, HopState, summary_line
 
     queue = _queue(args)
-    shown = [r for r in queue.all() if args.all or r.state in OPEN]
+    shown = [r for r in queue.all() if args.all or r.state in {*OPEN, HopState.QUARANTINED}]
     if not shown:
         print("no hops waiting" if not args.all else "no hops yet")
     for record in shown:
@@ -132,6 +132,8 @@ def pending(args: argparse.Namespace) -> int:
             print(f"    waits because: {'; '.join(record.needs_approval)}")
         if record.state == HopState.HELD:
             print("    output held: 'pht-station show' it, then 'release' or 'reject'")
+        if record.state == HopState.QUARANTINED:
+            print(f"    {record.reason}")
     return 0
 
 

@@ -7,6 +7,15 @@ offer. Central or Docker being unreachable backs off and retries; no hop is drop
 Alongside, a heartbeat thread renews central's lease on every hop the station holds
 (waiting for approval, running, held for release, waiting for upload), so central does not
 offer it again; a hop whose train the researcher cancelled is dropped.
+
+Untrusted input never stops the daemon. Whatever goes wrong while handling one hop (any
+exception, not only a PhtError) ends that hop: an offer that cannot be read or recorded is
+reported failed to central; a run that raises fails its hop with the kind of error (never
+its text, which may quote the train's bytes; the log has where it happened); a hop found
+interrupted at start ``MAX_RUN_ATTEMPTS`` times (the daemon died under it) fails instead of
+running again; and telling central about one record is retried with backoff per record,
+then given up (``station.delivery``). Only central being unreachable, or Docker, holds the
+whole loop.
 """
 
 from __future__ import annotations
@@ -15,20 +24,22 @@ import logging
 import shutil
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from central.client import CentralClient
+from central.client import CentralClient, HopOffer
 from station import delivery, passage
 from station import hop as hops
 from station.audit import AUDIT_FILE, AuditLog
 from station.config import StationConfig
 from station.queue import OPEN, HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
-from trains.errors import CentralError, HopDeferred
+from trains.errors import CentralError, CentralUnreachable, HopDeferred
 from trains.keys import Identity
 
 log = logging.getLogger("pht.station")
+MAX_RUN_ATTEMPTS = 3  # runs started (a restart mid-run counts one) before the hop fails
 
 
 @dataclass
@@ -60,9 +71,16 @@ class Station:
         again is safe; its stale scratch folders are removed.
         """
         for record in self.queue.in_state(HopState.RUNNING):
-            log.info("hop %s was interrupted; it will run again", record.id)
             if record.runner_id:
                 _remove_leftovers(record.runner_id)
+            if record.attempts >= MAX_RUN_ATTEMPTS:
+                reason = (
+                    f"the hop was interrupted {record.attempts} times while it ran (the "
+                    "station stopped under it); it is not run again"
+                )
+                hops.fail(record, reason, self.queue, self.audit)
+                continue
+            log.info("hop %s was interrupted; it will run again", record.id)
             self.audit.append("resumed", train_id=record.train_id, hop=record.hop)
             record.state = HopState.APPROVED
             self.queue.save(record)
@@ -71,7 +89,8 @@ class Station:
                 shutil.rmtree(stale, ignore_errors=True)
 
     def drop_cancelled(self) -> None:
-        for record in self.queue.in_state(HopState.PENDING, HopState.APPROVED, HopState.HELD):
+        waiting = (HopState.PENDING, HopState.APPROVED, HopState.HELD, HopState.SEALED)
+        for record in self.queue.in_state(*waiting):
             if record.id in self.cancelled:
                 log.info("hop %s: the researcher cancelled the train", record.id)
                 self.audit.append("cancelled", train_id=record.train_id, hop=record.hop)
@@ -88,37 +107,42 @@ class Station:
         ``pht-station approve`` is picked up on the next pass)."""
         self.drop_cancelled()
         for record in self.queue.in_state(HopState.SEALED):
-            delivery.deliver(record, central, self.queue, self.audit)
+            if delivery.due(record):
+                self._tell(record, central)
         for record in self.queue.in_state(HopState.REJECTED, HopState.FAILED):
+            if not delivery.due(record):
+                continue
             if passage.may_pass_on(record):
-                try:
-                    record = passage.pass_on(
-                        record, self.config, self.identity, central, self.queue, self.audit
-                    )
-                except HopDeferred:
-                    raise _Deferred() from None
+                record = self._pass_on(record, central)
                 if record.state == HopState.SEALED:
-                    delivery.deliver(record, central, self.queue, self.audit)
+                    self._tell(record, central)
                     continue
             if not record.reported:
-                delivery.report(record, central, self.queue, self.audit)
+                self._tell(record, central)
         approved = self.queue.in_state(HopState.APPROVED)
         if approved:
-            record = hops.run(
-                approved[0],
-                self.config,
-                self.identity,
-                central,
-                self.runner,
-                self.queue,
-                self.audit,
-            )
+            record = approved[0]
+            try:
+                record = hops.run(
+                    record, self.config, self.identity, central, self.runner, self.queue, self.audit
+                )
+            except Exception as exc:  # a PhtError fails the hop in run(); this is the rest
+                _log_internal(record.id, exc)
+                hops.fail(record, _internal_reason(exc), self.queue, self.audit)
+                return True
             if record.state == HopState.APPROVED:  # deferred: Docker is away
                 raise _Deferred()
             return True
         offer = central.next_hop(wait=wait)
         if offer is None:
             return False
+        try:
+            self._take(offer)
+        except Exception as exc:
+            self._refuse_unhandled(offer, exc, central)
+        return True
+
+    def _take(self, offer: HopOffer) -> None:
         if self.queue.knows(offer):
             # central offered again a hop we hold (its lease ran out while we were away):
             # keep our record and the admin's decision; a refusal is told again
@@ -127,9 +151,79 @@ class Station:
             if record.state in (HopState.REJECTED, HopState.FAILED):
                 record.reported = False
                 self.queue.save(record)
-            return True
+            return
         hops.admit(offer, self.config, self.identity, self.queue, self.audit)
-        return True
+
+    def _refuse_unhandled(self, offer: HopOffer, exc: Exception, central: CentralClient) -> None:
+        """An offer that broke its verification or could not be recorded: report it failed
+        at once (there is no record to retry from; central offers it again if this fails)."""
+        label = f"{str(offer.train_id)[:64]!r} hop {offer.hop!r}"
+        _log_internal(label, exc)
+        reason = f"the station could not handle the offer ({type(exc).__name__})"
+        try:
+            self.audit.append(
+                "verified",
+                train_id=str(offer.train_id)[:200],
+                hop=offer.hop,
+                result="refused",
+                reason=reason,
+            )
+            central.fail(offer.train_id, offer.hop, reason)
+        except Exception as again:
+            log.warning("central did not take the refusal of %s (%s)", label, type(again).__name__)
+
+    def _tell(self, record: HopRecord, central: CentralClient) -> None:
+        """Deliver a sealed output or report a refusal; a failure is this record's alone
+        (retried later), unless central is unreachable altogether."""
+        try:
+            if record.state == HopState.SEALED:
+                delivery.deliver(record, central, self.queue, self.audit)
+            else:
+                delivery.report(record, central, self.queue, self.audit)
+        except Exception as exc:
+            if isinstance(exc, CentralUnreachable) and not _answers(central):
+                raise  # central is down: the whole loop backs off
+            if not isinstance(exc, CentralError):
+                _log_internal(record.id, exc)
+            delivery.retry_later(record, exc, self.queue, self.audit)
+
+    def _pass_on(self, record: HopRecord, central: CentralClient) -> HopRecord:
+        try:
+            return passage.pass_on(
+                record, self.config, self.identity, central, self.queue, self.audit
+            )
+        except HopDeferred:
+            raise _Deferred() from None
+        except Exception as exc:  # pass_on turns a PhtError into this itself
+            _log_internal(record.id, exc)
+            record.passed_on = False
+            record.reason = f"{record.reason}; the state was not passed on ({type(exc).__name__})"
+            return self.queue.save(record)
+
+
+def _answers(central: CentralClient) -> bool:
+    """Central is up (it answers an authenticated request)."""
+    try:
+        central.me()
+    except Exception:
+        return False
+    return True
+
+
+def _internal_reason(exc: BaseException) -> str:
+    """What central and the researcher read: the kind of error only. Its text may quote
+    the train's bytes (a parser's message), so it stays out; the admin's log says where."""
+    return (
+        f"the station could not process this hop ({type(exc).__name__}); the station's admin "
+        "has the details in its log"
+    )
+
+
+def _log_internal(what: str, exc: BaseException) -> None:
+    """Where it happened, without the message (which may quote untrusted bytes)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames[::-1][:6])
+    log.error("hop %s: %s at %s", what, type(exc).__name__, where or "?")
 
 
 class Heartbeat(threading.Thread):
@@ -148,8 +242,11 @@ class Heartbeat(threading.Thread):
             if beat is None:  # a central without leases
                 return
             while not self.stopping.wait(config.station.heartbeat_s):
-                for record in self.station.queue.in_state(*OPEN):
-                    self._beat(beat, record)
+                try:
+                    for record in self.station.queue.in_state(*OPEN):
+                        self._beat(beat, record)
+                except Exception as exc:  # the thread lives on; the next beat tries again
+                    _log_internal("heartbeat", exc)
 
     def _beat(self, beat: Callable[[str, int], str], record: HopRecord) -> None:
         try:
@@ -208,6 +305,11 @@ def _loop(station: Station, once: bool, interval: float, ceiling: float) -> None
                 if isinstance(exc, CentralError) and not delivery.is_transient(exc):
                     raise
                 log.warning("%s; retrying in %.1fs", str(exc) or "Docker unavailable", backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, ceiling)
+                continue
+            except Exception as exc:  # not any one hop's (those end in step): keep going
+                _log_internal("-", exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, ceiling)
                 continue

@@ -1,18 +1,31 @@
 """Telling central how a hop ended: upload the kept output with its receipt, or report a
 failure. Both are safe to repeat: central accepts identical bytes and receipts again, so
 after an outage or a restart the daemon simply sends what ``station.queue`` still holds.
+
+Central being unreachable holds everything (the daemon backs off as a whole). But when
+central answers and still does not take one record (a 5xx for that train only, a kept
+file that cannot be read), only that record waits: it is tried again after
+``RETRY_BASE_S``, doubling up to ``RETRY_MAX_S``, at most ``MAX_TRIES`` times in a row
+(the count and the next time live in the record, so a restart keeps them). Then an output
+that was never accepted fails its hop (reported to central like any failure), and a report
+central never took is *quarantined*: left alone, listed by ``pht-station pending``, written
+to the audit log. Meanwhile every other hop goes on.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from central.client import CentralClient
 from station.audit import AuditLog
-from station.queue import HopQueue, HopRecord, HopState
+from station.queue import HopQueue, HopRecord, HopState, now
 from trains.errors import CentralError, CentralUnreachable
 
 log = logging.getLogger("pht.station")
+MAX_TRIES = 6
+RETRY_BASE_S = 10.0
+RETRY_MAX_S = 900.0
 
 
 def is_transient(exc: CentralError) -> bool:
@@ -55,3 +68,42 @@ def report(record: HopRecord, central: CentralClient, queue: HopQueue, audit: Au
     audit.append("reported", train_id=record.train_id, hop=record.hop, state=record.state)
     record.reported = True
     queue.save(record)
+
+
+def due(record: HopRecord) -> bool:
+    """The record is not waiting out a backoff."""
+    return record.retry_at is None or record.retry_at <= now()
+
+
+def retry_later(
+    record: HopRecord, exc: BaseException, queue: HopQueue, audit: AuditLog
+) -> HopRecord:
+    """Count one failed try to tell central about ``record``; back off, or give up on it."""
+    what = str(exc) if isinstance(exc, CentralError) else type(exc).__name__
+    record.tries += 1
+    if record.tries < MAX_TRIES:
+        delay = min(RETRY_BASE_S * 2 ** (record.tries - 1), RETRY_MAX_S)
+        record.retry_at = now() + timedelta(seconds=delay)
+        log.warning(
+            "hop %s: telling central failed (%s); try %d of %d in %.0fs",
+            record.id,
+            what,
+            record.tries + 1,
+            MAX_TRIES,
+            delay,
+        )
+        return queue.save(record)
+    record.tries, record.retry_at = 0, None
+    if record.state == HopState.SEALED:
+        from station.hop import fail
+
+        reason = f"central did not accept the output after {MAX_TRIES} tries (last: {what})"
+        return fail(record, reason, queue, audit)
+    record.state = HopState.QUARANTINED
+    record.reason = (
+        f"{record.reason or 'refused'}; quarantined: central did not take this report after "
+        f"{MAX_TRIES} tries (last: {what})"
+    )
+    log.error("hop %s quarantined: %s", record.id, record.reason)
+    audit.append("quarantined", train_id=record.train_id, hop=record.hop, reason=record.reason)
+    return queue.save(record)

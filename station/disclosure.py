@@ -12,14 +12,20 @@ number, in JSON every integer (not boolean) anywhere in the document.
 
 The summary an admin sees before a manual release names files, sizes and shapes and how many
 cells were suppressed; it never shows a value.
+
+Checks 1 and 2 look only at names and sizes. Everything that reads the files' bytes (check
+3 and the shapes) runs in a child process, ``station.output_parse``, under its own memory,
+CPU and file-size limits and with explicit parse bounds (listed there): whatever a train
+writes, the daemon's memory stays flat and no parser error reaches it. A child that dies
+or overruns ``PARSE_TIMEOUT_S`` fails the hop with a reason; nothing is sealed.
 """
 
 from __future__ import annotations
 
-import csv
 import fnmatch
-import io
 import json
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,86 +83,73 @@ def check_output(
             f"the output is {total} bytes, above the cap of {max_bytes}; write less or ask "
             "for a larger max_output_mb"
         )
+    counted = {n: any(fnmatch.fnmatch(n, p) for p in policy.count_files) for n in written}
+    parsed = _parse_in_child(output_dir, counted, policy)
     files = []
     for name in written:
-        path = output_dir / name
-        is_count = any(fnmatch.fnmatch(name, pattern) for pattern in policy.count_files)
-        suppressed = _control_counts(path, name, policy) if is_count else 0
-        files.append(FileSummary(name, path.stat().st_size, _shape(path), is_count, suppressed))
+        shape, suppressed = parsed[name]
+        size = (output_dir / name).stat().st_size
+        files.append(FileSummary(name, size, shape, counted[name], suppressed))
     return Disclosure(files)
 
 
-def _control_counts(path: Path, name: str, policy: DisclosurePolicy) -> int:
-    text = path.read_text(encoding="utf-8", errors="strict")
-    if name.endswith(".json"):
-        try:
-            document = json.loads(text)
-        except ValueError:
-            raise StateInvalid(f"count file {name} is not valid JSON") from None
-        cleaned, small = _suppress_json(document, policy.min_cell)
-        new_text = json.dumps(cleaned, indent=2, sort_keys=True) + "\n"
-    else:
-        rows = list(csv.reader(io.StringIO(text)))
-        small = 0
-        for row in rows:
-            for i, cell in enumerate(row):
-                if _is_small(cell, policy.min_cell):
-                    row[i] = ""
-                    small += 1
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
-        new_text = buffer.getvalue()
-    if small and policy.small_cells == "refuse":
-        raise DisclosureRefused(
-            f"count file {name} has {small} cells below the minimum of {policy.min_cell}; "
-            "aggregate further (or suppress them in the train) and resubmit"
+PARSE_TIMEOUT_S = 600.0  # wall clock for one output's parse (its CPU limit is lower)
+
+
+def _parse_in_child(
+    output_dir: Path, counted: dict[str, bool], policy: DisclosurePolicy
+) -> dict[str, tuple[str, int]]:
+    """Shapes and suppressed cells per file, from ``station.output_parse`` in a child.
+
+    Raises DisclosureRefused for small cells under the refuse policy, StateInvalid for a
+    count file it cannot check, or if the child dies (a limit hit) or times out."""
+    request = {
+        "folder": str(output_dir),
+        "files": [{"name": n, "count_file": c} for n, c in counted.items()],
+        "min_cell": policy.min_cell,
+        "refuse": policy.small_cells == "refuse",
+    }
+    try:
+        child = subprocess.run(
+            # -P: no working directory on the module path; this package and the stdlib only
+            [sys.executable, "-P", "-m", "station.output_parse"],
+            input=json.dumps(request).encode(),
+            cwd="/",
+            capture_output=True,
+            timeout=PARSE_TIMEOUT_S,
+            check=False,
         )
-    if small:
-        path.write_text(new_text, encoding="utf-8")
-    return small
+    except subprocess.TimeoutExpired:
+        raise StateInvalid(
+            f"checking the output took longer than {PARSE_TIMEOUT_S:.0f}s; write smaller "
+            "or simpler outputs"
+        ) from None
+    results: dict[str, tuple[str, int]] = {}
+    for line in child.stdout.decode("utf-8", errors="replace").splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            break
+        if "refused" in item:
+            kind = DisclosureRefused if "below the minimum" in item["refused"] else StateInvalid
+            raise kind(item["refused"])
+        results[item["name"]] = (item["shape"], int(item["suppressed"]))
+    if child.returncode != 0 or len(results) != len(counted):
+        stuck = next((n for n in counted if n not in results), "?")
+        raise StateInvalid(
+            f"the output file {stuck} could not be checked within the station's limits "
+            f"(the checker ended with {_ending(child.returncode)}); write smaller or simpler "
+            "outputs"
+        )
+    return results
 
 
-def _is_small(cell: str, min_cell: int) -> bool:
-    try:
-        value = int(cell.strip())
-    except ValueError:
-        return False
-    return 0 < value < min_cell
+def _ending(code: int) -> str:
+    if code < 0:
+        import signal
 
-
-def _suppress_json(node: Any, min_cell: int) -> tuple[Any, int]:
-    if isinstance(node, bool):
-        return node, 0
-    if isinstance(node, int):
-        return (None, 1) if 0 < node < min_cell else (node, 0)
-    if isinstance(node, dict):
-        out, total = {}, 0
-        for key, value in node.items():
-            out[key], small = _suppress_json(value, min_cell)
-            total += small
-        return out, total
-    if isinstance(node, list):
-        items = [_suppress_json(v, min_cell) for v in node]
-        return [v for v, _ in items], sum(s for _, s in items)
-    return node, 0
-
-
-def _shape(path: Path) -> str:
-    """Shape only: rows and columns, keys, never a value or a column name."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as handle:
-                rows = list(csv.reader(handle))
-            columns = max((len(r) for r in rows), default=0)
-            return f"{max(len(rows) - 1, 0)} rows x {columns} columns (+ header)"
-        if suffix == ".json":
-            document = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(document, dict):
-                return f"JSON object, {len(document)} top-level keys"
-            if isinstance(document, list):
-                return f"JSON array, {len(document)} items"
-            return "JSON scalar"
-    except (ValueError, UnicodeDecodeError):
-        return "unreadable as its type"
-    return f"{suffix.lstrip('.') or 'plain'} file"
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"

@@ -13,12 +13,15 @@ has its sealed output and signed receipt on disk and waits for ``pht-station rel
 ``sealed`` is uploaded (the same bytes, again and again if need be) until central accepts;
 ``rejected`` and ``failed`` are reported to central until it has heard (``reported``) —
 except a refusal on a route that skips refusing stops: its input is passed on unchanged
-(``station.passage``) and it goes ``rejected -> sealed -> done`` instead.
+(``station.passage``) and it goes ``rejected -> sealed -> done`` instead. Telling central
+is retried per record with backoff, and given up after a bound (``station.delivery``):
+``sealed -> failed``, then ``rejected``/``failed -> quarantined``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,6 +34,8 @@ from central.client import HopInput, HopOffer
 from trains.errors import ConfigError
 from trains.signing import Envelope
 
+log = logging.getLogger("pht.station")
+
 
 class HopState(StrEnum):
     PENDING = "pending"
@@ -41,6 +46,7 @@ class HopState(StrEnum):
     DONE = "done"
     REJECTED = "rejected"
     FAILED = "failed"
+    QUARANTINED = "quarantined"  # central would not hear of it after bounded tries
 
 
 OPEN = {HopState.PENDING, HopState.APPROVED, HopState.RUNNING, HopState.HELD, HopState.SEALED}
@@ -75,6 +81,10 @@ class HopRecord(BaseModel):
     # a refused hop on a route that skips refusing stops (station.passage): True once its
     # input was sealed on unchanged, False if it could not be (the refusal is reported)
     passed_on: bool | None = None
+    # telling central (upload or report) failed this many times in a row; the next try is
+    # not before retry_at (station.delivery)
+    tries: int = 0
+    retry_at: datetime | None = None
 
     @property
     def id(self) -> str:
@@ -131,10 +141,15 @@ class HopQueue:
         return record
 
     def all(self) -> list[HopRecord]:
-        records = [
-            HopRecord.model_validate_json(path.read_text())
-            for path in sorted(self.hops.glob("*.json"))
-        ]
+        records = []
+        for path in sorted(self.hops.glob("*.json")):
+            try:
+                records.append(HopRecord.model_validate_json(path.read_bytes()))
+            except ValueError as exc:  # a damaged file must not stop every other hop
+                os.replace(path, path.with_suffix(".unreadable"))
+                log.error(
+                    "hop record %s is unreadable (%s); set aside", path.name, type(exc).__name__
+                )
         return sorted(records, key=lambda r: (r.received_at, r.hop))
 
     def in_state(self, *states: HopState) -> list[HopRecord]:
@@ -193,9 +208,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def summary_line(record: HopRecord) -> str:
     """One line for ``pht-station pending``."""
-    manifest = json.loads(record.manifest.payload_bytes)
+    try:  # the manifest of a refused offer may be anything
+        manifest = json.loads(record.manifest.payload_bytes)
+        train = f"{manifest['name']} {manifest['version']}"
+        researcher = manifest["researcher"]["name"]
+    except (ValueError, TypeError, KeyError):
+        train, researcher = "(unreadable manifest)", "?"
     return (
-        f"{record.id}  {record.state:<8}  {manifest['name']} {manifest['version']}  "
-        f"hop {record.hop} ({record.kind})  by {manifest['researcher']['name']}  "
+        f"{record.id}  {record.state:<8}  {train}  "
+        f"hop {record.hop} ({record.kind})  by {researcher}  "
         f"received {record.received_at:%Y-%m-%d %H:%M:%S}Z"
     )

@@ -66,3 +66,58 @@ def test_symlink_member_is_refused(tmp_path):
 def test_garbage_is_refused(tmp_path):
     with pytest.raises(StateInvalid):
         state_codec.unpack(b"not a tar" * 100, tmp_path / "out", 10_000)
+
+
+def _tar_of(*entries: tuple[str, bytes | None]) -> bytes:
+    """A tar of the given entries in order; ``None`` content makes a directory entry."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            member = tarfile.TarInfo(name)
+            if data is None:
+                member.type = tarfile.DIRTYPE
+                tar.addfile(member)
+            else:
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        # reproduction 3 of issue 10: a file, then a file "under" it (FileExistsError)
+        [("a.json", b"{}"), ("a.json/b.json", b"{}")],
+        # the other order: a folder, then a file of the same name (IsADirectoryError)
+        [("a.json/b.json", b"{}"), ("a.json", b"{}")],
+        # the same name twice, also spelled differently
+        [("a.json", b"{}"), ("a.json", b"[]")],
+        [("x/a.json", b"{}"), ("x//./a.json", b"[]")],
+    ],
+    ids=["nested-under-file", "file-over-folder", "repeated", "repeated-other-spelling"],
+)
+def test_colliding_entries_are_refused_with_a_state_error(tmp_path, entries):
+    with pytest.raises(StateInvalid, match=r"collides|twice|under"):
+        state_codec.unpack(_tar_of(*entries), tmp_path / "out", 10_000)
+
+
+def test_too_many_entries_too_deep_or_too_long_names_are_refused(tmp_path):
+    many = [(f"f{i}.json", b"") for i in range(state_codec.MAX_ENTRIES + 1)]
+    with pytest.raises(StateInvalid, match="more than"):
+        state_codec.unpack(_tar_of(*many), tmp_path / "many", 10_000)
+    deep = "/".join(["d"] * (state_codec.MAX_DEPTH + 2)) + ".json"
+    with pytest.raises(StateInvalid, match="deep"):
+        state_codec.unpack(_tar_of((deep, b"")), tmp_path / "deep", 10_000)
+    long = "x" * 300 + ".json"  # above the file system's 255 (OSError: File name too long)
+    with pytest.raises(StateInvalid, match="long"):
+        state_codec.unpack(_tar_of((long, b"")), tmp_path / "long", 10_000)
+
+
+def test_an_oversized_pax_header_is_refused_before_it_is_read(tmp_path):
+    """A pax header claims 1 GB: tarfile would read all of it into memory at once."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type = tarfile.XHDTYPE
+    header.size = 1 << 30
+    archive = header.tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024
+    with pytest.raises(StateInvalid, match="tar header of 1073741824 bytes"):
+        state_codec.unpack(archive, tmp_path / "out", 10_000)

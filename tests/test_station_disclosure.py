@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from station import output_parse
 from station.config import DisclosurePolicy
 from station.disclosure import Disclosure, check_output
 from trains.errors import DisclosureRefused, StateInvalid, StateTooLarge
@@ -86,3 +87,73 @@ def test_summary_shows_shapes_never_values(tmp_path):
         "state.json": "JSON object, 2 top-level keys",
         "ward.counts.csv": "2 rows x 2 columns (+ header)",
     }
+
+
+# -- reproductions 3 and 6 of issue 10: untrusted output bytes must end the hop with a
+#    PhtError (never another exception) and never grow the daemon's memory --
+
+
+@pytest.mark.parametrize("name", ["state.json", "nested.counts.json"])
+def test_deeply_nested_json_is_refused_or_summarised_never_a_recursion_error(tmp_path, name):
+    (tmp_path / name).write_text("[" * 200_000)
+    try:
+        result = check_output(tmp_path, [name], 10 * MB, DisclosurePolicy())
+    except StateInvalid as exc:
+        assert "count file" in str(exc) and name.endswith(".counts.json")
+    else:
+        assert not name.endswith(".counts.json")  # a count file must be parsed to pass
+        assert "not summarised" in result.files[0].shape
+
+
+@pytest.mark.parametrize("name", ["table.csv", "ward.counts.csv"])
+def test_an_oversized_csv_field_is_refused_or_summarised(tmp_path, name):
+    (tmp_path / name).write_text("a,b\n" + "x" * 200_000 + ",1\n")  # _csv.Error once
+    result = check_output(tmp_path, [name], 10 * MB, DisclosurePolicy())
+    assert result.files[0].shape == "1 rows x 2 columns (+ header)"
+    (tmp_path / name).write_text("a,b\n" + "x" * (output_parse.CSV_FIELD_BYTES + 1) + ",1\n")
+    try:
+        result = check_output(tmp_path, [name], 10 * MB, DisclosurePolicy())
+    except StateInvalid as exc:
+        assert "field" in str(exc) and name.endswith(".counts.csv")
+    else:
+        assert not name.endswith(".counts.csv")
+        assert "not summarised" in result.files[0].shape
+
+
+@pytest.mark.parametrize("name", ["ward.counts.csv", "stats.counts.json"])
+def test_a_count_file_that_is_not_utf8_is_refused(tmp_path, name):
+    (tmp_path / name).write_bytes(b"ward,count\n\xff\xfe,3\n")
+    with pytest.raises(StateInvalid, match="UTF-8"):
+        check_output(tmp_path, [name], MB, DisclosurePolicy())
+
+
+def test_a_json_bomb_is_parsed_outside_the_daemon(tmp_path):
+    """39 MB of ``[[],[],...]`` took the daemon from 66 MB to 639 MB RSS: the parse now
+    happens in a child process under a memory limit, so the caller's memory stays flat."""
+    import resource
+
+    count = 13 * 1024 * 1024  # 39 MB of "[],"
+    with (tmp_path / "state.json").open("w") as handle:
+        handle.write("[" + "[]," * (count - 1) + "[]]")
+    (tmp_path / "big.counts.json").write_bytes((tmp_path / "state.json").read_bytes())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the peak so far
+    with pytest.raises(StateInvalid, match=r"count file big\.counts\.json"):
+        check_output(tmp_path, ["state.json", "big.counts.json"], 100 * MB, DisclosurePolicy())
+    (tmp_path / "big.counts.json").unlink()
+    result = check_output(tmp_path, ["state.json"], 100 * MB, DisclosurePolicy())
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert "not summarised" in result.files[0].shape
+    assert after - before < 64 * 1024  # the peak grew by less than 64 MiB
+
+
+def test_a_json_bomb_within_the_parse_size_is_held_by_the_childs_memory_limit(tmp_path):
+    """Just under the JSON size bound, ``[[],...]`` needs more memory to parse than the
+    child may take: the count file is refused, another file just not summarised."""
+    count = output_parse.JSON_BYTES // 3 - 1
+    bomb = "[" + "[]," * (count - 1) + "[]]"
+    (tmp_path / "bomb.counts.json").write_text(bomb)
+    with pytest.raises(StateInvalid, match=r"count file bomb\.counts\.json cannot be checked"):
+        check_output(tmp_path, ["bomb.counts.json"], 100 * MB, DisclosurePolicy())
+    (tmp_path / "bomb.counts.json").rename(tmp_path / "bomb.json")
+    result = check_output(tmp_path, ["bomb.json"], 100 * MB, DisclosurePolicy())
+    assert result.files[0].shape.startswith(("JSON array", "JSON file, not summarised"))

@@ -75,3 +75,8 @@ class TrainRefused(TrainFailed):
 
 class SealedToOthers(SealError):
     """A sealed state's header names other recipients than the manifest requires."""
+
+
+class PayloadInvalid(SignatureInvalid, ValueError):
+    """A signed envelope's payload is not what it claims to be (not base64, not a valid
+    manifest or receipt). Also a ValueError, as any parse error."""

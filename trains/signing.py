@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from trains.errors import SignatureInvalid
+from trains.errors import PayloadInvalid, SignatureInvalid
 from trains.keys import PublicIdentity, b64decode, b64encode, fingerprint
 
 M = TypeVar("M", bound=BaseModel)
@@ -54,7 +54,10 @@ class Envelope(BaseModel):
 
     @property
     def payload_bytes(self) -> bytes:
-        return b64decode(self.payload)
+        try:
+            return b64decode(self.payload)
+        except ValueError:  # whoever sent the envelope chose these bytes
+            raise PayloadInvalid("a signed envelope's payload is not base64") from None
 
     @property
     def digest(self) -> str:
@@ -117,4 +120,9 @@ def open_envelope(
 
 def unverified_payload(envelope: Envelope, model: type[M]) -> M:
     """Parse without verifying: only to learn *who* should have signed, then verify."""
-    return model.model_validate_json(envelope.payload_bytes)
+    try:
+        return model.model_validate_json(envelope.payload_bytes)
+    except ValidationError as exc:
+        raise PayloadInvalid(
+            f"a signed payload is not a valid {model.__name__} ({exc.error_count()} problems)"
+        ) from None

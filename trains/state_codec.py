@@ -3,13 +3,22 @@
 Only regular files with safe relative names travel. Links, devices, absolute paths and
 ``..`` are refused on both packing and unpacking, and nothing is ever unpickled: the
 payload formats a train may use are JSON, CSV, Parquet, NPZ (without pickles) and PNG.
+
+An archive comes from another party (the previous station, the researcher), so unpacking
+is bounded and every refusal is a :class:`StateInvalid`, never an ``OSError``: at most
+``MAX_ENTRIES`` files, ``MAX_DEPTH`` folders deep, ``MAX_NAME`` bytes per name part and
+``MAX_PATH`` per name; no name twice (however spelled), no file under a file or over a
+folder; tar extension headers (pax, GNU long names) of at most ``MAX_HEADER`` bytes, checked
+before they are read, since tarfile reads them whole into memory.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import stat
 import tarfile
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -17,12 +26,29 @@ from typing import BinaryIO
 from trains.errors import StateInvalid, StateTooLarge
 
 ALLOWED_SUFFIXES = {".json", ".csv", ".parquet", ".npz", ".npy", ".png", ".txt", ".md"}
+MAX_ENTRIES = 10_000  # files in one state
+MAX_DEPTH = 16  # folders above a file
+MAX_NAME = 255  # bytes in one part of a name (what file systems allow)
+MAX_PATH = 1024  # bytes in a whole name
+MAX_HEADER = 64 * 1024  # bytes in one pax or GNU long-name header
+_EXTENSION_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+_LONG_NAME_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
 def _check_name(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or name in ("", "."):
         raise StateInvalid(f"state file name {name!r} is not a plain relative path")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in name):
+        raise StateInvalid(f"state file name {name!r} holds control or format characters")
+    if len(path.parts) > MAX_DEPTH + 1:
+        raise StateInvalid(f"state file {name!r} is nested deeper than {MAX_DEPTH} folders")
+    encoded = os.fsencode(name)
+    if len(encoded) > MAX_PATH or any(len(os.fsencode(p)) > MAX_NAME for p in path.parts):
+        raise StateInvalid(
+            f"state file name {name[:80]!r}... is too long (at most {MAX_NAME} bytes a part, "
+            f"{MAX_PATH} in all)"
+        )
     if path.suffix.lower() not in ALLOWED_SUFFIXES:
         raise StateInvalid(
             f"state file {name!r} has a type a state may not carry; "
@@ -32,17 +58,31 @@ def _check_name(name: str) -> PurePosixPath:
 
 
 def list_state_files(folder: Path) -> list[str]:
-    """Relative names of the regular files under ``folder``; anything else is refused."""
-    names = []
-    for path in sorted(folder.rglob("*")):
-        mode = path.lstat().st_mode
-        rel = path.relative_to(folder).as_posix()
-        if stat.S_ISDIR(mode):
-            continue
-        if not stat.S_ISREG(mode):
-            raise StateInvalid(f"{rel} is not a regular file (links and devices never travel)")
-        names.append(rel)
-    return names
+    """Relative names of the regular files under ``folder``; anything else is refused, and
+    so is a tree of more than MAX_ENTRIES entries or deeper than MAX_DEPTH (a train writes
+    this folder: it is walked without recursion and without listing it whole first)."""
+    names, seen = [], 0
+    stack: list[tuple[Path, int]] = [(folder, 0)]
+    while stack:
+        current, depth = stack.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                seen += 1
+                rel = Path(entry.path).relative_to(folder).as_posix()
+                if seen > MAX_ENTRIES:
+                    raise StateInvalid(f"the state holds more than {MAX_ENTRIES} entries")
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    if depth >= MAX_DEPTH:
+                        raise StateInvalid(f"{rel} is nested deeper than {MAX_DEPTH} folders")
+                    stack.append((Path(entry.path), depth + 1))
+                elif stat.S_ISREG(mode):
+                    names.append(rel)
+                else:
+                    raise StateInvalid(
+                        f"{rel} is not a regular file (links and devices never travel)"
+                    )
+    return sorted(names)
 
 
 def pack(folder: Path, files: Iterable[str], max_bytes: int) -> bytes:
@@ -81,31 +121,63 @@ def unpack(archive: bytes, folder: Path, max_bytes: int) -> list[str]:
     return unpack_from(io.BytesIO(archive), folder, max_bytes)
 
 
+class _BoundedInfo(tarfile.TarInfo):
+    """Refuses an extension header larger than MAX_HEADER before tarfile reads it whole."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENSION_TYPES + _LONG_NAME_TYPES and self.size > MAX_HEADER:
+            raise StateInvalid(
+                f"state archive has a tar header of {self.size} bytes, above {MAX_HEADER}"
+            )
+        return super()._proc_member(archive)  # type: ignore[misc,no-any-return]
+
+
 def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
     """Extract a state archive (streamed) into ``folder``, refusing anything but plain
-    files."""
-    names = []
+    files with names that neither repeat nor collide (see the bounds above)."""
+    names: list[str] = []
+    files: set[str] = set()
+    folders: set[PurePosixPath] = set()
     total = 0
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        tar = tarfile.open(fileobj=source, mode="r|")  # noqa: SIM115 - closed below
-    except tarfile.TarError as exc:
-        raise StateInvalid(f"state archive is not a tar file: {exc}") from None
-    with tar:
-        for member in tar:
-            if not member.isfile():
-                raise StateInvalid(f"state archive entry {member.name!r} is not a regular file")
-            rel = _check_name(member.name)
-            total += member.size
-            if total > max_bytes:
-                raise StateTooLarge(f"the state archive unpacks to more than {max_bytes} bytes")
-            target = folder.joinpath(*rel.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            content = tar.extractfile(member)
-            if content is None:
-                raise StateInvalid(f"state archive entry {member.name!r} has no content")
-            with content, target.open("wb") as out:
-                while chunk := content.read(1 << 20):
-                    out.write(chunk)
-            names.append(rel.as_posix())
+        tar = tarfile.open(fileobj=source, mode="r|", tarinfo=_BoundedInfo)  # noqa: SIM115
+        with tar:
+            for member in tar:
+                if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                    raise StateInvalid(f"state archive entry {member.name!r} is not a regular file")
+                rel = _check_name(member.name)
+                _check_place(rel, files, folders)
+                total += member.size
+                if total > max_bytes:
+                    raise StateTooLarge(f"the state archive unpacks to more than {max_bytes} bytes")
+                target = folder.joinpath(*rel.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                content = tar.extractfile(member)
+                if content is None:
+                    raise StateInvalid(f"state archive entry {member.name!r} has no content")
+                with content, target.open("xb") as out:
+                    while chunk := content.read(1 << 20):
+                        out.write(chunk)
+                names.append(rel.as_posix())
+                files.add(rel.as_posix())
+    except (tarfile.TarError, EOFError, UnicodeError) as exc:
+        raise StateInvalid(
+            f"state archive is not a valid tar file ({type(exc).__name__})"
+        ) from None
     return names
+
+
+def _check_place(rel: PurePosixPath, files: set[str], folders: set[PurePosixPath]) -> None:
+    """A new file may neither repeat a name, nor lie under a file, nor be a folder."""
+    if len(files) >= MAX_ENTRIES:
+        raise StateInvalid(f"state archive holds more than {MAX_ENTRIES} files")
+    name = rel.as_posix()
+    if name in files:
+        raise StateInvalid(f"state archive holds {name!r} twice")
+    if rel in folders:
+        raise StateInvalid(f"state archive entry {name!r} collides with a folder of that name")
+    for parent in rel.parents:
+        if parent.as_posix() in files:
+            raise StateInvalid(f"state archive entry {name!r} lies under the file {str(parent)!r}")
+        folders.add(parent)
