@@ -267,7 +267,7 @@ def _remove_leftovers(runner_id: str) -> None:
     try:
         client = docker.from_env(timeout=30)
         for container in client.containers.list(all=True, filters={"label": label}):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         for volume in client.volumes.list(filters={"label": label}):
             volume.remove(force=True)
     except docker.errors.DockerException as exc:
