@@ -67,3 +67,8 @@ class HopDeferred(PhtError):
 
 class CentralUnreachable(CentralError):
     """Central could not be reached or answered 5xx: worth retrying later."""
+
+
+class NotEndorsed(PhtError):
+    """A station's keys are not vouched for: no valid enrolment by the pinned network root,
+    or (without a root) not the fingerprints the researcher confirmed."""
