@@ -184,7 +184,8 @@ class StationTrust:
                 "--fingerprint SEALING' (--yes does not confirm a new station)",
                 new,
             )
-        return [Stop(station=served[n].identity) for n in names]
+        # the statements central serves go along unchecked: a station pinning the root checks
+        return [Stop(station=served[n].identity, enrolment=served[n].enrolment) for n in names]
 
     def _revocations(self, served: Envelope | None) -> RevocationList | None:
         """The newest revocation list: the one central serves, or the one seen before."""

@@ -241,9 +241,9 @@ def verify_enrolment(
     name = served.name
     if envelope is None:
         raise NotEndorsed(
-            f"station {name} is not enrolled in the network: central has no enrolment "
-            f"statement for it; its operator must add the one signed by the network root "
-            f"('pht-central admin add-station ... --enrolment FILE')"
+            f"station {name} is not enrolled in the network: no enrolment statement signed "
+            "by the network root comes with it (the root holder enrols it with 'pht-network "
+            "enrol', central's operator stores that with 'pht-central admin set-enrolment')"
         )
     what = f"the enrolment of station {name}"
     statement = _signed_by_pinned(envelope, ENROLMENT_TYPE, EnrolmentStatement, pinned_root, what)
