@@ -296,3 +296,41 @@ def test_a_station_refuses_a_stop_pinned_with_keys_its_enrolment_does_not_name(r
     lying = Stop(station=fake.public, enrolment=enrol(root, b.public, 1))
     with pytest.raises(NotEndorsed, match="endorsed"):
         verify_offer(offer([stop(a), lying]), config, a.public)
+
+
+# -- the commands: pht-network, pht-train keys show -----------------------------------
+
+
+def test_pht_network_makes_a_root_enrols_and_revokes(tmp_path, capsys, monkeypatch):
+    from trains.network_cli import main as network
+
+    monkeypatch.chdir(tmp_path)
+    root_dir = str(tmp_path / "root")
+    assert network(["root", "new", "--dir", root_dir, "--name", "consortium"]) == 0
+    pin = NetworkRoot.load(tmp_path / "root").public.signing_fingerprint
+    assert pin in capsys.readouterr().out
+    assert network(["root", "new", "--dir", root_dir, "--name", "again"]) == 1
+    station = Identity.generate("hospital-a")
+    station.save(tmp_path / "keys")
+    public = str(tmp_path / "keys" / "public.json")
+    assert network(["enrol", public, "--dir", root_dir, "--days", "10"]) == 0
+    assert station.public.signing_fingerprint in capsys.readouterr().out
+    made = (tmp_path / "hospital-a.enrolment.json").read_text()
+    from trains.signing import Envelope
+
+    assert verify_enrolment(Envelope.model_validate_json(made), pin, station.public)
+    for serial in (1, 2):
+        assert network(["revoke", "hospital-a", "--dir", root_dir, "--reason", "lost"]) == 0
+        assert f"revocation list {serial}" in capsys.readouterr().out
+    listing = Envelope.model_validate_json((tmp_path / "root" / "revocations.json").read_text())
+    assert open_revocations(listing, pin).serial == 2
+
+
+def test_keys_show_prints_both_fingerprints(tmp_path, capsys):
+    from train_builder.cli import main as pht_train
+
+    me = Identity.generate("dr-alice")
+    me.save(tmp_path / "keys")
+    assert pht_train(["--keys", str(tmp_path / "keys"), "keys", "show"]) == 0
+    out = capsys.readouterr().out
+    assert me.public.signing_fingerprint in out and me.public.sealing_fingerprint in out
