@@ -334,3 +334,16 @@ def test_keys_show_prints_both_fingerprints(tmp_path, capsys):
     assert pht_train(["--keys", str(tmp_path / "keys"), "keys", "show"]) == 0
     out = capsys.readouterr().out
     assert me.public.signing_fingerprint in out and me.public.sealing_fingerprint in out
+
+
+def test_a_station_network_root_must_be_a_fingerprint(tmp_path):
+    from station.config import load_config
+    from trains.errors import ConfigError
+
+    config = tmp_path / "station.toml"
+    config.write_text(
+        '[station]\nname = "a"\ncentral_url = "http://127.0.0.1:1"\n'
+        '[policy]\nnetwork_root = "consortium"\n'
+    )
+    with pytest.raises(ConfigError, match=r"policy\.network_root"):
+        load_config(config)

@@ -95,8 +95,8 @@ class KnownStations:
             raise NotEndorsed(
                 f"the fingerprints you gave ({', '.join(fingerprints) or 'none'}) are not the "
                 f"keys central serves for {describe(station)}. Give both the signing and the "
-                "sealing key fingerprint its admin read out to you ('pht-station keys show'); "
-                "if they differ, do not trust this station: someone may have replaced its keys"
+                "sealing key fingerprint its admin read out to you ('pht-station init' printed "
+                "them); if they differ, do not trust this station: its keys may have been replaced"
             )
         known = self.load()
         if station.name in known:
