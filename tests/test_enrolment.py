@@ -347,3 +347,22 @@ def test_a_station_network_root_must_be_a_fingerprint(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"policy\.network_root"):
         load_config(config)
+
+
+def test_at_a_terminal_typing_the_name_confirms_a_first_contact(tmp_path, monkeypatch):
+    """A terminal is faked (isatty and input): the prompt cannot be driven for real here."""
+    from types import SimpleNamespace
+
+    from train_builder.station_commands import confirm_at_prompt
+
+    a, b = Identity.generate("hospital-a").public, Identity.generate("hospital-b").public
+    known = KnownStations(tmp_path / "known.json")
+    researcher = SimpleNamespace(trust=StationTrust(None, known))
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda _: "y")  # a reflex 'y' confirms nothing
+    assert not confirm_at_prompt(researcher, FirstContact("first contact", [a]))
+    assert known.load() == {}
+    answers = iter(["hospital-a", "hospital-b"])
+    monkeypatch.setattr("builtins.input", lambda _: next(answers))
+    assert confirm_at_prompt(researcher, FirstContact("first contact", [a, b]))
+    assert set(known.load()) == {"hospital-a", "hospital-b"}
