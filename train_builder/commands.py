@@ -197,12 +197,11 @@ def push(args: argparse.Namespace) -> int:
 
 def submit(args: argparse.Namespace) -> int:
     from train_builder.image import read_image_file
-
-    folder = train_folder(args.dir)
-    image = read_image_file(folder)
     from train_builder.station_commands import confirm_at_prompt
     from train_builder.trust import FirstContact
 
+    folder = train_folder(args.dir)
+    image = read_image_file(folder)
     names = [s.strip() for s in args.route.split(",") if s.strip()]
     with researcher_of(args) as researcher:
         everyone = names + ([args.aggregator] if args.aggregator else [])
