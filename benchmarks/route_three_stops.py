@@ -87,7 +87,8 @@ def main() -> None:
         _, tag = build_image(COHORT, net.registry)
         image = push_image(tag)
         print(f"build+push (first, includes base layers): {time.monotonic() - started:.1f}s")
-        researcher = Researcher(alice, CentralClient(net.central_url, token.read_text().strip()))
+        client = CentralClient(net.central_url, token.read_text().strip())
+        researcher = Researcher(alice, client, trust=net.trust())
         walls, containers = [], []
         for i in range(args.trains):
             started = time.monotonic()

@@ -102,13 +102,37 @@ def add_party(args: argparse.Namespace) -> int:
         print(f"registered admin {args.name}")
     else:
         identity = load_public(Path(args.public_key_file))
-        token = service.register(args.role, identity, expires)
+        enrolment = _envelope(args.enrolment) if getattr(args, "enrolment", None) else None
+        token = service.identities.register(args.role, identity.name, identity, expires, enrolment)
         print(f"registered {args.role} {identity.name}")
         print(f"  signing key {identity.signing_fingerprint}")
         print(f"  sealing key {identity.sealing_fingerprint}")
+        if enrolment is not None:
+            print("  enrolled by the network root (statement stored, served with /stations)")
     if expires is not None:
         print(f"  expires {expires.isoformat(timespec='seconds')}")
     _print_token(token)
+    return 0
+
+
+def _envelope(path: str):  # type: ignore[no-untyped-def]
+    from trains.signing import Envelope
+
+    try:
+        return Envelope.model_validate_json(Path(path).read_text())
+    except ValueError as exc:
+        raise PhtError(f"{path} is not a signed statement from 'pht-network': {exc}") from None
+
+
+def set_enrolment(args: argparse.Namespace) -> int:
+    name = _service(args).identities.set_enrolment(_envelope(args.enrolment))
+    print(f"stored the enrolment of station {name}")
+    return 0
+
+
+def set_revocations(args: argparse.Namespace) -> int:
+    serial = _service(args).identities.set_revocations(_envelope(args.revocations))
+    print(f"serving revocation list {serial} from now on")
     return 0
 
 
@@ -190,7 +214,25 @@ def build_parser() -> argparse.ArgumentParser:
         common(a)
         a.add_argument("public_key_file", help=f"the {role}'s public.json")
         a.add_argument("--expires-days", type=float, help="the token stops working after this")
+        if role == "station":
+            a.add_argument(
+                "--enrolment",
+                metavar="FILE",
+                help="the station's enrolment signed by the network root ('pht-network enrol')",
+            )
         a.set_defaults(func=add_party, role=role)
+    e = admin_sub.add_parser(
+        "set-enrolment", help="store a station's (renewed) enrolment from 'pht-network enrol'"
+    )
+    common(e)
+    e.add_argument("enrolment", metavar="FILE")
+    e.set_defaults(func=set_enrolment)
+    e = admin_sub.add_parser(
+        "set-revocations", help="serve the network root's newest revocation list"
+    )
+    common(e)
+    e.add_argument("revocations", metavar="FILE", help="revocations.json from 'pht-network'")
+    e.set_defaults(func=set_revocations)
     a = admin_sub.add_parser("add-admin", help="register an admin (HTTP /api/v1/admin/...)")
     common(a)
     a.add_argument("name")

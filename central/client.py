@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from trains.enrolment import StationDirectory
 from trains.errors import CentralError, CentralUnreachable
 from trains.keys import PublicIdentity
 from trains.sealing import digest_file
@@ -84,10 +85,16 @@ class CentralClient:
         return self._request("GET", "/api/v1/me").json()  # type: ignore[no-any-return]
 
     def stations(self) -> list[PublicIdentity]:
-        return [
-            PublicIdentity.model_validate(s)
-            for s in self._request("GET", "/api/v1/stations").json()
-        ]
+        return [entry.identity for entry in self.station_directory().stations]
+
+    def station_directory(self) -> StationDirectory:
+        """Every station's keys and enrolment, and the revocation list: all as central
+        claims them; trains.enrolment / train_builder.trust decide what to believe."""
+        response = self._request("GET", "/api/v1/stations")
+        try:
+            return StationDirectory.model_validate_json(response.content)
+        except ValueError as exc:
+            raise CentralError(f"central's station list is malformed: {exc}") from None
 
     # -- researcher -------------------------------------------------------------------
 

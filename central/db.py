@@ -52,6 +52,19 @@ class Party(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # a station's enrolment statement signed by the network root (DSSE envelope, JSON), as
+    # the operator handed it over; central can store and serve it, not make one
+    enrolment: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class RevocationListRow(Base):
+    """The root-signed revocation lists the operator stored; the highest serial is served."""
+
+    __tablename__ = "revocation_lists"
+
+    serial: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    envelope: Mapped[str] = mapped_column(Text)
+    stored_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TrainRow(Base):

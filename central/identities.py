@@ -4,6 +4,12 @@ Tokens are random, shown once and stored as a sha256 hash (they carry 256 bits o
 so a plain hash is enough); they may expire and may be revoked. Admins have no keys: they
 manage identities and can neither open a state nor claim a hop.
 
+A station may come with its *enrolment*: the statement the network root signed for its keys
+(``trains.enrolment``), stored as given and served with ``/api/v1/stations`` together with
+the newest root-signed revocation list. Central checks that a statement is well formed and
+endorses the keys it is stored with (to catch an operator's mix-up); whether its root is the
+network's is for the researchers and stations that pin the root to decide.
+
 A token that just worked is remembered for ``token_cache_s`` (1 s by default), so a station
 asking several times a second is not looked up in the database each time. Revoking through
 the process that serves (``/api/v1/admin/...``) forgets the party's tokens at once; a
@@ -23,9 +29,17 @@ from datetime import datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.db import Party, as_utc, utcnow
+from central.db import Party, RevocationListRow, as_utc, utcnow
 from central.errors import ServiceError, not_found
+from trains.enrolment import (
+    StationDirectory,
+    StationEntry,
+    check_revocations,
+    check_statement,
+)
+from trains.errors import NotEndorsed
 from trains.keys import PublicIdentity
+from trains.signing import Envelope
 
 ROLES = ("station", "researcher", "admin")
 
@@ -99,8 +113,14 @@ class Identities:
         name: str,
         identity: PublicIdentity | None = None,
         expires_at: datetime | None = None,
+        enrolment: Envelope | None = None,
     ) -> str:
-        """Register a party; return its API token (shown once, stored hashed)."""
+        """Register a party; return its API token (shown once, stored hashed). A station
+        may come with the network root's ``enrolment`` of exactly these keys."""
+        if enrolment is not None:
+            if role != "station" or identity is None:
+                raise ServiceError(422, "enrolment_invalid", "only a station has an enrolment")
+            _checked(enrolment, identity)
         if role not in ROLES:
             raise ServiceError(422, "bad_role", f"unknown role {role!r}; use one of {ROLES}")
         if role != "admin" and identity is None:
@@ -120,6 +140,7 @@ class Identities:
                     sealing_key=None if identity is None else identity.sealing_key,
                     token_hash=hash_token(token),
                     expires_at=expires_at,
+                    enrolment=None if enrolment is None else enrolment.model_dump_json(),
                 )
             )
         return token
@@ -187,10 +208,69 @@ class Identities:
             ]
 
     def stations(self) -> list[PublicIdentity]:
+        return [entry.identity for entry in self.directory().stations]
+
+    def directory(self) -> StationDirectory:
+        """Every active station with its enrolment, and the newest revocation list."""
         with self.reads() as db:
             rows = db.scalars(
                 select(Party)
                 .where(Party.role == "station", Party.revoked_at.is_(None))
                 .order_by(Party.name)
             )
-            return [public_identity(row) for row in rows]
+            stations = [
+                StationEntry(
+                    identity=public_identity(row),
+                    enrolment=None
+                    if row.enrolment is None
+                    else Envelope.model_validate_json(row.enrolment),
+                )
+                for row in rows
+            ]
+            newest = db.scalar(select(RevocationListRow).order_by(RevocationListRow.serial.desc()))
+        revocations = None if newest is None else Envelope.model_validate_json(newest.envelope)
+        return StationDirectory(stations=stations, revocations=revocations)
+
+    def set_enrolment(self, enrolment: Envelope) -> str:
+        """Store a (renewed) enrolment for the active station it names; return the name."""
+        with self.sessions.begin() as db:
+            try:
+                name = check_statement(enrolment, None).station.name
+            except NotEndorsed as exc:
+                raise ServiceError(422, "enrolment_invalid", str(exc)) from None
+            row = db.scalar(
+                select(Party).where(
+                    Party.role == "station", Party.name == name, Party.revoked_at.is_(None)
+                )
+            )
+            if row is None:
+                raise not_found(f"an active station named {name!r}")
+            _checked(enrolment, public_identity(row))
+            row.enrolment = enrolment.model_dump_json()
+        return name
+
+    def set_revocations(self, revocations: Envelope) -> int:
+        """Store a root-signed revocation list newer than every one stored; return its serial."""
+        try:
+            listing = check_revocations(revocations)
+        except NotEndorsed as exc:
+            raise ServiceError(422, "revocations_invalid", str(exc)) from None
+        with self.sessions.begin() as db:
+            newest = db.scalar(
+                select(RevocationListRow.serial).order_by(RevocationListRow.serial.desc())
+            )
+            if newest is not None and listing.serial <= newest:
+                raise ServiceError(
+                    409,
+                    "stale",
+                    f"central holds revocation list {newest}; this is {listing.serial}",
+                )
+            db.add(RevocationListRow(serial=listing.serial, envelope=revocations.model_dump_json()))
+        return listing.serial
+
+
+def _checked(enrolment: Envelope, identity: PublicIdentity) -> None:
+    try:
+        check_statement(enrolment, identity)
+    except NotEndorsed as exc:
+        raise ServiceError(422, "enrolment_invalid", str(exc)) from None

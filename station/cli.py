@@ -55,6 +55,9 @@ allowed_registries = ["127.0.0.1:5000"]
 allowed_images = []
 approval = "auto"           # "manual": every hop waits for 'pht-station approve'
 release = "auto"            # "manual": every output waits for 'pht-station release'
+# The consortium's network root (sha256:...): refuse a train unless every stop of its route
+# is enrolled by that root with the keys the manifest pins.
+# network_root = "sha256:..."
 
 # [policy.signers."sha256:<researcher signing-key fingerprint>"]
 # name = "dr-alice"         # for you; the fingerprint is what counts

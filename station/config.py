@@ -121,6 +121,12 @@ class Policy(BaseModel):
     max_image_mb: int = Field(
         4096, ge=1, le=1_000_000, description="largest image pulled (download and unpacked)"
     )
+    network_root: str | None = Field(
+        None,
+        pattern=DIGEST_RE.pattern,
+        description="the consortium root's fingerprint (sha256:...): refuse a train unless "
+        "every stop of its route is enrolled by this root (station/verify.py check 4c)",
+    )
     approval: Literal["auto", "manual"] = "auto"
     release: Literal["auto", "manual"] = "auto"
     caps: Resources = Resources(memory_mb=2048, cpus=2.0, timeout_s=3600, max_output_mb=1024)

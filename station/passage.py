@@ -66,7 +66,7 @@ def pass_on(
     config.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix=f"pass-{record.hop}-", dir=config.work_dir))
     try:
-        verified = verify_passage(record.offer, me.public)
+        verified = verify_passage(record.offer, me.public, config.policy.network_root)
         manifest, hop = verified.manifest, verified.hop
         archive = work / "state.tar"
         if record.offer.inputs:  # a local hop reads one state

@@ -5,6 +5,9 @@
 3. the manifest has not expired;
 4. this hop exists on the route, names this station, and pins this station's own keys;
    4b. it is of the kind the manifest pins (``local``, or ``aggregate`` at the aggregator);
+   4c. with ``policy.network_root`` set: every stop of the route and the aggregator (every
+       key this train's states are sealed to) carries an enrolment that root signed for its
+       name and exactly the keys pinned, not expired (trains.enrolment);
 5. the image comes from an allowed registry (exact ``host:port``, see station.registry)
    and is pinned by digest;
    5b. an image whose digest is not in ``policy.allowed_images`` (when that list is set)
@@ -35,7 +38,8 @@ from datetime import UTC, datetime
 from central.client import HopOffer
 from station.config import StationConfig
 from station.registry import check_registry
-from trains.errors import PolicyRejected, RouteMismatch, SignatureInvalid
+from trains.enrolment import verify_enrolment
+from trains.errors import NotEndorsed, PolicyRejected, RouteMismatch, SignatureInvalid
 from trains.keys import PublicIdentity
 from trains.manifest import MANIFEST_TYPE, Hop, Manifest
 from trains.receipt import RECEIPT_TYPE, HopReceipt
@@ -68,6 +72,8 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
     _not_expired(manifest)
     # 4. we are the stop named for this hop, pinned with our own keys; 4b. of its kind
     hop = _our_hop(offer, manifest, me)
+    # 4c. every stop is enrolled by the network root this station pins
+    _route_endorsed(manifest, config.policy.network_root)
     # 5. image from an allowed registry (exact, normalised host:port and path prefix)
     check_registry(manifest.image.repository, config.policy.allowed_registries)
     needs_approval = []
@@ -110,13 +116,16 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
     )
 
 
-def verify_passage(offer: HopOffer, me: PublicIdentity) -> VerifiedHop:
+def verify_passage(
+    offer: HopOffer, me: PublicIdentity, network_root: str | None = None
+) -> VerifiedHop:
     """What a refused hop must pass before its station passes the state on unchanged (see
-    ``station.passage``): the route lets this hop skip, and checks 1, 3, 4 and 8 (all but
-    the policy's). Raises a PhtError when the state may not be passed on."""
+    ``station.passage``): the route lets this hop skip, and checks 1, 3, 4, 4c and 8 (all
+    but the policy's). Raises a PhtError when the state may not be passed on."""
     manifest = _signed_manifest(offer)
     _not_expired(manifest)
     hop = _our_hop(offer, manifest, me)
+    _route_endorsed(manifest, network_root)
     if not manifest.may_skip(hop.index):
         raise PolicyRejected(
             f"the route does not let hop {hop.index} be skipped "
@@ -156,6 +165,21 @@ def _our_hop(offer: HopOffer, manifest: Manifest, me: PublicIdentity) -> Hop:
             f"{hop.kind!r} for it; refusing to run it as offered"
         )
     return hop
+
+
+def _route_endorsed(manifest: Manifest, network_root: str | None) -> None:
+    """Check 4c: the researcher pinned no station key the network root does not vouch for,
+    so no state of this train is sealed to a key central (or the researcher) made up."""
+    if network_root is None:
+        return
+    stops = manifest.route.stops + [s for s in [manifest.route.aggregator] if s is not None]
+    for stop in stops:
+        try:
+            verify_enrolment(stop.enrolment, network_root, stop.station)
+        except NotEndorsed as exc:
+            raise NotEndorsed(
+                f"this station pins network root {network_root} and refuses the route: {exc}"
+            ) from None
 
 
 def _check_inputs(offer: HopOffer, manifest: Manifest, hop: Hop) -> list[str]:

@@ -64,7 +64,8 @@ def network(localnet, tmp_path_factory):
     hospital_frame(seed=9, n=50).to_csv(wary, index=False)
     net.add_station("hospital-d", {"cohort": wary}, trusted=[])
     net.start_station("hospital-d")
-    cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys)]
+    cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys),
+           "--network-root", net.network_root]  # fmt: skip
     return net, cli, frames
 
 
@@ -151,7 +152,8 @@ def test_result_refused_when_receipt_is_tampered(network, tmp_path):
 def test_untrusted_researcher_is_refused_by_the_station(network, tmp_path):
     net, _, _ = network
     _, keys, token = net.add_researcher("mallory")
-    cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys)]
+    cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys),
+           "--network-root", net.network_root]  # fmt: skip
     train = tmp_path / "cohort"
     subprocess.run(["cp", "-r", str(TRAIN), str(train)], check=True)
     assert pht_train("build", str(train), "--registry", net.registry, env_args=cli).returncode == 0

@@ -51,7 +51,8 @@ def researcher(localnet: LocalNet):
         localnet.start_station(name)
     localnet.add_station(AGGREGATOR, {}, trusted=[identity])
     localnet.start_station(AGGREGATOR)
-    with Researcher(identity, CentralClient(localnet.central_url, token.read_text().strip())) as r:
+    client = CentralClient(localnet.central_url, token.read_text().strip())
+    with Researcher(identity, client, trust=localnet.trust()) as r:
         yield r
 
 

@@ -32,7 +32,8 @@ def pinning(localnet, image_for, tmp_path_factory):
         "pin-a", {"cohort": COHORT / "sample" / "hospital-a.csv"}, trusted=[researcher]
     )
     localnet.start_station("pin-a")
-    client = Researcher(researcher, CentralClient(localnet.central_url, token.read_text().strip()))
+    central = CentralClient(localnet.central_url, token.read_text().strip())
+    client = Researcher(researcher, central, trust=localnet.trust())
     return client, image_for(COHORT), tmp_path_factory.mktemp("pinning")
 
 

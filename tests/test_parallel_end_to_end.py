@@ -53,7 +53,8 @@ def parallel_net(localnet, image_for, tmp_path_factory):
     train = root / "train"
     shutil.copytree(TRAIN, train)
     write_image_file(train, image_for(TRAIN))
-    cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys)]
+    cli = ["--central", net.central_url, "--token-file", str(token), "--keys", str(keys),
+           "--network-root", net.network_root]  # fmt: skip
     return net, cli, frames, train
 
 

@@ -142,6 +142,7 @@ def network(localnet, tmp_path_factory):
     profile.write_text(
         f'central_url = "{localnet.central_url}"\ntoken_file = "{token}"\n'
         f'keys_dir = "{keys}"\nregistry = "{localnet.registry}"\n'
+        f'network_root = "{localnet.network_root}"\n'
     )
     env = {**_base_env(), "PHT_PROFILE": str(profile)}
     return localnet, stations, env, tag
@@ -184,7 +185,8 @@ def test_an_untrusted_signer_sees_the_stations_refusal(network, tmp_path):
     net, stations, _, tag = network
     _, keys, token = net.add_researcher(f"rx-mallory-{tag}")
     env = {**_base_env(), "PHT_CENTRAL_URL": net.central_url, "PHT_TOKEN_FILE": str(token),
-           "PHT_KEYS_DIR": str(keys), "PHT_REGISTRY": net.registry}  # fmt: skip
+           "PHT_KEYS_DIR": str(keys), "PHT_REGISTRY": net.registry,
+           "PHT_NETWORK_ROOT": net.network_root}  # fmt: skip
     train = tmp_path / f"rx-mallory-{tag}"
     scaffold(train, "cohort")
     (train / ".pht-image.json").write_text(  # refused before any pull: no image needed

@@ -89,7 +89,9 @@ def world(localnet, image_for, tmp_path_factory):
     frame.to_csv(data, index=False)
     identity, _, token = localnet.add_researcher("dr-station-tests")
     researcher = Researcher(
-        identity, CentralClient(localnet.central_url, token.read_text().strip())
+        identity,
+        CentralClient(localnet.central_url, token.read_text().strip()),
+        trust=localnet.trust(),
     )
     slow = root / "slowcount"
     slow.mkdir()
@@ -194,7 +196,8 @@ def test_central_down_at_upload_output_kept_and_sent_later(world, tmp_path):
         net.registry_port = shared.registry_port  # images live in the shared registry
         net.start_central()
         identity, _, token = net.add_researcher("dr-outage")
-        researcher = Researcher(identity, CentralClient(net.central_url, token.read_text().strip()))
+        client = CentralClient(net.central_url, token.read_text().strip())
+        researcher = Researcher(identity, client, trust=net.trust())
         station = add_station(net, "st-outage", data, researcher, approval="manual")
         station.config.write_text(
             station.config.read_text().replace(
@@ -319,7 +322,8 @@ def test_heartbeat_keeps_a_waiting_hop_leased(world, tmp_path):
         )
         wait_http(f"{net.central_url}/healthz")
         identity, _, token = net.add_researcher("dr-lease")
-        researcher = Researcher(identity, CentralClient(net.central_url, token.read_text().strip()))
+        client = CentralClient(net.central_url, token.read_text().strip())
+        researcher = Researcher(identity, client, trust=net.trust())
         station = add_station(net, "st-lease", data, researcher, approval="manual")
         station.config.write_text(
             station.config.read_text().replace(

@@ -40,7 +40,8 @@ def pht_train(*args: str, cwd: Path | None = None, env: dict[str, str] | None = 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     """A researcher with an empty home: no profile, no PHT_* variables."""
-    for var in ("PHT_CENTRAL_URL", "PHT_TOKEN", "PHT_TOKEN_FILE", "PHT_KEYS_DIR", "PHT_REGISTRY"):
+    for var in ("PHT_CENTRAL_URL", "PHT_TOKEN", "PHT_TOKEN_FILE", "PHT_KEYS_DIR", "PHT_REGISTRY",
+                "PHT_NETWORK_ROOT"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PHT_PROFILE", raising=False)
@@ -313,7 +314,8 @@ def alice(central, tmp_path, monkeypatch):
     name = f"alice-{uuid.uuid4().hex[:8]}"
     _, keys, token = central.add_researcher(name)
     for key, value in (("central_url", central.central_url), ("token_file", str(token)),
-                       ("keys_dir", str(keys))):  # fmt: skip
+                       ("keys_dir", str(keys)),
+                       ("network_root", central.network_root)):  # fmt: skip
         assert main(["profile", "set", key, value]) == 0
     return keys, token
 

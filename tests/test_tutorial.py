@@ -60,6 +60,7 @@ def test_the_tutorial_runs_as_written(localnet, tmp_path):
         profile.write_text(
             f'central_url = "{net.central_url}"\ntoken_file = "{token}"\n'
             f'keys_dir = "{keys}"\nregistry = "{net.registry}"\n'
+            f'network_root = "{net.network_root}"\n'
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("PHT_")}
         env["HOME"] = str(home)

@@ -7,6 +7,7 @@ PHT_TOKEN_FILE, PHT_KEYS_DIR, PHT_REGISTRY), else the profile file
   pht-train init mytrain --template cohort
   pht-train test mytrain --data mytrain/sample/hospital-a.csv --data mytrain/sample/hospital-b.csv
   pht-train build mytrain
+  pht-train stations list
   pht-train submit mytrain --route hospital-a,hospital-b
   pht-train submit mytrain --route hospital-a,hospital-b,hospital-c --aggregator hospital-a
   pht-train watch last
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--central", help="central's URL (PHT_CENTRAL_URL)")
     parser.add_argument("--token-file", help="file holding your API token (PHT_TOKEN_FILE)")
     parser.add_argument("--keys", help="your keys folder (PHT_KEYS_DIR, default ~/.pht/keys)")
+    parser.add_argument(
+        "--network-root",
+        metavar="sha256:...",
+        help="the network root's fingerprint: stations must be enrolled by it (PHT_NETWORK_ROOT)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keys = sub.add_parser("keys", help="your identity").add_subparsers(
@@ -39,6 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("new", help="create your signing and sealing keys")
     k.add_argument("--name", required=True)
     k.set_defaults(func=commands.keys_new)
+    k = keys.add_parser("show", help="print your keys' sha256 fingerprints")
+    k.set_defaults(func=commands.keys_show)
+
+    st = sub.add_parser(
+        "stations", help="the stations central serves, and which keys you believe"
+    ).add_subparsers(dest="stations_command", required=True)
+    st.add_parser(
+        "list", help="each station's fingerprints and whether you trust them"
+    ).set_defaults(func=commands.stations)
+    k = st.add_parser("trust", help="pin a station's keys after comparing fingerprints out of band")
+    k.add_argument("name")
+    k.add_argument(
+        "--fingerprint",
+        action="append",
+        default=[],
+        required=True,
+        metavar="sha256:...",
+        help="give twice: the station's signing and sealing key fingerprints, as its admin "
+        "read them out to you",
+    )
+    k.set_defaults(func=commands.stations)
+    k = st.add_parser("forget", help="drop a station's pinned keys (to accept a checked change)")
+    k.add_argument("name")
+    k.set_defaults(func=commands.stations)
 
     profile = sub.add_parser("profile", help="where central, token, keys and registry are")
     prof = profile.add_subparsers(dest="profile_command", required=True)

@@ -16,7 +16,7 @@ from typing import Any
 from train_builder.profile import Profile, resolve_profile, write_profile_value
 from train_builder.researcher import Researcher
 from trains.errors import ConfigError, PhtError
-from trains.keys import Identity
+from trains.keys import Identity, load_public
 from trains.train_spec import load_train_spec
 
 STATE_LINES = 40  # how much of a state the terminal shows; --out keeps all of it
@@ -29,6 +29,7 @@ def profile_of(args: argparse.Namespace) -> Profile:
             "token_file": args.token_file,
             "keys_dir": args.keys,
             "registry": getattr(args, "registry", None),
+            "network_root": args.network_root,
         }
     )
 
@@ -69,8 +70,26 @@ def keys_new(args: argparse.Namespace) -> int:
     identity.save(directory)
     print(f"researcher identity {args.name} written to {directory}")
     print(f"  signing key {identity.public.signing_fingerprint}")
+    print(f"  sealing key {identity.public.sealing_fingerprint}")
     print(f"hand {directory / 'public.json'} to central's operator and to each station admin")
     return 0
+
+
+def keys_show(args: argparse.Namespace) -> int:
+    directory = profile_of(args).keys_path()
+    public = load_public(directory / "public.json")
+    print(f"researcher {public.name} (keys in {directory})")
+    print(f"  signing key {public.signing_fingerprint}")
+    print(f"  sealing key {public.sealing_fingerprint}")
+    print("read the signing key's fingerprint out to each station admin (policy.trusted_signers)")
+    return 0
+
+
+def stations(args: argparse.Namespace) -> int:
+    from train_builder import station_commands
+
+    with researcher_of(args) as researcher:
+        return station_commands.run(args, researcher)
 
 
 def profile_set(args: argparse.Namespace) -> int:
@@ -179,11 +198,20 @@ def push(args: argparse.Namespace) -> int:
 
 def submit(args: argparse.Namespace) -> int:
     from train_builder.image import read_image_file
+    from train_builder.station_commands import confirm_at_prompt
+    from train_builder.trust import FirstContact
 
     folder = train_folder(args.dir)
     image = read_image_file(folder)
+    names = [s.strip() for s in args.route.split(",") if s.strip()]
     with researcher_of(args) as researcher:
-        stops = researcher.route_stops([s.strip() for s in args.route.split(",") if s.strip()])
+        everyone = names + ([args.aggregator] if args.aggregator else [])
+        try:
+            researcher.route_stops(everyone)
+        except FirstContact as first:  # --yes never confirms a station met the first time
+            if not confirm_at_prompt(researcher, first):
+                raise
+        stops = researcher.route_stops(names)
         aggregator = researcher.route_stops([args.aggregator])[0] if args.aggregator else None
         manifest = researcher.make_manifest(
             folder,

@@ -146,7 +146,9 @@ def run(workdir: Path) -> int:
         net.add_station(AGGREGATOR, {}, trusted=[alice])  # joins parallel rounds; holds no data
         net.start_station(AGGREGATOR)
         say(f"station    {AGGREGATOR:<11} no data: aggregates the partial models of a round")
-        researcher = Researcher(alice, CentralClient(net.central_url, token.read_text().strip()))
+        say(f"network    root {net.network_root} enrolled every station; you pin it")
+        client = CentralClient(net.central_url, token.read_text().strip())
+        researcher = Researcher(alice, client, trust=net.trust())
 
         state, seconds = travel(net, researcher, COHORT, 1, run_dir / "cohort")
         print_comparison(state, pooled_cohort_stats(frames_of("cohort")))
@@ -342,11 +344,17 @@ def serve(workdir: Path) -> int:
             ("token_file", str(token)),
             ("keys_dir", str(keys)),
             ("registry", net.registry),
+            ("network_root", net.network_root),
         ):
             write_profile_value(key, value, profile)
         say(f"demo network up: central {net.central_url}, registry {net.registry}")
         say(f"stations: {', '.join(HOSPITALS)} (each offers the datasets 'cohort' and 'survival')")
         say(f"you are researcher {you.name} (keys in {keys}); profile written to {profile}")
+        say(
+            f"network root {net.network_root} enrolled every station (its key is in "
+            f"{net.root_dir}); your profile pins it, so 'pht-train submit' accepts only "
+            "stations it enrolled"
+        )
         say("press Ctrl-C to stop the network")
         try:
             while all(p.poll() is None for p in net.processes):

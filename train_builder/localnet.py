@@ -1,6 +1,11 @@
 """A whole pht network on one machine, as real processes: an OCI registry, central, and
 station daemons each with its own keys, config and data. Used by the demo and the
 end-to-end tests; every server binds to 127.0.0.1.
+
+The network has its own root key (``network-root/``): every station added is enrolled by
+it, its statement stored at central, and pins the root in its ``station.toml``;
+researchers pin it through :attr:`LocalNet.network_root` (profile ``network_root``, or
+``trust()`` for the Python API).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from train_builder.trust import KnownStations, StationTrust
+from trains.enrolment import NetworkRoot, enrol
 from trains.errors import PhtError
 from trains.keys import Identity
 
@@ -57,6 +64,7 @@ def _bin(name: str) -> list[str]:
         "pht-central": "central.cli",
         "pht-station": "station.cli",
         "pht-train": "train_builder.cli",
+        "pht-network": "trains.network_cli",
     }
     return [sys.executable, "-m", module[name]]
 
@@ -132,10 +140,34 @@ class LocalNet:
         )
         wait_http(f"{self.central_url}/healthz")
 
-    def register(self, role: str, identity: Identity) -> str:
+    @property
+    def root_dir(self) -> Path:
+        return self.root / "network-root"
+
+    def network(self) -> NetworkRoot:
+        """The network's root key (made on first use); it enrols every station added."""
+        if not (self.root_dir / "root.key").exists():
+            NetworkRoot.generate("localnet").save(self.root_dir)
+        return NetworkRoot.load(self.root_dir)
+
+    @property
+    def network_root(self) -> str:
+        """The root's fingerprint: what researchers and stations pin."""
+        return self.network().public.signing_fingerprint
+
+    def trust(self) -> StationTrust:
+        """A researcher's trust that pins this network's root (for ``Researcher(trust=)``)."""
+        return StationTrust(
+            self.network_root,
+            KnownStations(self.root / "known_stations.json"),
+            self.root / "network-revocations.json",
+        )
+
+    def register(self, role: str, identity: Identity, enrolment: Path | None = None) -> str:
         """Register through the operator's CLI, as an operator would; return the token."""
         public = self.root / f"{role}-{identity.name}.public.json"
         public.write_text(identity.public.model_dump_json())
+        extra = [] if enrolment is None else ["--enrolment", str(enrolment)]
         done = subprocess.run(
             [
                 *_bin("pht-central"),
@@ -144,6 +176,7 @@ class LocalNet:
                 "--data-dir",
                 str(self.central_dir),
                 str(public),
+                *extra,
             ],
             capture_output=True,
             text=True,
@@ -172,12 +205,24 @@ class LocalNet:
         return identity, keys, token
 
     def add_station(
-        self, name: str, datasets: dict[str, Path], trusted: list[Identity], poll_s: float = 0.2
+        self,
+        name: str,
+        datasets: dict[str, Path],
+        trusted: list[Identity],
+        poll_s: float = 0.2,
+        enrolled: bool = True,
+        pin_root: bool = True,
     ) -> Station:
+        """A station with new keys, enrolled by the network root for 30 days (unless not
+        ``enrolled``), pinning that root in its policy (unless not ``pin_root``)."""
         directory = self.root / "stations" / name
         identity = Identity.generate(name)
         identity.save(directory / "keys")
-        (directory / "token").write_text(self.register("station", identity) + "\n")
+        statement = None
+        if enrolled:
+            statement = directory / "enrolment.json"
+            statement.write_text(enrol(self.network(), identity.public, 30).model_dump_json())
+        (directory / "token").write_text(self.register("station", identity, statement) + "\n")
         (directory / "token").chmod(0o600)
         lines = [
             "[station]",
@@ -193,6 +238,7 @@ class LocalNet:
             "[policy]",
             f"trusted_signers = [{signers}]",
             f'allowed_registries = ["{self.registry}"]',
+            *([f'network_root = "{self.network_root}"'] if pin_root else []),
             "",
         ]
         station = Station(name, directory, identity)

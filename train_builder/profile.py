@@ -6,9 +6,12 @@ One TOML file (default ``~/.config/pht/profile.toml``, another with ``PHT_PROFIL
     token_file = "~/.config/pht/token"
     keys_dir = "~/.pht/keys"
     registry = "127.0.0.1:5000"
+    network_root = "sha256:..."   # the consortium's root key: stations must be enrolled by it
 
 Environment variables override the file (PHT_CENTRAL_URL, PHT_TOKEN or PHT_TOKEN_FILE,
-PHT_KEYS_DIR, PHT_REGISTRY) and command-line flags override both. Every error names the
+PHT_KEYS_DIR, PHT_REGISTRY, PHT_NETWORK_ROOT) and command-line flags override both.
+Without a network root, the stations you confirmed are pinned in ``known_stations.json``
+beside the profile file (see ``train_builder.trust``). Every error names the
 value that is missing or wrong and the three places it can be set.
 """
 
@@ -22,6 +25,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from train_builder.trust import (
+    KNOWN_STATIONS_FILE,
+    REVOCATIONS_CACHE_FILE,
+    KnownStations,
+    StationTrust,
+)
 from trains.errors import ConfigError
 from trains.train_spec import format_validation
 
@@ -35,6 +44,7 @@ SOURCES = {
     "token_file": ("PHT_TOKEN_FILE", "--token-file"),
     "keys_dir": ("PHT_KEYS_DIR", "--keys"),
     "registry": ("PHT_REGISTRY", "--registry"),
+    "network_root": ("PHT_NETWORK_ROOT", "--network-root"),
 }
 
 
@@ -47,6 +57,7 @@ class ProfileFile(BaseModel):
     token_file: str | None = None
     keys_dir: str | None = None
     registry: str | None = None
+    network_root: str | None = None
 
 
 def profile_path() -> Path:
@@ -100,6 +111,16 @@ class Profile:
     token_env: bool  # PHT_TOKEN is set (it wins over every token file)
     keys_dir: Setting
     registry: Setting
+    network_root: Setting
+
+    def trust(self) -> StationTrust:
+        """How this researcher authenticates station keys (train_builder.trust)."""
+        folder = self.path.parent
+        return StationTrust(
+            self.network_root.value,
+            KnownStations(folder / KNOWN_STATIONS_FILE),
+            folder / REVOCATIONS_CACHE_FILE,
+        )
 
     def require_central_url(self) -> str:
         if not self.central_url.value:
@@ -155,6 +176,11 @@ class Profile:
             token_row,
             ("keys_dir", str(self.keys_path()), self.keys_dir.source),
             ("registry", self.registry_value(), self.registry.source),
+            (
+                "network_root",
+                self.network_root.value or f"(none: stations pinned in {KNOWN_STATIONS_FILE})",
+                self.network_root.source,
+            ),
         ]
 
 
@@ -182,4 +208,5 @@ def resolve_profile(flags: dict[str, str | None] | None = None) -> Profile:
         token_env=bool(os.environ.get("PHT_TOKEN")) and not flags.get("token_file"),
         keys_dir=pick("keys_dir"),
         registry=pick("registry"),
+        network_root=pick("network_root"),
     )

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from central.client import CentralClient
 from train_builder.profile import Profile, resolve_profile
+from train_builder.trust import StationTrust
 from trains import state_codec
 from trains.errors import CentralError, KeyFileError, PhtError, RouteMismatch
 from trains.keys import Identity
@@ -49,11 +50,18 @@ class Result:
 
 class Researcher:
     def __init__(
-        self, identity: Identity, central: CentralClient, registry: str | None = None
+        self,
+        identity: Identity,
+        central: CentralClient,
+        registry: str | None = None,
+        trust: StationTrust | None = None,
     ) -> None:
+        """``trust``: how station keys are authenticated (a pinned network root, or the
+        known-stations file); by default the known stations beside the default profile."""
         self.identity = identity
         self.central = central
         self.registry = registry
+        self.trust = trust or resolve_profile().trust()
 
     @classmethod
     def from_profile(cls, profile: Profile | None = None, **flags: str | None) -> Researcher:
@@ -71,7 +79,12 @@ class Researcher:
                 "'pht-train keys new --name NAME', or point keys_dir at your keys "
                 "('pht-train profile set keys_dir DIR')"
             )
-        return cls(Identity.load(keys), CentralClient(url, token), profile.registry_value())
+        return cls(
+            Identity.load(keys),
+            CentralClient(url, token),
+            profile.registry_value(),
+            profile.trust(),
+        )
 
     def close(self) -> None:
         self.central.close()
@@ -94,14 +107,10 @@ class Researcher:
         return image
 
     def route_stops(self, names: list[str]) -> list[Stop]:
-        """Look up each station's keys at central, to be pinned in the manifest."""
-        known = {s.name: s for s in self.central.stations()}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise RouteMismatch(
-                f"central knows no station {unknown}; known stations: {sorted(known)}"
-            )
-        return [Stop(station=known[n]) for n in names]
+        """Each station's keys as central serves them, to be pinned in the manifest, but
+        only once authenticated without trusting central: enrolled by the pinned network
+        root, or confirmed by you before (``self.trust``); else NotEndorsed says why."""
+        return self.trust.stops(self.central.station_directory(), names)
 
     def make_manifest(
         self,

@@ -80,3 +80,8 @@ class SealedToOthers(SealError):
 class PayloadInvalid(SignatureInvalid, ValueError):
     """A signed envelope's payload is not what it claims to be (not base64, not a valid
     manifest or receipt). Also a ValueError, as any parse error."""
+
+
+class NotEndorsed(PhtError):
+    """A station's keys are not vouched for: no valid enrolment by the pinned network root,
+    or (without a root) not the fingerprints the researcher confirmed."""

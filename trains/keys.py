@@ -2,12 +2,15 @@
 
 Private keys live in PEM files written 0600. Public keys travel as base64 of their raw
 bytes, and are named by a fingerprint: ``sha256:`` + hex of the SHA-256 of those bytes.
+``public.json`` carries both fingerprints too, so whoever receives it can compare them with
+the ones its owner read out over another channel (phone, a signed letter).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,15 +109,15 @@ class Identity:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            _write_private(directory / filename, pem)
-        (directory / PUBLIC_FILE).write_text(self.public.model_dump_json(indent=2) + "\n")
+            write_private_key(directory / filename, pem)
+        (directory / PUBLIC_FILE).write_text(public_json(self.public))
 
     @classmethod
     def load(cls, directory: Path) -> Identity:
         """Read the identity that :meth:`save` wrote; errors name the file and the fix."""
         public = load_public(directory / PUBLIC_FILE)
-        signing = _load_private(directory / SIGNING_KEY_FILE, Ed25519PrivateKey)
-        sealing = _load_private(directory / SEALING_KEY_FILE, X25519PrivateKey)
+        signing = load_private_key(directory / SIGNING_KEY_FILE, Ed25519PrivateKey)
+        sealing = load_private_key(directory / SEALING_KEY_FILE, X25519PrivateKey)
         identity = cls(public.name, signing, sealing)
         if identity.public != public:
             raise KeyFileError(
@@ -124,23 +127,45 @@ class Identity:
         return identity
 
 
+def public_json(public: PublicIdentity) -> str:
+    """``public.json``: the name, both keys, and their fingerprints to compare out of band."""
+    block = {
+        **public.model_dump(),
+        "signing_fingerprint": public.signing_fingerprint,
+        "sealing_fingerprint": public.sealing_fingerprint,
+    }
+    return json.dumps(block, indent=2) + "\n"
+
+
 def load_public(path: Path) -> PublicIdentity:
+    """Read a ``public.json``; fingerprints in it must be those of the keys beside them."""
     try:
-        return PublicIdentity.model_validate_json(path.read_text())
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        stated = {k: raw.pop(k) for k in ("signing_fingerprint", "sealing_fingerprint") if k in raw}
+        public = PublicIdentity.model_validate(raw)
     except FileNotFoundError:
         raise KeyFileError(f"{path} is missing; create keys first (e.g. 'keys new')") from None
     except ValueError as exc:
         raise KeyFileError(f"{path} is not a public identity block: {exc}") from None
+    for key, value in stated.items():
+        if value != getattr(public, key):
+            raise KeyFileError(
+                f"{path}: {key} {value} is not the fingerprint of the key in the file "
+                f"({getattr(public, key)}); the file was edited: ask its owner for it again"
+            )
+    return public
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private_key(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.chmod(path, 0o600)
 
 
-def _load_private(path: Path, kind: type) -> Any:
+def load_private_key(path: Path, kind: type) -> Any:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:

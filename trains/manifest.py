@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from trains.keys import PublicIdentity
+from trains.signing import Envelope
 
 MANIFEST_TYPE = "application/vnd.pht.manifest+json"
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -51,11 +52,14 @@ class Image(BaseModel):
 
 
 class Stop(BaseModel):
-    """One station on the route, pinned by its public keys."""
+    """One station on the route, pinned by its public keys, with the network root's signed
+    enrolment of those keys when the researcher checked one (see trains.enrolment): a
+    station that pins the root refuses a route whose stops are not all endorsed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     station: PublicIdentity
+    enrolment: Envelope | None = None
 
     @property
     def name(self) -> str:

@@ -7,18 +7,30 @@ replayed as a signature over a receipt, and the signed bytes are exactly the byt
 from __future__ import annotations
 
 import hashlib
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from trains.errors import PayloadInvalid, SignatureInvalid
-from trains.keys import PublicIdentity, b64decode, b64encode, fingerprint
+from trains.keys import b64decode, b64encode, fingerprint
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Signer(Protocol):
+    """Whoever signs: a party's :class:`~trains.keys.PublicIdentity`, or a network root."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def signing_fingerprint(self) -> str: ...
+
+    def verify_key(self) -> Ed25519PublicKey: ...
 
 
 def canonical_json(model: BaseModel) -> bytes:
@@ -76,7 +88,7 @@ def sign(model: BaseModel, payload_type: str, key: Ed25519PrivateKey) -> Envelop
     )
 
 
-def verify(envelope: Envelope, payload_type: str, signer: PublicIdentity, what: str) -> bytes:
+def verify(envelope: Envelope, payload_type: str, signer: Signer, what: str) -> bytes:
     """Check that ``signer`` signed ``envelope`` as ``payload_type``; return the payload.
 
     ``what`` names the artifact in error messages ("manifest", "receipt of hop 3").
@@ -103,7 +115,7 @@ def verify(envelope: Envelope, payload_type: str, signer: PublicIdentity, what: 
 
 
 def open_envelope(
-    envelope: Envelope, payload_type: str, signer: PublicIdentity, model: type[M], what: str
+    envelope: Envelope, payload_type: str, signer: Signer, model: type[M], what: str
 ) -> M:
     """Verify, then parse the payload; and insist the payload is in canonical form."""
     payload = verify(envelope, payload_type, signer, what)

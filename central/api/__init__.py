@@ -29,7 +29,7 @@ from central.metrics import Metrics
 from central.retention import collect_garbage
 from central.service import Hooks, Service
 from central.settings import CentralSettings
-from trains.keys import PublicIdentity
+from trains.enrolment import StationDirectory
 
 log = logging.getLogger("pht.central")
 
@@ -120,9 +120,11 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
         body = await run_in_threadpool(metrics.render)
         return Response(body, media_type="text/plain; version=0.0.4")
 
-    @app.get("/api/v1/stations", tags=["everyone"])
-    def list_stations(_: Anyone, c: Ctx) -> list[PublicIdentity]:
-        return c.service.stations()
+    @app.get("/api/v1/stations", tags=["everyone"], response_model=StationDirectory)
+    def list_stations(_: Anyone, c: Ctx) -> StationDirectory:
+        """Every station's keys with the network root's enrolment of them (if the operator
+        stored one), and the root's newest revocation list: central serves, never signs."""
+        return c.service.identities.directory()
 
     @app.get("/api/v1/me", tags=["everyone"])
     def me(who: Anyone) -> dict[str, str]:

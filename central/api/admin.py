@@ -13,6 +13,7 @@ from central.api.context import Admin, Ctx
 from central.db import utcnow
 from central.errors import ServiceError
 from trains.keys import PublicIdentity
+from trains.signing import Envelope
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -22,6 +23,7 @@ class NewParty(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     identity: PublicIdentity | None = None
     expires_in_days: float | None = Field(None, gt=0, le=36500)
+    enrolment: Envelope | None = None  # a station's statement signed by the network root
 
 
 @router.get("/parties")
@@ -37,8 +39,22 @@ def add_party(body: NewParty, _: Admin, ctx: Ctx) -> dict[str, str]:
     expires = (
         None if body.expires_in_days is None else utcnow() + timedelta(days=body.expires_in_days)
     )
-    token = ctx.service.identities.register(body.role, body.name, body.identity, expires)
+    token = ctx.service.identities.register(
+        body.role, body.name, body.identity, expires, body.enrolment
+    )
     return {"role": body.role, "name": body.name, "token": token}
+
+
+@router.put("/enrolments")
+def set_enrolment(body: Envelope, _: Admin, ctx: Ctx) -> dict[str, str]:
+    """Store a (renewed) enrolment statement for the active station it names."""
+    return {"enrolled": ctx.service.identities.set_enrolment(body)}
+
+
+@router.put("/revocations")
+def set_revocations(body: Envelope, _: Admin, ctx: Ctx) -> dict[str, int]:
+    """Store the network root's newest revocation list (a higher serial than any stored)."""
+    return {"serial": ctx.service.identities.set_revocations(body)}
 
 
 @router.post("/parties/{role}/{name}/revoke")
