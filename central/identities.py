@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.db import Party, as_utc, utcnow
 from central.errors import ServiceError, not_found
-from trains.keys import PublicIdentity
+from trains.keys import PublicIdentity, valid_name
 
 ROLES = ("station", "researcher", "admin")
 
@@ -105,6 +105,13 @@ class Identities:
             raise ServiceError(422, "bad_role", f"unknown role {role!r}; use one of {ROLES}")
         if role != "admin" and identity is None:
             raise ServiceError(422, "keys_required", f"a {role} is registered with its public keys")
+        if not valid_name(name):
+            raise ServiceError(
+                422,
+                "bad_name",
+                f"{name[:80]!r} is not a valid name: lower-case letters, digits, '.', '_' and "
+                "'-', starting with a letter or digit, at most 63 characters",
+            )
         if expires_at is not None and as_utc(expires_at) <= utcnow():
             raise ServiceError(422, "expired", "the expiry lies in the past")
         token = f"pht_{role[:3]}_" + secrets.token_urlsafe(32)

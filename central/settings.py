@@ -28,6 +28,16 @@ class CentralSettings(BaseModel):
     token_cache_s: float = Field(
         1.0, ge=0, description="remember a token that worked this long (0: ask the DB each time)"
     )
+    max_manifest_days: float = Field(
+        30.0,
+        gt=0,
+        le=366,
+        description="longest manifest lifetime (created_at to expires_at) accepted at submit",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="all request headers together (431)"
+    )
+    max_header_count: int = Field(64, ge=8, le=1000, description="request headers (431)")
     log_json: bool = True
 
     def model_post_init(self, _context: object) -> None:

@@ -143,12 +143,9 @@ class Heartbeat(threading.Thread):
         config = self.station.config
         # its own client: the main loop's may be busy with a long upload
         with CentralClient(config.station.central_url, config.token(), timeout=10.0) as c:
-            beat = getattr(c, "heartbeat", None)
-            if beat is None:  # a central without leases
-                return
             while not self.stopping.wait(config.station.heartbeat_s):
                 for record in self.station.queue.in_state(*OPEN):
-                    self._beat(beat, record)
+                    self._beat(c.heartbeat, record)
 
     def _beat(self, beat: Callable[[str, int], str], record: HopRecord) -> None:
         try:

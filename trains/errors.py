@@ -67,3 +67,8 @@ class HopDeferred(PhtError):
 
 class CentralUnreachable(CentralError):
     """Central could not be reached or answered 5xx: worth retrying later."""
+
+
+class BadAnswer(CentralUnreachable):
+    """Central's answer is not a valid message (a broken proxy or a man-in-the-middle): it
+    is dropped, and the request is made again later."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,22 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trains.errors import KeyFileError
 
 SIGNING_KEY_FILE = "signing.key"
 SEALING_KEY_FILE = "sealing.key"
 PUBLIC_FILE = "public.json"
+# the one pattern for every party's name (station, researcher, admin) and a train's name:
+# lower-case, at most 63 characters, safe as a file name and in a URL path segment
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def valid_name(name: str) -> bool:
+    """Does the whole of ``name`` match :data:`NAME_PATTERN` (a trailing newline too)?"""
+    return _NAME.fullmatch(name) is not None
 
 
 def b64encode(raw: bytes) -> str:
@@ -47,9 +57,9 @@ class PublicIdentity(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
-    signing_key: str
-    sealing_key: str
+    name: str = Field(pattern=NAME_PATTERN)
+    signing_key: str = Field(max_length=64)
+    sealing_key: str = Field(max_length=64)
 
     @field_validator("signing_key", "sealing_key")
     @classmethod
