@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from central.client import HopOffer
+from central.messages import HopInput, HopOffer
 from station.config import CsvSource, Policy, StationConfig, StationInfo
 from station.verify import check_input_bytes, verify_offer
 from tests.factories import make_manifest
@@ -35,12 +35,17 @@ def parties(tmp_path):
 
 
 def offer(manifest, signer, hop=0, input_digest=None, previous=None):
+    """The offer of a sequential hop: its one input from hop - 1 (the initial state for
+    hop 0), with that hop's receipt."""
+    source = hop - 1 if hop > 0 else None
     return HopOffer(
         train_id=manifest.train_id,
         hop=hop,
+        kind="local",
         manifest=sign(manifest, MANIFEST_TYPE, signer.signing),
-        input_digest=input_digest,
-        previous_receipt=previous,
+        inputs=[] if input_digest is None else [HopInput(hop=source, digest=input_digest)],
+        previous_receipts=[] if previous is None else [previous],
+        lease_s=60,
     )
 
 
@@ -55,7 +60,7 @@ def test_bad_signature(parties):
     alice, a, b, config_for = parties
     good = offer(make_manifest(alice, [a, b]), alice)
     tampered = good.manifest.model_copy(update={"payload": good.manifest.payload[:-8] + "AAAAAAA="})
-    bad = HopOffer(good.train_id, 0, tampered, None, None)
+    bad = good.model_copy(update={"manifest": tampered})
     with pytest.raises((SignatureInvalid, ValueError)):
         verify_offer(bad, config_for(a), a.public)
 
@@ -170,7 +175,7 @@ def test_previous_receipt_checks(parties):
             offer(manifest, alice, 1, out, _receipt(manifest, b, digest)), config_for(b), b.public
         )
     # a replayed receipt from another train
-    replay = _receipt(manifest, a, digest, out=out, train_id="other-train")
+    replay = _receipt(manifest, a, digest, out=out, train_id="00000000-0000-4000-8000-000000000000")
     with pytest.raises(RouteMismatch, match="replay"):
         verify_offer(offer(manifest, alice, 1, out, replay), config_for(b), b.public)
     # an input other than the one the previous stop signed for
