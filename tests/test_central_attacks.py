@@ -4,6 +4,7 @@ hop, manifests whose times are absurd (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -283,3 +284,34 @@ def test_oversized_or_too_many_headers_get_4xx_never_5xx(server, headers):
         pytest.fail("the server dropped the connection instead of answering 4xx")
     assert response.status_code in (400, 431), response.text
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+
+# -- names: one pattern in the keys, the admin API, the operator CLI and station.toml -------
+
+BAD_NAMES = ["Hospital-A", "../evil", "a/b", "x\n", "-lead", "a" * 64, "", "rtl\u202egpj"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_one_name_pattern_everywhere(world, tmp_path, name):
+    from central.cli import main as central_cli
+    from station.config import StationInfo
+
+    client, _, _, _ = world
+    with pytest.raises(ValueError, match="name"):
+        Identity.generate(name).public  # noqa: B018 - building it validates it
+    with pytest.raises(ValueError, match="name"):
+        StationInfo(name=name, central_url="http://127.0.0.1:1")
+    admin = client.app.state.service.identities.register("admin", "root")
+    good = Identity.generate("fine").public.model_dump()
+    for body in (
+        {"role": "admin", "name": name},
+        {"role": "station", "name": name, "identity": {**good, "name": name}},
+    ):
+        refused = client.post("/api/v1/admin/parties", json=body, headers=auth(admin))
+        assert refused.status_code == 422, refused.text
+    public = tmp_path / "public.json"
+    public.write_text(json.dumps({**good, "name": name}))
+    data = ["--data-dir", str(tmp_path / "cli")]
+    assert central_cli(["admin", "add-station", *data, str(public)]) == 1
+    assert central_cli(["admin", "add-admin", *data, "--", name]) == 1
+    assert central_cli(["admin", "add-admin", *data, "fine-admin"]) == 0

@@ -8,7 +8,7 @@ from central.messages import HopInput, HopOffer
 from station.config import CsvSource, Policy, StationConfig, StationInfo
 from station.verify import check_input_bytes, verify_offer
 from tests.factories import make_manifest
-from trains.errors import PolicyRejected, RouteMismatch, SignatureInvalid
+from trains.errors import PhtError, PolicyRejected, RouteMismatch, SignatureInvalid
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Image, Resources
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
@@ -228,3 +228,39 @@ def test_manual_approval_and_signers_without_auto_approve_wait(parties):
     cautious.policy.signers[alice.public.signing_fingerprint] = SignerPolicy(auto_approve=False)
     waits = verify_offer(offer(manifest, alice), cautious, a.public).needs_approval
     assert waits == ("signer alice has auto_approve = false",)
+
+
+@pytest.mark.parametrize(
+    ("created", "expires", "problem"),
+    [
+        (timedelta(0), datetime(9999, 12, 31, tzinfo=UTC), "at most 366 days"),
+        (datetime(2099, 1, 1, tzinfo=UTC), datetime(2099, 1, 2, tzinfo=UTC), "in the future"),
+        (timedelta(minutes=10), timedelta(days=1), "in the future"),
+        (timedelta(0), timedelta(days=31), "longer than the 30 days"),
+    ],
+    ids=["year-9999", "created-2099", "beyond-skew", "over-policy-lifetime"],
+)
+def test_absurd_manifest_times_are_refused(parties, created, expires, problem):
+    alice, a, b, config_for = parties
+    now = datetime.now(UTC).replace(microsecond=0)
+    created = now + created if isinstance(created, timedelta) else created
+    expires = now + expires if isinstance(expires, timedelta) else expires
+    # signed as the attacker wrote it, past the model's own checks
+    manifest = make_manifest(alice, [a, b]).model_copy(
+        update={"created_at": created, "expires_at": expires}
+    )
+    with pytest.raises(PhtError, match=problem):
+        verify_offer(offer(manifest, alice), config_for(a), a.public)
+
+
+def test_a_clock_a_little_ahead_and_a_longer_policy_are_accepted(parties):
+    alice, a, b, config_for = parties
+    now = datetime.now(UTC).replace(microsecond=0)
+    ahead = make_manifest(
+        alice, [a, b], created_at=now + timedelta(minutes=2), expires_at=now + timedelta(days=1)
+    )
+    assert verify_offer(offer(ahead, alice), config_for(a), a.public)
+    long = make_manifest(alice, [a, b], created_at=now, expires_at=now + timedelta(days=60))
+    with pytest.raises(PolicyRejected, match="longer than the 30 days"):
+        verify_offer(offer(long, alice), config_for(a), a.public)
+    assert verify_offer(offer(long, alice), config_for(a, max_manifest_days=90), a.public)
