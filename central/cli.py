@@ -52,6 +52,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from central import logs
     from central.api import create_app
+    from central.server import bounded_http
 
     settings = _settings(args)
     logs.configure(json_lines=settings.log_json)
@@ -63,6 +64,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,  # central logs every request itself, as JSON with its request id
         timeout_keep_alive=75,
+        http=bounded_http(settings.max_header_bytes),  # httptools, the request head bounded
     )
     return 0
 

@@ -315,3 +315,29 @@ def test_one_name_pattern_everywhere(world, tmp_path, name):
     assert central_cli(["admin", "add-station", *data, str(public)]) == 1
     assert central_cli(["admin", "add-admin", *data, "--", name]) == 1
     assert central_cli(["admin", "add-admin", *data, "fine-admin"]) == 0
+
+
+def test_an_endless_header_is_cut_off_early_not_buffered(server):
+    """64 MB of one header value: central answers 431 and closes the connection long
+    before the sender is done (httptools alone would buffer all of it)."""
+    import socket
+
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"GET /api/v1/me HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(64):
+                sock.sendall(b"a" * (1 << 20))
+                sent += 1
+        except OSError:  # central closed the connection: the rest is refused unread
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except OSError:
+            pass
+    assert sent < 64, "central read a 64 MB header to its end"
+    # the 431 arrives, unless the reset of the unread rest overtook it on the way
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
