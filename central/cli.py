@@ -30,6 +30,9 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "retention_h",
         "gc_interval_s",
         "token_cache_s",
+        "max_manifest_days",
+        "max_header_bytes",
+        "max_header_count",
     ):
         if getattr(args, name, None) is not None:
             fields[name] = getattr(args, name)
@@ -174,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="remember a token that worked this long; a revocation by another process "
         "(pht-central admin revoke) is heard within it (default 1, 0: off)",
     )
+    s.add_argument(
+        "--max-manifest-days",
+        type=float,
+        help="longest manifest lifetime accepted at submit (default 30, at most 366)",
+    )
+    s.add_argument("--max-header-bytes", type=int, help="request headers together (16384)")
+    s.add_argument("--max-header-count", type=int, help="request headers (64)")
     s.set_defaults(func=serve)
 
     db = sub.add_parser("db", help="database schema")
