@@ -18,7 +18,8 @@ from central.testing_server import CentralServer
 from tests import test_central_protocol as protocol
 from tests.factories import make_manifest, sign_receipt
 from tests.test_central_protocol import auth, result_body, submit
-from trains.keys import Identity
+from trains.errors import ConfigError
+from trains.keys import Identity, PublicIdentity
 from trains.manifest import MANIFEST_TYPE
 from trains.sealing import digest_bytes, output_context, seal
 from trains.signing import sign
@@ -297,8 +298,10 @@ def test_one_name_pattern_everywhere(world, tmp_path, name):
     from station.config import StationInfo
 
     client, _, _, _ = world
+    with pytest.raises(ConfigError, match="not a valid name"):
+        Identity.generate(name)
     with pytest.raises(ValueError, match="name"):
-        Identity.generate(name).public  # noqa: B018 - building it validates it
+        PublicIdentity.model_validate({**Identity.generate("x").public.model_dump(), "name": name})
     with pytest.raises(ValueError, match="name"):
         StationInfo(name=name, central_url="http://127.0.0.1:1")
     admin = client.app.state.service.identities.register("admin", "root")

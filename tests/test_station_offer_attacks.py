@@ -5,6 +5,7 @@ it writes, no file lands outside the station's state folder and the daemon goes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from central.client import CentralClient
 from station.audit import AuditLog
@@ -200,3 +203,111 @@ def test_the_client_puts_no_hostile_train_id_into_a_url(train_id):
         central.heartbeat(train_id, 0)
     with pytest.raises(ConfigError, match="out of range"):
         central.heartbeat(OTHER_TRAIN, 2**63)
+
+
+# -- fuzzing: any offer a man-in-the-middle or a colluding researcher could make -----------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_HOSTILE_TEXT = st.sampled_from(
+    ["../../x", "/etc/passwd", "a" * 5000, "x\n", "\u202e", "", OTHER_TRAIN, "sha256:" + "0" * 64]
+)
+
+
+class _Fuzz:
+    """One honest offer and one station, built once (hypothesis runs many examples)."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        from trains.keys import Identity
+
+        self.alice = Identity.generate("alice")
+        self.me = Identity.generate("hospital-a")
+        other = Identity.generate("hospital-b")
+        self.manifest = make_manifest(self.alice, [self.me, other])
+        root = Path(tempfile.mkdtemp(prefix="pht-fuzz-"))
+        csv = root / "d.csv"
+        csv.write_text("x\n1\n")
+        self.root = root
+        self.config = StationConfig(
+            station=StationInfo(name=self.me.name, central_url="http://127.0.0.1:1"),
+            datasets={"cohort": CsvSource(path=csv)},
+            policy=Policy(trusted_signers=[self.alice.public.signing_fingerprint]),
+            base_dir=root / "station",
+        )
+        self.queue = HopQueue(self.config.state_dir)
+
+    def body(self, manifest_fields: dict) -> dict:
+        """An offer whose manifest the researcher really signed, with ``manifest_fields``."""
+        import rfc8785
+
+        from trains.keys import b64encode
+        from trains.signing import Envelope, Signature, pae
+
+        payload = self.manifest.model_dump(mode="json") | manifest_fields
+        raw = rfc8785.dumps(payload)
+        signature = self.alice.signing.sign(pae(MANIFEST_TYPE, raw))
+        envelope = Envelope(
+            payloadType=MANIFEST_TYPE,
+            payload=b64encode(raw),
+            signatures=[
+                Signature(keyid=self.alice.public.signing_fingerprint, sig=b64encode(signature))
+            ],
+        )
+        return protocol_offer(envelope).model_dump(mode="json") | {
+            "train_id": payload.get("train_id", OTHER_TRAIN)
+            if isinstance(payload.get("train_id"), str)
+            else OTHER_TRAIN
+        }
+
+
+_fuzz: _Fuzz | None = None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    offer_key=st.sampled_from(
+        ["train_id", "hop", "kind", "inputs", "previous_receipts", "lease_s", "manifest", "new"]
+    ),
+    offer_value=_JSON | _HOSTILE_TEXT,
+    manifest_key=st.sampled_from(
+        ["train_id", "name", "datasets", "created_at", "expires_at", "route", "outputs", "none"]
+    ),
+    manifest_value=_JSON | _HOSTILE_TEXT,
+)
+def test_fuzzed_offers_are_refused_cleanly_and_write_only_inside_the_state_folder(
+    offer_key, offer_value, manifest_key, manifest_value
+):
+    global _fuzz
+    from pydantic import TypeAdapter, ValidationError
+
+    from central.messages import HopOffer
+    from station.queue import HopRecord
+
+    _fuzz = _fuzz or _Fuzz()
+    fields = {} if manifest_key == "none" else {manifest_key: manifest_value}
+    try:
+        body = _fuzz.body(fields)
+    except Exception:  # e.g. an integer RFC 8785 cannot encode: nobody can sign that
+        return
+    body[offer_key] = offer_value
+    try:
+        offer = TypeAdapter(HopOffer).validate_json(json.dumps(body))
+    except ValidationError:
+        return  # the client drops it as a BadAnswer
+    with contextlib.suppress(PhtError):  # refused with a reason; anything else fails
+        verify_offer(offer, _fuzz.config, _fuzz.me.public)
+    record = _fuzz.queue.save(HopRecord.from_offer(offer, HopState.REJECTED, reason="fuzz"))
+    written = _fuzz.queue.hops / f"{record.id}.json"
+    assert written.parent == _fuzz.queue.hops and written.exists()
+    assert all(
+        _fuzz.config.state_dir in p.parents or p.name == "d.csv"
+        for p in _fuzz.root.rglob("*")
+        if p.is_file()
+    )

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trains.errors import KeyFileError
+from trains.errors import ConfigError, KeyFileError
 
 SIGNING_KEY_FILE = "signing.key"
 SEALING_KEY_FILE = "sealing.key"
@@ -94,6 +94,13 @@ class Identity:
     name: str
     signing: Ed25519PrivateKey
     sealing: X25519PrivateKey
+
+    def __post_init__(self) -> None:
+        if not valid_name(self.name):
+            raise ConfigError(
+                f"{self.name[:80]!r} is not a valid name: lower-case letters, digits, '.', "
+                "'_' and '-', starting with a letter or digit, at most 63 characters"
+            )
 
     @classmethod
     def generate(cls, name: str) -> Identity:
