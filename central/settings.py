@@ -14,7 +14,9 @@ class CentralSettings(BaseModel):
     port: int = Field(8700, ge=0, le=65535)
     max_state_mb: int = Field(2048, ge=1, description="largest single sealed state")
     max_train_mb: int = Field(8192, ge=1, description="all blobs of one train together")
-    lease_s: float = Field(60.0, gt=0, description="a claimed hop's lease; heartbeats renew it")
+    lease_s: float = Field(
+        60.0, gt=0, le=7 * 24 * 3600, description="a claimed hop's lease; heartbeats renew it"
+    )
     max_attempts: int = Field(3, ge=1, description="claims of one hop before its train fails")
     lease_check_s: float = Field(5.0, gt=0, description="how often expired leases are swept")
     long_poll_max_s: float = Field(30.0, ge=0, description="longest ?wait= a station may ask")
