@@ -32,6 +32,8 @@ from trains.manifest import MAX_HOPS, TRAIN_ID_PATTERN
 from trains.signing import Envelope
 
 T = TypeVar("T")
+MB = 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * MB  # the largest JSON answer read (an offer of a long route)
 _TRAIN_ID = re.compile(TRAIN_ID_PATTERN)
 
 
@@ -54,13 +56,31 @@ class CentralClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; its answer read whole, but never past ``MAX_MESSAGE_BYTES`` (large
+        states are streamed to files by :meth:`_download` instead)."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            request = self._http.build_request(method, path, **kwargs)
+            streamed = self._http.send(request, stream=True)
+            try:
+                body = bytearray()
+                for chunk in streamed.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_MESSAGE_BYTES:
+                        raise BadAnswer(
+                            f"central's answer to {method} {path} is over "
+                            f"{MAX_MESSAGE_BYTES // MB} MB; ignored, asking again later"
+                        )
+            finally:
+                streamed.close()
         except httpx.HTTPError as exc:
             raise CentralUnreachable(
                 f"cannot reach central at {self.url} ({exc.__class__.__name__}: {exc}); "
                 "check the URL and that central is running"
             ) from None
+        kept = [(k, v) for k, v in streamed.headers.items() if k.lower() not in _FRAMING]
+        response = httpx.Response(
+            streamed.status_code, headers=kept, content=bytes(body), request=request
+        )
         if response.status_code >= 400:
             raise _error(response)
         return response
@@ -197,6 +217,7 @@ class CentralClient:
         self._request("POST", f"{_hop(train_id, hop)}/fail", json=body)
 
 
+_FRAMING = {"content-encoding", "content-length", "transfer-encoding"}  # already undone
 _IDENTITIES = TypeAdapter(list[PublicIdentity])
 _SUMMARIES = TypeAdapter(list[TrainSummary])
 _ENVELOPES = TypeAdapter(list[Envelope])

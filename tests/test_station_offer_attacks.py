@@ -138,6 +138,31 @@ def test_a_rewritten_offer_is_dropped_writes_nothing_and_the_daemon_goes_on(
     assert files_outside(tmp_path, home) == []
 
 
+class Endless(httpx.BaseTransport):
+    """Answers every request with 200 and JSON that never ends (counts what it sent)."""
+
+    def __init__(self) -> None:
+        self.sent_mb = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        def body():
+            yield b'{"train_id": "'
+            while self.sent_mb < 1000:
+                self.sent_mb += 1
+                yield b"a" * (1 << 20)
+
+        return httpx.Response(200, content=body(), request=request)
+
+
+def test_an_endless_answer_is_cut_off_not_read_whole():
+    central = CentralClient("http://testserver", "token")
+    endless = Endless()
+    central._http = httpx.Client(base_url="http://testserver", transport=endless)
+    with pytest.raises(BadAnswer, match="over 64 MB"):
+        central.next_hop()
+    assert endless.sent_mb <= 65
+
+
 def test_an_offer_relabelled_with_another_train_id_is_refused(world, tmp_path):
     client, researcher, stations, tokens = world
     manifest, _ = submit(client, researcher, stations, tokens["alice"])
