@@ -105,7 +105,7 @@ def main() -> None:
             t0 = time.perf_counter()
             got = hashlib.sha256()
             with http.stream(
-                "GET", f"/api/v1/trains/{train_id}/hops/0/input", headers=s
+                "GET", f"/api/v1/trains/{train_id}/hops/0/inputs/0", headers=s
             ) as response:
                 response.raise_for_status()
                 for block in response.iter_bytes(CHUNK):

@@ -41,7 +41,6 @@ def station(
     token: str,
     crypto: list[float],
     stop: threading.Event,
-    combined: bool,
     done_at: list[float],
 ):
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
@@ -56,8 +55,8 @@ def station(
             url = f"/api/v1/trains/{manifest.train_id}/hops/{index}"
             payload = b"{}"
             sealed_in = None
-            if body["input_digest"] is not None:
-                sealed_in = http.get(f"{url}/input").content
+            if body["inputs"]:
+                sealed_in = http.get(f"{url}/inputs/0").content
             t0 = time.perf_counter()
             if sealed_in is not None:
                 payload = open_sealed(
@@ -68,7 +67,6 @@ def station(
                 [manifest.recipient_after(index)],
                 output_context(manifest.train_id, index),
             )
-            prev = body["previous_receipt"]
             now = datetime.now(UTC)
             receipt = sign(
                 HopReceipt.for_hop(
@@ -84,9 +82,9 @@ def station(
                         input_state_digests=[i["digest"] for i in body["inputs"]],
                         output_state_digest=digest_bytes(sealed),
                         output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
-                        previous_receipt_digests=[]
-                        if prev is None
-                        else [Envelope.model_validate(prev).digest],
+                        previous_receipt_digests=[
+                            Envelope.model_validate(r).digest for r in body["previous_receipts"]
+                        ],
                         started_at=now,
                         finished_at=now,
                         container_seconds=0.0,
@@ -96,16 +94,10 @@ def station(
                 me.signing,
             )
             crypto.append(time.perf_counter() - t0)
-            if combined:  # what a station sends (CentralClient.deliver)
-                http.post(
-                    f"{url}/result",
-                    content=receipt.model_dump_json().encode() + b"\n" + sealed,
-                ).raise_for_status()
-            else:  # the two-request form
-                http.put(f"{url}/output", content=sealed).raise_for_status()
-                http.post(
-                    f"{url}/complete", json={"receipt": receipt.model_dump(mode="json")}
-                ).raise_for_status()
+            http.post(  # what a station sends (CentralClient.deliver)
+                f"{url}/result",
+                content=receipt.model_dump_json().encode() + b"\n" + sealed,
+            ).raise_for_status()
             done_at.append(time.perf_counter())
 
 
@@ -136,51 +128,48 @@ def main() -> None:
         print(f"  baseline /healthz RTT {summary(baseline)}")
         print(f"  baseline /api/v1/me   {summary(authed)} (token checked in the DB)")
         print(f"  central CPU / me      {authed_cpu * 1000:7.2f} ms")
-        for combined in (False, True):
-            crypto: list[float] = []
-            done_at: list[float] = []
-            stop = threading.Event()
-            threads = [
-                threading.Thread(
-                    target=station,
-                    args=(server.url, s, t, crypto, stop, combined, done_at),
-                    daemon=True,
-                )
-                for s, t in zip(stations, tokens, strict=True)
-            ]
-            for thread in threads:
-                thread.start()
-            time.sleep(0.5)
-            envelope = signed_manifest(researcher, stations, rounds=args.rounds)
-            cpu_before = cpu_seconds(server.process.pid)
-            started = time.perf_counter()
-            headers = {"Authorization": f"Bearer {r_token}"}
-            train_id = httpx.post(
-                f"{server.url}/api/v1/trains",
-                json={"manifest": envelope.model_dump(mode="json")},
-                headers=headers,
-            ).json()["train_id"]
-            while True:
-                status = httpx.get(f"{server.url}/api/v1/trains/{train_id}", headers=headers).json()
-                if status["status"] in ("done", "failed"):
-                    break
-                time.sleep(0.25)  # a researcher watching; rare so it does not load central
-            wall = time.perf_counter() - started
-            cpu = cpu_seconds(server.process.pid) - cpu_before
-            stop.set()
-            for thread in threads:
-                thread.join()
-            per_hop = wall / hops
-            form = "upload+complete in one request" if combined else "upload, then complete"
-            print(f"  -- {form}")
-            print(f"  train                 {status['status']} in {wall:.2f} s")
-            ends = [started, *sorted(done_at)]
-            gaps = [b - a for a, b in pairwise(ends)]
-            print(f"  wall per hop          {per_hop * 1000:7.2f} ms (whole route / hops)")
-            print(f"  hop to hop            {summary(gaps)}")
-            print(f"  station crypto / hop  {summary(crypto)}")
-            print(f"  central CPU / hop     {cpu / hops * 1000:7.2f} ms")
-            print(f"  ratio hop/healthz     {per_hop / percentile(baseline, 50):.1f}x (p50)")
+        crypto: list[float] = []
+        done_at: list[float] = []
+        stop = threading.Event()
+        threads = [
+            threading.Thread(
+                target=station,
+                args=(server.url, s, t, crypto, stop, done_at),
+                daemon=True,
+            )
+            for s, t in zip(stations, tokens, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        envelope = signed_manifest(researcher, stations, rounds=args.rounds)
+        cpu_before = cpu_seconds(server.process.pid)
+        started = time.perf_counter()
+        headers = {"Authorization": f"Bearer {r_token}"}
+        train_id = httpx.post(
+            f"{server.url}/api/v1/trains",
+            json={"manifest": envelope.model_dump(mode="json")},
+            headers=headers,
+        ).json()["train_id"]
+        while True:
+            status = httpx.get(f"{server.url}/api/v1/trains/{train_id}", headers=headers).json()
+            if status["status"] in ("done", "failed"):
+                break
+            time.sleep(0.25)  # a researcher watching; rare so it does not load central
+        wall = time.perf_counter() - started
+        cpu = cpu_seconds(server.process.pid) - cpu_before
+        stop.set()
+        for thread in threads:
+            thread.join()
+        per_hop = wall / hops
+        print(f"  train                 {status['status']} in {wall:.2f} s")
+        ends = [started, *sorted(done_at)]
+        gaps = [b - a for a, b in pairwise(ends)]
+        print(f"  wall per hop          {per_hop * 1000:7.2f} ms (whole route / hops)")
+        print(f"  hop to hop            {summary(gaps)}")
+        print(f"  station crypto / hop  {summary(crypto)}")
+        print(f"  central CPU / hop     {cpu / hops * 1000:7.2f} ms")
+        print(f"  ratio hop/healthz     {per_hop / percentile(baseline, 50):.1f}x (p50)")
     finally:
         server.stop()
 

@@ -37,7 +37,7 @@ STEPS = ("verify", "input", "data", "disclose", "seal", "receipt", "outbox")
 
 
 def one(size_mb: int) -> dict[str, Any]:
-    from central.client import HopOffer
+    from central.messages import HopInput, HopOffer
     from station.config import CsvSource, Policy, StationConfig, StationInfo
     from station.datasources import materialise
     from station.disclosure import check_output
@@ -114,7 +114,15 @@ def one(size_mb: int) -> dict[str, Any]:
             RECEIPT_TYPE,
             a.signing,
         )
-        offer = HopOffer(manifest.train_id, 1, envelope, input_digest, previous)
+        offer = HopOffer(
+            train_id=manifest.train_id,
+            hop=1,
+            kind="local",
+            manifest=envelope,
+            inputs=[HopInput(hop=0, digest=input_digest)],
+            previous_receipts=[previous],
+            lease_s=60,
+        )
         config = StationConfig(
             station=StationInfo(name="b", central_url="http://127.0.0.1:1"),
             datasets={"cohort": CsvSource(path=root / "cohort.csv")},
@@ -139,7 +147,7 @@ def one(size_mb: int) -> dict[str, Any]:
             timings[name] = time.perf_counter() - started
 
         def open_input() -> None:
-            check_input_digest(digest_file(sealed_in), offer.input_digest)
+            check_input_digest(digest_file(sealed_in), offer.inputs[0].digest)
             opened = root / "opened.tar"
             open_file(sealed_in, opened, b.sealing, output_context(manifest.train_id, 0))
             with opened.open("rb") as source:
@@ -213,7 +221,7 @@ def previous_receipt_predicate(
         station_key=me.public.signing_fingerprint,
         manifest_digest=offer.manifest.digest,
         image_digest="sha256:" + "ab" * 32,
-        input_state_digests=[offer.input_digest],
+        input_state_digests=[i.digest for i in offer.inputs],
         output_state_digest=output_digest,
         output_sealed_to=[reader.public.sealing_fingerprint],
         previous_receipt_digests=[previous.digest],

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from trains.errors import StateTooLarge
+from trains.manifest import TRAIN_ID_PATTERN
 
-_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_TRAIN = re.compile(TRAIN_ID_PATTERN)
+_BLOB = re.compile(r"^(initial|output-[0-9]{5,6})\.sealed$")
 
 
 class BlobStore:
@@ -18,10 +20,15 @@ class BlobStore:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
+    def folder(self, train_id: str) -> Path:
+        if not _TRAIN.fullmatch(train_id):
+            raise ValueError("a train's blobs are filed under its id, a UUID")
+        return self.root / train_id
+
     def path(self, train_id: str, name: str) -> Path:
-        if not (_SAFE.match(train_id) and _SAFE.match(name)):
-            raise ValueError("blob names are plain identifiers")
-        return self.root / train_id / name
+        if not _BLOB.fullmatch(name):
+            raise ValueError("a blob is named by the hop that wrote it")
+        return self.folder(train_id) / name
 
     async def write(
         self, train_id: str, name: str, chunks: AsyncIterator[bytes], max_bytes: int
@@ -57,14 +64,14 @@ class BlobStore:
 
     def usage(self, train_id: str) -> int:
         """Bytes a train's committed blobs take (its per-train quota counts these)."""
-        folder = self.path(train_id, "x").parent
+        folder = self.folder(train_id)
         if not folder.is_dir():
             return 0
         return sum(p.stat().st_size for p in folder.iterdir() if not p.name.startswith("."))
 
     def prune(self, train_id: str, keep: set[str]) -> int:
         """Delete a train's blobs (and stale partial uploads) except ``keep``; return bytes."""
-        folder = self.path(train_id, "x").parent
+        folder = self.folder(train_id)
         if not folder.is_dir():
             return 0
         freed = 0

@@ -30,6 +30,9 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "retention_h",
         "gc_interval_s",
         "token_cache_s",
+        "max_manifest_days",
+        "max_header_bytes",
+        "max_header_count",
     ):
         if getattr(args, name, None) is not None:
             fields[name] = getattr(args, name)
@@ -52,6 +55,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from central import logs
     from central.api import create_app
+    from central.server import bounded_http
 
     settings = _settings(args)
     logs.configure(json_lines=settings.log_json)
@@ -63,6 +67,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,  # central logs every request itself, as JSON with its request id
         timeout_keep_alive=75,
+        http=bounded_http(settings.max_header_bytes),  # httptools, the request head bounded
     )
     return 0
 
@@ -196,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="remember a token that worked this long; a revocation by another process "
         "(pht-central admin revoke) is heard within it (default 1, 0: off)",
     )
+    s.add_argument(
+        "--max-manifest-days",
+        type=float,
+        help="longest manifest lifetime accepted at submit (default 30, at most 366)",
+    )
+    s.add_argument("--max-header-bytes", type=int, help="request headers together (16384)")
+    s.add_argument("--max-header-count", type=int, help="request headers (64)")
     s.set_defaults(func=serve)
 
     db = sub.add_parser("db", help="database schema")

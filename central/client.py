@@ -1,52 +1,41 @@
-"""The httpx client stations and researchers use to talk to central."""
+"""The httpx client stations and researchers use to talk to central.
+
+Every answer is parsed into its model from ``central.messages`` (or refused as a
+:class:`~trains.errors.BadAnswer`), and every identifier that goes into a URL is checked
+first: what central or a man-in-the-middle sends never becomes a path unchecked."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
+from central.messages import (
+    MAX_REASON,
+    Cancelled,
+    Delivered,
+    Heartbeat,
+    HopOffer,
+    Me,
+    Submitted,
+    TrainSummary,
+    TrainView,
+)
 from trains.enrolment import StationDirectory
-from trains.errors import CentralError, CentralUnreachable
+from trains.errors import BadAnswer, CentralError, CentralUnreachable, ConfigError
 from trains.keys import PublicIdentity
-from trains.sealing import digest_file
+from trains.manifest import MAX_HOPS, TRAIN_ID_PATTERN
 from trains.signing import Envelope
 
-
-@dataclass(frozen=True)
-class HopInput:
-    """One state a hop reads: the hop that wrote it (None: the initial state), its digest."""
-
-    hop: int | None
-    digest: str
-
-
-@dataclass(frozen=True)
-class HopOffer:
-    """A hop central hands a station. ``inputs`` and ``previous_receipts`` are in the order
-    the hop reads them; an offer made with the single ``input_digest``/``previous_receipt``
-    of a sequential hop gets them filled in (input from hop - 1, or the initial state)."""
-
-    train_id: str
-    hop: int
-    manifest: Envelope
-    input_digest: str | None = None
-    previous_receipt: Envelope | None = None
-    lease_s: float = 0.0  # renew with CentralClient.heartbeat well within this
-    kind: str = "local"  # what central says; the station runs what the manifest pins
-    inputs: tuple[HopInput, ...] = ()
-    previous_receipts: tuple[Envelope, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.inputs and self.input_digest is not None:
-            source = self.hop - 1 if self.hop > 0 else None
-            object.__setattr__(self, "inputs", (HopInput(source, self.input_digest),))
-        if not self.previous_receipts and self.previous_receipt is not None:
-            object.__setattr__(self, "previous_receipts", (self.previous_receipt,))
+T = TypeVar("T")
+MB = 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * MB  # the largest JSON answer read (an offer of a long route)
+_TRAIN_ID = re.compile(TRAIN_ID_PATTERN)
 
 
 class CentralClient:
@@ -68,21 +57,53 @@ class CentralClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; its answer read whole, but never past ``MAX_MESSAGE_BYTES`` (large
+        states are streamed to files by :meth:`_download` instead)."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            request = self._http.build_request(method, path, **kwargs)
+            streamed = self._http.send(request, stream=True)
+            try:
+                body = bytearray()
+                for chunk in streamed.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_MESSAGE_BYTES:
+                        raise BadAnswer(
+                            f"central's answer to {method} {path} is over "
+                            f"{MAX_MESSAGE_BYTES // MB} MB; ignored, asking again later"
+                        )
+            finally:
+                streamed.close()
         except httpx.HTTPError as exc:
             raise CentralUnreachable(
                 f"cannot reach central at {self.url} ({exc.__class__.__name__}: {exc}); "
                 "check the URL and that central is running"
             ) from None
+        kept = [(k, v) for k, v in streamed.headers.items() if k.lower() not in _FRAMING]
+        response = httpx.Response(
+            streamed.status_code, headers=kept, content=bytes(body), request=request
+        )
         if response.status_code >= 400:
             raise _error(response)
         return response
 
+    def _parse(self, response: httpx.Response, model: type[T] | TypeAdapter[T]) -> T:
+        """The answer as its message model; anything else is a BadAnswer (worth retrying:
+        a man-in-the-middle or a broken proxy, never the station's or researcher's fault)."""
+        adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+        try:
+            return adapter.validate_json(response.content)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the body"
+            raise BadAnswer(
+                f"central's answer to {response.request.method} {response.request.url.path} "
+                f"is not a valid message ({where}: {first['msg']}); ignored, asking again later"
+            ) from None
+
     # -- everyone ---------------------------------------------------------------------
 
-    def me(self) -> dict[str, str]:
-        return self._request("GET", "/api/v1/me").json()  # type: ignore[no-any-return]
+    def me(self) -> Me:
+        return self._parse(self._request("GET", "/api/v1/me"), Me)
 
     def stations(self) -> list[PublicIdentity]:
         return [entry.identity for entry in self.station_directory().stations]
@@ -90,11 +111,7 @@ class CentralClient:
     def station_directory(self) -> StationDirectory:
         """Every station's keys and enrolment, and the revocation list: all as central
         claims them; trains.enrolment / train_builder.trust decide what to believe."""
-        response = self._request("GET", "/api/v1/stations")
-        try:
-            return StationDirectory.model_validate_json(response.content)
-        except ValueError as exc:
-            raise CentralError(f"central's station list is malformed: {exc}") from None
+        return self._parse(self._request("GET", "/api/v1/stations"), StationDirectory)
 
     # -- researcher -------------------------------------------------------------------
 
@@ -103,36 +120,35 @@ class CentralClient:
             "manifest": manifest.model_dump(mode="json"),
             "has_initial_state": initial_state is not None,
         }
-        train_id: str = self._request("POST", "/api/v1/trains", json=body).json()["train_id"]
+        train_id = self._parse(self._request("POST", "/api/v1/trains", json=body), Submitted)
         if initial_state is not None:
             self._request(
                 "PUT",
-                f"/api/v1/trains/{train_id}/initial-state",
+                f"{_train(train_id.train_id)}/initial-state",
                 content=initial_state,
                 headers={"X-Content-Sha256": "sha256:" + hashlib.sha256(initial_state).hexdigest()},
             )
-        return train_id
+        return train_id.train_id
 
     def status(self, train_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/api/v1/trains/{train_id}").json()  # type: ignore[no-any-return]
+        view = self._parse(self._request("GET", _train(train_id)), TrainView)
+        return view.model_dump(mode="json")
 
     def list_trains(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/api/v1/trains").json()  # type: ignore[no-any-return]
+        trains = self._parse(self._request("GET", "/api/v1/trains"), _SUMMARIES)
+        return [t.model_dump(mode="json") for t in trains]
 
     def cancel(self, train_id: str) -> str:
-        return self._request("POST", f"/api/v1/trains/{train_id}/cancel").json()["status"]  # type: ignore[no-any-return]
+        return self._parse(self._request("POST", f"{_train(train_id)}/cancel"), Cancelled).status
 
     def manifest(self, train_id: str) -> Envelope:
-        return Envelope.model_validate(
-            self._request("GET", f"/api/v1/trains/{train_id}/manifest").json()
-        )
+        return self._parse(self._request("GET", f"{_train(train_id)}/manifest"), Envelope)
 
     def receipts(self, train_id: str) -> list[Envelope]:
-        raw = self._request("GET", f"/api/v1/trains/{train_id}/receipts").json()
-        return [Envelope.model_validate(r) for r in raw]
+        return self._parse(self._request("GET", f"{_train(train_id)}/receipts"), _ENVELOPES)
 
     def result(self, train_id: str) -> bytes:
-        return self._request("GET", f"/api/v1/trains/{train_id}/result").content
+        return self._request("GET", f"{_train(train_id)}/result").content
 
     # -- station ----------------------------------------------------------------------
 
@@ -144,45 +160,25 @@ class CentralClient:
         response = self._request("POST", "/api/v1/hops/next", params=params)
         if response.status_code == 204:
             return None
-        raw = response.json()
-        prev = raw.get("previous_receipt")
-        return HopOffer(
-            train_id=raw["train_id"],
-            hop=raw["hop"],
-            manifest=Envelope.model_validate(raw["manifest"]),
-            input_digest=raw.get("input_digest"),
-            previous_receipt=None if prev is None else Envelope.model_validate(prev),
-            lease_s=float(raw.get("lease_s", 0.0)),
-            kind=raw.get("kind", "local"),
-            inputs=tuple(HopInput(i["hop"], i["digest"]) for i in raw.get("inputs", [])),
-            previous_receipts=tuple(
-                Envelope.model_validate(r) for r in raw.get("previous_receipts", [])
-            ),
-        )
+        return self._parse(response, HopOffer)
 
     def heartbeat(self, train_id: str, hop: int) -> str:
         """Renew the lease on a hop this station runs; return the train's status.
 
         Raises CentralError (409, lease_lost) when the lease already ran out and the hop was
         offered again: stop working on it. A status of ``cancelled`` means: stop too."""
-        return self._request(  # type: ignore[no-any-return]
-            "POST", f"/api/v1/trains/{train_id}/hops/{hop}/heartbeat"
-        ).json()["train_status"]
+        response = self._request("POST", f"{_hop(train_id, hop)}/heartbeat")
+        return self._parse(response, Heartbeat).train_status
 
-    def download_input(
-        self, train_id: str, hop: int, target: Path, position: int | None = None
-    ) -> None:
-        """Stream input ``position`` of a hop we run (None: its only input) to ``target``."""
-        if position is None:
-            url, what = f"/api/v1/trains/{train_id}/hops/{hop}/input", f"the input of hop {hop}"
-        else:
-            url = f"/api/v1/trains/{train_id}/hops/{hop}/inputs/{position}"
-            what = f"input {position} of hop {hop}"
-        self._download(url, target, what)
+    def download_input(self, train_id: str, hop: int, target: Path, position: int) -> None:
+        """Stream input ``position`` (in the offer's order) of a hop we run to ``target``."""
+        _index(position, "input position")
+        url = f"{_hop(train_id, hop)}/inputs/{position}"
+        self._download(url, target, f"input {position} of hop {hop}")
 
     def download_result(self, train_id: str, target: Path) -> None:
         """Stream the final sealed state of a finished train into ``target``."""
-        self._download(f"/api/v1/trains/{train_id}/result", target, "the result")
+        self._download(f"{_train(train_id)}/result", target, "the result")
 
     def _download(self, url: str, target: Path, what: str) -> None:
         try:
@@ -196,51 +192,60 @@ class CentralClient:
         except httpx.HTTPError as exc:
             raise CentralUnreachable(f"downloading {what} failed: {exc}") from None
 
-    def upload_output(self, train_id: str, hop: int, sealed: bytes | Path) -> str:
-        """Upload a hop's sealed output; a file is streamed, never read whole."""
-        if isinstance(sealed, Path):
-            digest = digest_file(sealed)
-            content: bytes | Iterator[bytes] = _file_chunks(sealed)
-            headers = {"X-Content-Sha256": digest, "Content-Length": str(sealed.stat().st_size)}
-        else:
-            digest = "sha256:" + hashlib.sha256(sealed).hexdigest()
-            content, headers = sealed, {"X-Content-Sha256": digest}
-        self._request(
-            "PUT", f"/api/v1/trains/{train_id}/hops/{hop}/output", content=content, headers=headers
-        )
-        return digest
-
-    def complete(self, train_id: str, hop: int, receipt: Envelope) -> str:
-        body = {"receipt": receipt.model_dump(mode="json")}
-        return self._request(  # type: ignore[no-any-return]
-            "POST", f"/api/v1/trains/{train_id}/hops/{hop}/complete", json=body
-        ).json()["train_status"]
-
     def deliver(
         self, train_id: str, hop: int, sealed: bytes | Path, receipt: Envelope
     ) -> tuple[str, str]:
         """Upload a hop's sealed output and complete it with its receipt in one request (a
         file is streamed, never read whole); return (the output's digest, the train's
-        status). Safe to repeat, as upload + complete are."""
+        status). Safe to repeat: central accepts the same bytes and receipt again."""
         line = receipt.model_dump_json().encode() + b"\n"
         if isinstance(sealed, Path):
             size = sealed.stat().st_size
             content: bytes | Iterator[bytes] = _chained(line, _file_chunks(sealed))
         else:
             size, content = len(sealed), line + sealed
-        body = self._request(
+        response = self._request(
             "POST",
-            f"/api/v1/trains/{train_id}/hops/{hop}/result",
+            f"{_hop(train_id, hop)}/result",
             content=content,
             headers={
                 "Content-Type": "application/octet-stream",
                 "Content-Length": str(len(line) + size),
             },
-        ).json()
-        return body["digest"], body["train_status"]
+        )
+        done = self._parse(response, Delivered)
+        return done.digest, done.train_status
 
     def fail(self, train_id: str, hop: int, reason: str) -> None:
-        self._request("POST", f"/api/v1/trains/{train_id}/hops/{hop}/fail", json={"reason": reason})
+        """Tell central a hop we run failed or was refused (the reason is cut to what
+        central keeps)."""
+        body = {"reason": reason[:MAX_REASON] or "refused by the station"}
+        self._request("POST", f"{_hop(train_id, hop)}/fail", json=body)
+
+
+_FRAMING = {"content-encoding", "content-length", "transfer-encoding"}  # already undone
+_SUMMARIES = TypeAdapter(list[TrainSummary])
+_ENVELOPES = TypeAdapter(list[Envelope])
+
+
+def _train(train_id: str) -> str:
+    """The URL of a train; a train id that is not a UUID never reaches a URL."""
+    if not _TRAIN_ID.fullmatch(train_id):
+        raise ConfigError(
+            f"{train_id[:80]!r} is not a train id (a UUID such as "
+            "0b5e9a4e-8c1f-4f43-9d2a-6f0f2f3e1a7b); 'pht-train list' shows yours"
+        )
+    return f"/api/v1/trains/{train_id}"
+
+
+def _index(value: int, what: str) -> int:
+    if not 0 <= value < MAX_HOPS:
+        raise ConfigError(f"{what} {value} is out of range (0..{MAX_HOPS - 1})")
+    return value
+
+
+def _hop(train_id: str, hop: int) -> str:
+    return f"{_train(train_id)}/hops/{_index(hop, 'hop')}"
 
 
 def _error(response: httpx.Response) -> CentralError:

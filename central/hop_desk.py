@@ -12,12 +12,12 @@ from central import routing
 from central.db import HopRow, TrainRow, as_utc, utcnow
 from central.errors import ServiceError, not_found
 from central.identities import Caller
+from central.messages import MAX_REASON, Heartbeat, HopInput, HopOffer
 from central.records import (
     Hooks,
-    HopInput,
-    HopOffer,
     advance,
     apply_step,
+    check_receipt,
     hop_states,
     hops_of,
     inputs_of,
@@ -133,7 +133,7 @@ class HopDesk:
             raise not_found(f"hop {index} of train {train_id} for station {caller.name}")
         return hop
 
-    def heartbeat(self, caller: Caller, train_id: str, index: int) -> dict[str, object]:
+    def heartbeat(self, caller: Caller, train_id: str, index: int) -> Heartbeat:
         """Renew the lease of a hop the caller runs; tell it if the train was cancelled."""
         with self.sessions.begin() as db:
             hop = self.station_hop(db, caller, train_id, index)
@@ -148,7 +148,7 @@ class HopDesk:
             hop.lease_expires_at = utcnow() + timedelta(seconds=self.lease_s)
             train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
             assert train is not None
-            return {"lease_s": self.lease_s, "train_status": train.status}
+            return Heartbeat.model_validate({"lease_s": self.lease_s, "train_status": train.status})
 
     def expire_leases(self) -> int:
         """Offer again every running hop whose lease ran out (or fail its train after
@@ -200,23 +200,11 @@ class HopDesk:
         self.hooks.queued(queued)
         return count
 
-    def hop_input(
-        self, caller: Caller, train_id: str, index: int, position: int | None
-    ) -> HopInput:
-        """Input ``position`` of a hop the caller runs: which hop wrote it, and its digest
-        (``None``: the only input of a hop that reads one state)."""
+    def hop_input(self, caller: Caller, train_id: str, index: int, position: int) -> HopInput:
+        """Input ``position`` of a hop the caller runs: which hop wrote it, and its digest."""
         with self.reads() as db:
             hop = self.station_hop(db, caller, train_id, index)
             inputs = inputs_of(hop)
-            if position is None:
-                if len(inputs) > 1:
-                    raise ServiceError(
-                        409,
-                        "several_inputs",
-                        f"hop {index} reads {len(inputs)} states; fetch each from "
-                        f"/hops/{index}/inputs/K",
-                    )
-                position = 0
             if hop.status != HopStatus.RUNNING or not 0 <= position < len(inputs):
                 raise not_found(f"input {position} of hop {index}")
             return inputs[position]
@@ -258,15 +246,7 @@ class HopDesk:
             )
             p = parsed.predicate
             skipped = p.kind == "skipped"
-            if (p.train_id, p.hop) != (train_id, index) or (p.kind != hop.kind and not skipped):
-                raise ServiceError(422, "receipt_mismatch", "the receipt names another hop")
-            if skipped and not manifest.may_skip(index):
-                raise ServiceError(
-                    422,
-                    "skip_not_allowed",
-                    f"the route lets no stop skip hop {index} (route.on_refusal is "
-                    f"{manifest.route.on_refusal!r}); report the refusal with /fail instead",
-                )
+            check_receipt(manifest, train.manifest_digest, train_id, index, p)
             if p.output_state_digest != stored_digest:
                 raise ServiceError(
                     422,
@@ -299,19 +279,29 @@ class HopDesk:
         return status
 
     def fail_hop(self, caller: Caller, train_id: str, index: int, reason: str) -> None:
+        """A running hop failed or was refused. Only the station that holds the hop under a
+        live lease may say so; the train keeps the first failure's reason."""
         with self.sessions.begin() as db:
             hop = self.station_hop(db, caller, train_id, index)
             train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
             assert train is not None
+            db.refresh(hop)  # read again under the train's lock
+            lease = hop.lease_expires_at
+            if hop.status != HopStatus.RUNNING or lease is None or as_utc(lease) <= utcnow():
+                raise ServiceError(
+                    409,
+                    "hop_not_running",
+                    f"hop {index} is {hop.status}"
+                    + (", its lease ran out" if hop.status == HopStatus.RUNNING else "")
+                    + ": only the station running it under a live lease may fail it",
+                )
             hops = hops_of(db, train_id)
-            try:
-                step = routing.on_hop_failed(statuses_of(hops), index)
-            except routing.IllegalTransition as exc:
-                raise ServiceError(409, "hop_finished", str(exc)) from None
-            hop.error = reason[:2000]
+            step = routing.on_hop_failed(statuses_of(hops), index)
+            hop.error = reason[:MAX_REASON]
             hop.lease_expires_at = None
-            if train.status == TrainStatus.CANCELLED:
+            if train.status in routing.FINISHED:  # cancelled, or failed by another hop
                 hop.status = HopStatus.FAILED
+                hop.finished_at = utcnow()
                 return
-            train.error = f"hop {index} at {caller.name}: {reason[:2000]}"
+            train.error = f"hop {index} at {caller.name}: {reason[:MAX_REASON]}"
             apply_step(train, hops, step)

@@ -38,7 +38,7 @@ from trains.enrolment import (
     check_statement,
 )
 from trains.errors import NotEndorsed
-from trains.keys import PublicIdentity
+from trains.keys import PublicIdentity, valid_name
 from trains.signing import Envelope
 
 ROLES = ("station", "researcher", "admin")
@@ -125,6 +125,13 @@ class Identities:
             raise ServiceError(422, "bad_role", f"unknown role {role!r}; use one of {ROLES}")
         if role != "admin" and identity is None:
             raise ServiceError(422, "keys_required", f"a {role} is registered with its public keys")
+        if not valid_name(name):
+            raise ServiceError(
+                422,
+                "bad_name",
+                f"{name[:80]!r} is not a valid name: lower-case letters, digits, '.', '_' and "
+                "'-', starting with a letter or digit, at most 63 characters",
+            )
         if expires_at is not None and as_utc(expires_at) <= utcnow():
             raise ServiceError(422, "expired", "the expiry lies in the past")
         token = f"pht_{role[:3]}_" + secrets.token_urlsafe(32)

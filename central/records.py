@@ -13,10 +13,12 @@ from sqlalchemy.orm import Session
 from central import routing
 from central.db import HopRow, TrainRow, utcnow
 from central.errors import ServiceError
+from central.messages import HopInput
 from central.routing import HopStatus
 from trains.errors import PhtError
 from trains.keys import PublicIdentity
 from trains.manifest import Manifest
+from trains.receipt import HopPredicate
 from trains.signing import Envelope, M, open_envelope
 
 INITIAL_STATE_BLOB = "initial.sealed"
@@ -26,23 +28,6 @@ def output_blob(producing_hop: int | None) -> str:
     """Blob name of the state a hop wrote (``None``: the researcher's initial state). Named
     by its writer: one aggregate output is read by every stop of the next round."""
     return INITIAL_STATE_BLOB if producing_hop is None else f"output-{producing_hop:05d}.sealed"
-
-
-@dataclass(frozen=True)
-class HopInput:
-    hop: int | None  # the hop that wrote it; None: the initial state
-    digest: str
-
-
-@dataclass(frozen=True)
-class HopOffer:
-    train_id: str
-    hop: int
-    manifest: Envelope
-    kind: str
-    inputs: list[HopInput]
-    previous_receipts: list[Envelope]
-    lease_s: float = 0.0
 
 
 def manifest_of(train: TrainRow) -> Manifest:
@@ -69,7 +54,7 @@ def plan_of(manifest: Manifest) -> dict[int, list[int]]:
 
 
 def inputs_of(hop: HopRow) -> list[HopInput]:
-    return [HopInput(i["hop"], i["digest"]) for i in json.loads(hop.inputs or "[]")]
+    return [HopInput.model_validate(i) for i in json.loads(hop.inputs or "[]")]
 
 
 @dataclass
@@ -139,6 +124,46 @@ def verify_envelope(
         return open_envelope(envelope, kind, signer, model, what)
     except PhtError as exc:
         raise ServiceError(422, "signature_invalid", str(exc)) from None
+
+
+def check_receipt(
+    manifest: Manifest, manifest_digest: str, train_id: str, index: int, p: HopPredicate
+) -> None:
+    """What central can check of a hop's receipt (its signature by the key pinned for the
+    stop is checked before): it names this train, manifest, image, hop, round and kind (or
+    a skip, where the route allows one), the station pinned for the stop, and its output is
+    sealed to exactly the readers the manifest names. A ServiceError 422 otherwise."""
+    hop = manifest.hop(index)
+    sealed_to = [r.sealing_fingerprint for r in manifest.recipients_after(index)]
+    checks = [
+        ((p.train_id, p.hop) == (train_id, index), f"names train {p.train_id} hop {p.hop}"),
+        (p.round == hop.round, f"names round {p.round}, the route has {hop.round}"),
+        (p.manifest_digest == manifest_digest, "names another manifest"),
+        (p.image_digest == manifest.image.digest, f"names image {p.image_digest}"),
+        (
+            p.station == hop.stop.name and p.station_key == hop.stop.station.signing_fingerprint,
+            f"names station {p.station} ({p.station_key}), the route pins {hop.stop.name}",
+        ),
+        (
+            p.kind == hop.kind or p.kind == "skipped",
+            f"claims kind {p.kind}, the route pins {hop.kind}",
+        ),
+        (
+            p.output_sealed_to == sealed_to,
+            "says the output is sealed to readers other than exactly the ones the manifest "
+            "names for it",
+        ),
+    ]
+    for ok, problem in checks:
+        if not ok:
+            raise ServiceError(422, "receipt_mismatch", f"the receipt of hop {index} {problem}")
+    if p.kind == "skipped" and not manifest.may_skip(index):
+        raise ServiceError(
+            422,
+            "skip_not_allowed",
+            f"the route lets no stop skip hop {index} (route.on_refusal is "
+            f"{manifest.route.on_refusal!r}); report the refusal with /fail instead",
+        )
 
 
 def apply_step(

@@ -8,7 +8,7 @@ public) but holds no key that opens a sealed state.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
@@ -19,9 +19,9 @@ from central.db import HopRow, Party, TrainRow, as_utc, read_sessions, utcnow
 from central.errors import ServiceError, not_found
 from central.hop_desk import HopDesk
 from central.identities import Caller, Identities, hash_token, public_identity
+from central.messages import HopOffer
 from central.records import (
     Hooks,
-    HopOffer,
     apply_step,
     hops_of,
     manifest_of,
@@ -33,7 +33,7 @@ from central.records import (
 from central.routing import HopStatus, TrainStatus
 from trains.errors import PhtError
 from trains.keys import PublicIdentity
-from trains.manifest import MANIFEST_TYPE, Manifest
+from trains.manifest import MANIFEST_TYPE, Manifest, check_times
 from trains.signing import Envelope, unverified_payload
 
 __all__ = ["Caller", "Hooks", "HopOffer", "Service", "ServiceError", "hash_token", "output_blob"]
@@ -49,12 +49,14 @@ class Service(HopDesk):
         max_attempts: int = 3,
         hooks: Hooks | None = None,
         token_cache_s: float = 1.0,
+        max_lifetime_days: float = 30.0,
     ) -> None:
         self.sessions = sessions
         self.reads = read_sessions(sessions)
         self.identities = Identities(sessions, self.reads, token_cache_s)
         self.lease_s = lease_s
         self.max_attempts = max_attempts
+        self.max_lifetime_days = max_lifetime_days
         self.hooks = hooks or Hooks()
         self._postgres = sessions.kw["bind"].dialect.name == "postgresql"
 
@@ -93,8 +95,10 @@ class Service(HopDesk):
             manifest = verify_envelope(
                 envelope, claimed.researcher, MANIFEST_TYPE, Manifest, "manifest"
             )
-            if manifest.expires_at <= datetime.now(UTC):
-                raise ServiceError(422, "expired", "the manifest has already expired")
+            try:
+                check_times(manifest, timedelta(days=self.max_lifetime_days))
+            except PhtError as exc:
+                raise ServiceError(422, "manifest_times", str(exc)) from None
             stops = list(manifest.route.stops)
             if manifest.route.aggregator is not None:
                 stops.append(manifest.route.aggregator)

@@ -17,6 +17,7 @@ from pydantic import (
 
 from station.registry import normalise_allowed
 from trains.errors import ConfigError
+from trains.keys import NAME_PATTERN
 from trains.manifest import DIGEST_RE, Resources
 from trains.train_spec import format_validation
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 class StationInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)  # as central and every manifest spell it
     central_url: str
     token_file: Path = Path("token")
     keys_dir: Path = Path("keys")
@@ -131,6 +132,8 @@ class Policy(BaseModel):
     release: Literal["auto", "manual"] = "auto"
     caps: Resources = Resources(memory_mb=2048, cpus=2.0, timeout_s=3600, max_output_mb=1024)
     disclosure: DisclosurePolicy = DisclosurePolicy()
+    # longest manifest lifetime (created_at to expires_at) this station runs
+    max_manifest_days: float = Field(30.0, gt=0, le=366)
 
     @field_validator("trusted_signers", "allowed_images")
     @classmethod

@@ -28,7 +28,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from central.client import CentralClient, HopOffer
+from central.client import CentralClient
+from central.messages import HopOffer
 from station import delivery, passage
 from station import hop as hops
 from station.audit import AUDIT_FILE, AuditLog
@@ -238,13 +239,10 @@ class Heartbeat(threading.Thread):
         config = self.station.config
         # its own client: the main loop's may be busy with a long upload
         with CentralClient(config.station.central_url, config.token(), timeout=10.0) as c:
-            beat = getattr(c, "heartbeat", None)
-            if beat is None:  # a central without leases
-                return
             while not self.stopping.wait(config.station.heartbeat_s):
                 try:
                     for record in self.station.queue.in_state(*OPEN):
-                        self._beat(beat, record)
+                        self._beat(c.heartbeat, record)
                 except Exception as exc:  # the thread lives on; the next beat tries again
                     _log_internal("heartbeat", exc)
 

@@ -97,9 +97,9 @@ def _token(config: StationConfig, me: Identity | None) -> str:
                 f"central does not accept the token in {config.token_path} ({exc}); ask "
                 "central's operator for this station's token"
             ) from None
-        if who.get("role") != "station" or who.get("name") != config.station.name:
+        if who.role != "station" or who.name != config.station.name:
             raise PhtError(
-                f"the token belongs to {who.get('role')} {who.get('name')!r}, not station "
+                f"the token belongs to {who.role} {who.name!r}, not station "
                 f"{config.station.name!r}; put this station's token in {config.token_path}"
             )
         if me is not None:

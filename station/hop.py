@@ -23,7 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from central.client import CentralClient, HopOffer
+from central.client import CentralClient
+from central.messages import HopOffer
 from station import datasources
 from station.audit import AuditLog
 from station.config import StationConfig

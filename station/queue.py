@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -30,11 +31,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from central.client import HopInput, HopOffer
+from central.messages import HopOffer
 from trains.errors import ConfigError
+from trains.manifest import TRAIN_ID_PATTERN
 from trains.signing import Envelope
 
 log = logging.getLogger("pht.station")
+_RECORD_ID = re.compile(TRAIN_ID_PATTERN.rstrip("$") + r"-(0|[1-9][0-9]{0,5})$")
+_PREFIX = re.compile(r"^[0-9a-f-]{1,43}$")  # what 'pending' prints, or the start of it
 
 
 class HopState(StrEnum):
@@ -57,16 +61,13 @@ def now() -> datetime:
 
 
 class HopRecord(BaseModel):
+    """A hop as this station knows it: the offer exactly as central made it (validated as
+    a ``central.messages.HopOffer``: its train id a UUID, its indices bounded), and where it
+    stands here."""
+
     model_config = ConfigDict(extra="forbid")
 
-    train_id: str
-    hop: int
-    manifest: Envelope
-    input_digest: str | None
-    previous_receipt: Envelope | None
-    kind: str = "local"
-    inputs: list[tuple[int | None, str]] = []  # (the hop that wrote it, its digest), in order
-    previous_receipts: list[Envelope] = []
+    offer: HopOffer
     state: HopState
     needs_approval: list[str] = []
     received_at: datetime
@@ -87,39 +88,37 @@ class HopRecord(BaseModel):
     retry_at: datetime | None = None
 
     @property
-    def id(self) -> str:
-        return f"{self.train_id}-{self.hop}"
+    def train_id(self) -> str:
+        return self.offer.train_id
 
     @property
-    def offer(self) -> HopOffer:
-        return HopOffer(
-            self.train_id,
-            self.hop,
-            self.manifest,
-            self.input_digest,
-            self.previous_receipt,
-            kind=self.kind,
-            inputs=tuple(HopInput(hop, digest) for hop, digest in self.inputs),
-            previous_receipts=tuple(self.previous_receipts),
-        )
+    def hop(self) -> int:
+        return self.offer.hop
+
+    @property
+    def manifest(self) -> Envelope:
+        return self.offer.manifest
+
+    @property
+    def kind(self) -> str:
+        return self.offer.kind
+
+    @property
+    def id(self) -> str:
+        return record_id(self.offer.train_id, self.offer.hop)
 
     @classmethod
     def from_offer(cls, offer: HopOffer, state: HopState, **fields: Any) -> HopRecord:
         at = now()
-        return cls(
-            train_id=offer.train_id,
-            hop=offer.hop,
-            manifest=offer.manifest,
-            input_digest=offer.input_digest,
-            previous_receipt=offer.previous_receipt,
-            kind=offer.kind,
-            inputs=[(i.hop, i.digest) for i in offer.inputs],
-            previous_receipts=list(offer.previous_receipts),
-            state=state,
-            received_at=at,
-            updated_at=at,
-            **fields,
-        )
+        return cls(offer=offer, state=state, received_at=at, updated_at=at, **fields)
+
+
+def record_id(train_id: str, hop: int) -> str:
+    """The id (and file name) of a hop's record: ``<train id>-<hop>``, both validated."""
+    rid = f"{train_id}-{hop}"
+    if not _RECORD_ID.fullmatch(rid):
+        raise ConfigError(f"{rid[:80]!r} is not a hop record id (<train id>-<hop>)")
+    return rid
 
 
 class HopQueue:
@@ -132,8 +131,9 @@ class HopQueue:
         for folder in (state_dir, self.hops, self.outbox):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def _path(self, record_id: str) -> Path:
-        return self.hops / f"{record_id}.json"
+    def _path(self, rid: str) -> Path:
+        """The record's file; an id that is not ``<train id>-<hop>`` never becomes a path."""
+        return self.hops / f"{record_id(*_split(rid))}.json"
 
     def save(self, record: HopRecord) -> HopRecord:
         record.updated_at = now()
@@ -155,20 +155,23 @@ class HopQueue:
     def in_state(self, *states: HopState) -> list[HopRecord]:
         return [r for r in self.all() if r.state in states]
 
-    def get(self, record_id: str) -> HopRecord:
+    def get(self, rid: str) -> HopRecord:
         """A record by its id or any unique prefix of it (as ``pending`` prints them)."""
-        exact = self._path(record_id)
-        if exact.exists():
-            return HopRecord.model_validate_json(exact.read_text())
-        matches = [p for p in self.hops.glob("*.json") if p.stem.startswith(record_id)]
+        if not _PREFIX.fullmatch(rid):
+            raise ConfigError(f"{rid[:80]!r} is not a hop id; 'pht-station pending' lists them")
+        if _RECORD_ID.fullmatch(rid):
+            exact = self._path(rid)
+            if exact.exists():
+                return HopRecord.model_validate_json(exact.read_text())
+        matches = [p for p in self.hops.glob("*.json") if p.stem.startswith(rid)]
         if len(matches) == 1:
             return HopRecord.model_validate_json(matches[0].read_text())
         if not matches:
-            raise ConfigError(f"no hop {record_id!r} here; 'pht-station pending' lists them")
-        raise ConfigError(f"{record_id!r} names {len(matches)} hops; give more of the id")
+            raise ConfigError(f"no hop {rid!r} here; 'pht-station pending' lists them")
+        raise ConfigError(f"{rid!r} names {len(matches)} hops; give more of the id")
 
     def knows(self, offer: HopOffer) -> bool:
-        return self._path(f"{offer.train_id}-{offer.hop}").exists()
+        return self._path(record_id(offer.train_id, offer.hop)).exists()
 
     # -- the outbox: sealed output and signed receipt, kept until central accepts both --
 
@@ -193,6 +196,13 @@ class HopQueue:
     def clear_output(self, record: HopRecord) -> None:
         self.sealed_path(record).unlink(missing_ok=True)
         self.receipt_path(record).unlink(missing_ok=True)
+
+
+def _split(rid: str) -> tuple[str, int]:
+    train_id, _, hop = rid.rpartition("-")
+    if not (_RECORD_ID.fullmatch(rid) and hop.isdigit()):
+        raise ConfigError(f"{rid[:80]!r} is not a hop record id (<train id>-<hop>)")
+    return train_id, int(hop)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -1,8 +1,10 @@
 """Every check a station makes before a train touches its data, in the order made.
 
-1. the manifest is signed by the researcher key it names;
+1. the manifest is signed by the researcher key it names, and names the train the offer
+   names (central or a man-in-the-middle cannot relabel a hop);
 2. that researcher key is trusted by this station's policy;
-3. the manifest has not expired;
+3. the manifest has not expired, was not made in the future (beyond a clock skew of
+   ``trains.manifest.CLOCK_SKEW``) and lives no longer than ``policy.max_manifest_days``;
 4. this hop exists on the route, names this station, and pins this station's own keys;
    4b. it is of the kind the manifest pins (``local``, or ``aggregate`` at the aggregator);
    4c. with ``policy.network_root`` set: every stop of the route and the aggregator (every
@@ -33,15 +35,21 @@ says why). Pulling the image by digest (the Docker adapter) is the last check be
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import timedelta
 
-from central.client import HopOffer
+from central.messages import HopOffer
 from station.config import StationConfig
 from station.registry import check_registry
 from trains.enrolment import verify_enrolment
-from trains.errors import NotEndorsed, PolicyRejected, RouteMismatch, SignatureInvalid
+from trains.errors import (
+    ManifestInvalid,
+    NotEndorsed,
+    PolicyRejected,
+    RouteMismatch,
+    SignatureInvalid,
+)
 from trains.keys import PublicIdentity
-from trains.manifest import MANIFEST_TYPE, Hop, Manifest
+from trains.manifest import MANIFEST_TYPE, MAX_LIFETIME, Hop, Manifest, check_times
 from trains.receipt import RECEIPT_TYPE, HopReceipt
 from trains.sealing import digest_bytes
 from trains.signing import open_envelope, unverified_payload
@@ -58,7 +66,7 @@ class VerifiedHop:
 
 def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> VerifiedHop:
     """Checks 1-8; raises a PhtError whose message a researcher can act on."""
-    # 1. signature, by the researcher key the manifest itself names
+    # 1. signature, by the researcher key the manifest itself names; the offer's train
     manifest = _signed_manifest(offer)
     # 2. a signer this station trusts
     signer = manifest.researcher.signing_fingerprint
@@ -68,8 +76,8 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
             f"station {me.name} does not trust signer {manifest.researcher.name} ({signer}); "
             "ask the station admin to add this key to policy.trusted_signers"
         )
-    # 3. not expired
-    _not_expired(manifest)
+    # 3. not expired, not from the future, not too long-lived
+    _times(manifest, timedelta(days=config.policy.max_manifest_days))
     # 4. we are the stop named for this hop, pinned with our own keys; 4b. of its kind
     hop = _our_hop(offer, manifest, me)
     # 4c. every stop is enrolled by the network root this station pins
@@ -123,7 +131,7 @@ def verify_passage(
     ``station.passage``): the route lets this hop skip, and checks 1, 3, 4, 4c and 8 (all
     but the policy's). Raises a PhtError when the state may not be passed on."""
     manifest = _signed_manifest(offer)
-    _not_expired(manifest)
+    _times(manifest, MAX_LIFETIME)
     hop = _our_hop(offer, manifest, me)
     _route_endorsed(manifest, network_root)
     if not manifest.may_skip(hop.index):
@@ -135,15 +143,28 @@ def verify_passage(
 
 
 def _signed_manifest(offer: HopOffer) -> Manifest:
-    """Check 1: signed by the researcher key the manifest itself names."""
-    claimed = unverified_payload(offer.manifest, Manifest)
-    return open_envelope(offer.manifest, MANIFEST_TYPE, claimed.researcher, Manifest, "manifest")
+    """Check 1: signed by the researcher key the manifest itself names, for this train."""
+    try:
+        claimed = unverified_payload(offer.manifest, Manifest)
+    except ValueError as exc:
+        raise SignatureInvalid(f"the manifest is not a valid manifest: {exc}") from None
+    manifest = open_envelope(
+        offer.manifest, MANIFEST_TYPE, claimed.researcher, Manifest, "manifest"
+    )
+    if manifest.train_id != offer.train_id:
+        raise RouteMismatch(
+            f"the offer names train {offer.train_id}, but its signed manifest names train "
+            f"{manifest.train_id}: central (or someone between) relabelled the hop"
+        )
+    return manifest
 
 
-def _not_expired(manifest: Manifest) -> None:
+def _times(manifest: Manifest, max_lifetime: timedelta) -> None:
     """Check 3."""
-    if manifest.expires_at <= datetime.now(UTC):
-        raise PolicyRejected(f"the manifest expired at {manifest.expires_at.isoformat()}")
+    try:
+        check_times(manifest, max_lifetime)
+    except ManifestInvalid as exc:
+        raise PolicyRejected(str(exc)) from None
 
 
 def _our_hop(offer: HopOffer, manifest: Manifest, me: PublicIdentity) -> Hop:

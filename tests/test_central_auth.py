@@ -35,9 +35,7 @@ TRAIN_ENDPOINTS = [
     ("PUT", "/api/v1/trains/{t}/initial-state"),
 ]
 HOP_ENDPOINTS = [
-    ("GET", "/api/v1/trains/{t}/hops/0/input"),
-    ("PUT", "/api/v1/trains/{t}/hops/0/output"),
-    ("POST", "/api/v1/trains/{t}/hops/0/complete"),
+    ("GET", "/api/v1/trains/{t}/hops/0/inputs/0"),
     ("POST", "/api/v1/trains/{t}/hops/0/result"),
     ("POST", "/api/v1/trains/{t}/hops/0/fail"),
     ("POST", "/api/v1/trains/{t}/hops/0/heartbeat"),
@@ -51,10 +49,15 @@ ADMIN_ENDPOINTS = [
 
 def call(client, method, path, token, envelope):
     headers = {} if token is None else auth(token)
-    receipt = envelope.model_dump(mode="json")
-    body = {"reason": "x", "receipt": receipt, "role": "admin", "name": "eve"}
     if method == "PUT":
         return client.request(method, path, content=b"stolen", headers=headers)
+    if path.endswith("/result"):
+        line = envelope.model_dump_json().encode() + b"\n"
+        return client.request(method, path, content=line + b"stolen", headers=headers)
+    # each body the route's message model accepts, so only the caller is refused
+    body = {"reason": "x"} if path.endswith("/fail") else {"role": "admin", "name": "eve"}
+    if path.endswith("/api/v1/trains"):
+        body = {"manifest": envelope.model_dump(mode="json")}
     return client.request(method, path, json=body, headers=headers)
 
 

@@ -13,8 +13,11 @@ from fastapi.testclient import TestClient
 from central.api import create_app
 from central.settings import CentralSettings
 from tests import test_central_protocol as protocol
-from tests.test_central_protocol import auth, run_hop, submit
+from tests.factories import sign_receipt
+from tests.test_central_protocol import auth, result_body, run_hop, submit
 from trains.keys import Identity
+from trains.manifest import MANIFEST_TYPE
+from trains.signing import sign
 
 database_url = protocol.database_url
 
@@ -104,10 +107,14 @@ def test_a_reoffered_hop_runs_again_and_the_route_finishes(lease_world):
     service = client.app.state.service
     manifest, _ = submit(client, researcher, stations, tokens["alice"])
     a = auth(tokens["hospital-a"])
-    # first attempt: claimed, output uploaded, then the station dies before completing
+    # first attempt: claimed, output uploaded with a receipt central refuses (it signs
+    # other bytes), then the station dies before completing
     assert client.post("/api/v1/hops/next", headers=a).status_code == 200
     url = f"/api/v1/trains/{manifest.train_id}/hops/0"
-    assert client.put(f"{url}/output", content=b"half-finished", headers=a).status_code == 200
+    envelope = sign(manifest, MANIFEST_TYPE, researcher.signing)
+    stale = sign_receipt(manifest, envelope.digest, 0, stations[0], [], [], "sha256:" + "0" * 64)
+    half = client.post(f"{url}/result", content=result_body(stale, b"half-finished"), headers=a)
+    assert half.status_code == 422 and half.json()["code"] == "digest_mismatch"
     time.sleep(0.5)
     assert service.expire_leases() == 1
     # the restarted station runs it afresh (new sealed bytes replace the stale upload)

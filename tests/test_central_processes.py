@@ -135,11 +135,11 @@ class StationLoop(threading.Thread):
         self.runs[(manifest.train_id, index)] += 1
         url = f"/api/v1/trains/{manifest.train_id}/hops/{index}"
         payload = b"start"
-        if body["input_digest"] is not None:
-            got = self.call(http, "GET", f"{url}/input")
-            assert digest_bytes(got.content) == body["input_digest"]
+        for k, given in enumerate(body["inputs"]):
+            got = self.call(http, "GET", f"{url}/inputs/{k}")
+            assert digest_bytes(got.content) == given["digest"]
             payload = open_sealed(
-                got.content, self.identity.sealing, output_context(manifest.train_id, index - 1)
+                got.content, self.identity.sealing, output_context(manifest.train_id, given["hop"])
             )
         time.sleep(0.3)  # "the container runs"
         self.call(http, "POST", f"{url}/heartbeat")
@@ -148,8 +148,6 @@ class StationLoop(threading.Thread):
             [manifest.recipient_after(index)],
             output_context(manifest.train_id, index),
         )
-        assert self.call(http, "PUT", f"{url}/output", content=sealed).status_code == 200
-        prev = body["previous_receipt"]
         now = datetime.now(UTC)
         receipt = HopReceipt.for_hop(
             HopPredicate(
@@ -164,18 +162,17 @@ class StationLoop(threading.Thread):
                 input_state_digests=[i["digest"] for i in body["inputs"]],
                 output_state_digest=digest_bytes(sealed),
                 output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
-                previous_receipt_digests=[]
-                if prev is None
-                else [Envelope.model_validate(prev).digest],
+                previous_receipt_digests=[
+                    Envelope.model_validate(r).digest for r in body["previous_receipts"]
+                ],
                 started_at=now,
                 finished_at=now,
                 container_seconds=0.3,
             )
         )
         signed = sign(receipt, RECEIPT_TYPE, self.identity.signing)
-        done = self.call(
-            http, "POST", f"{url}/complete", json={"receipt": signed.model_dump(mode="json")}
-        )
+        line = signed.model_dump_json().encode() + b"\n"
+        done = self.call(http, "POST", f"{url}/result", content=line + sealed)
         assert done.status_code == 200, done.text
 
 

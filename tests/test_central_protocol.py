@@ -48,11 +48,10 @@ def run_hop(
     station: Identity,
     token: str,
     payload: bytes,
-    combined: bool = False,
     skipped_because: str | None = None,
 ) -> dict:
-    """Do what a station does around its container: claim, open inputs, seal, sign, upload
-    (with ``combined``, upload and complete in the one request a station daemon sends)."""
+    """Do what a station does around its container: claim, open inputs, seal, sign, then
+    upload and complete in the one request a station daemon sends."""
     offer = client.post("/api/v1/hops/next", headers=auth(token))
     assert offer.status_code == 200, offer.text
     body = offer.json()
@@ -71,9 +70,6 @@ def run_hop(
     recipients = manifest.recipients_after(index)
     sealed = seal(payload, recipients, output_context(manifest.train_id, index))
     url = f"/api/v1/trains/{manifest.train_id}/hops/{index}"
-    if not combined:
-        up = client.put(f"{url}/output", content=sealed, headers=auth(token))
-        assert up.status_code == 200, up.text
     now = datetime.now(UTC)
     receipt = HopReceipt.for_hop(
         HopPredicate(
@@ -98,14 +94,7 @@ def run_hop(
         )
     )
     signed = sign(receipt, RECEIPT_TYPE, station.signing)
-    if combined:
-        done = client.post(
-            f"{url}/result", content=result_body(signed, sealed), headers=auth(token)
-        )
-    else:
-        done = client.post(
-            f"{url}/complete", json={"receipt": signed.model_dump(mode="json")}, headers=auth(token)
-        )
+    done = client.post(f"{url}/result", content=result_body(signed, sealed), headers=auth(token))
     if skipped_because is None:
         assert done.status_code == 200, done.text
     return {"index": index, "receipt": signed, "sealed": sealed, "done": done, "read": opened}
@@ -163,29 +152,10 @@ def test_route_runs_in_order_and_researcher_verifies(world):
     )
 
 
-def test_reupload_is_idempotent_and_a_different_one_refused(world):
-    client, researcher, stations, tokens = world
-    manifest, _ = submit(client, researcher, stations, tokens["alice"])
-    hop = run_hop(client, stations[0], tokens["hospital-a"], b"first")
-    url = f"/api/v1/trains/{manifest.train_id}/hops/0"
-    again = client.put(f"{url}/output", content=hop["sealed"], headers=auth(tokens["hospital-a"]))
-    assert again.status_code == 200
-    other = client.put(
-        f"{url}/output", content=hop["sealed"] + b"x", headers=auth(tokens["hospital-a"])
-    )
-    assert other.status_code == 409
-    same = client.post(
-        f"{url}/complete",
-        json={"receipt": hop["receipt"].model_dump(mode="json")},
-        headers=auth(tokens["hospital-a"]),
-    )
-    assert same.status_code == 200
-
-
 def test_result_in_one_request_uploads_completes_and_is_safe_to_repeat(world):
     client, researcher, stations, tokens = world
     manifest, _ = submit(client, researcher, stations, tokens["alice"])
-    hop = run_hop(client, stations[0], tokens["hospital-a"], b"first", combined=True)
+    hop = run_hop(client, stations[0], tokens["hospital-a"], b"first")
     assert hop["done"].json() == {
         "digest": digest_bytes(hop["sealed"]),
         "train_status": "running",
@@ -199,7 +169,7 @@ def test_result_in_one_request_uploads_completes_and_is_safe_to_repeat(world):
     other = client.post(url, content=result_body(hop["receipt"], hop["sealed"] + b"x"), headers=a)
     assert other.status_code == 409
     # the next stop reads what hop 0 wrote, and the route finishes
-    last = run_hop(client, stations[1], tokens["hospital-b"], b"second", combined=True)
+    last = run_hop(client, stations[1], tokens["hospital-b"], b"second")
     assert last["read"] == [b"first"]
     assert last["done"].json()["train_status"] == "done"
 
@@ -257,7 +227,7 @@ def test_a_refusing_stop_passes_the_state_on_where_the_route_allows_it(world):
     first = status.json()["hops"][0]
     assert (first["status"], first["error"]) == ("skipped", "skipped: PolicyRejected: no")
     # the next stop reads what the skipping station passed on, and the route finishes
-    last = run_hop(client, stations[1], tokens["hospital-b"], b"only b", combined=True)
+    last = run_hop(client, stations[1], tokens["hospital-b"], b"only b")
     assert last["read"] == [b""]
     assert last["done"].json()["train_status"] == "done"
     receipts = [
@@ -301,7 +271,9 @@ def test_station_cannot_act_on_another_stations_hop(world):
     client.post("/api/v1/hops/next", headers=auth(tokens["hospital-a"]))
     url = f"/api/v1/trains/{manifest.train_id}/hops/0"
     assert (
-        client.put(f"{url}/output", content=b"x", headers=auth(tokens["hospital-b"])).status_code
+        client.post(
+            f"{url}/result", content=b"{}\nx", headers=auth(tokens["hospital-b"])
+        ).status_code
         == 404
     )
     assert (

@@ -18,8 +18,11 @@ from central.retention import collect_garbage
 from central.settings import CentralSettings
 from central.testing_pg import postgres_or_skip
 from tests import test_central_protocol as protocol
-from tests.test_central_protocol import auth, run_hop, submit
+from tests.factories import make_manifest
+from tests.test_central_protocol import auth, result_body, run_hop, submit
 from trains.keys import Identity
+from trains.manifest import MANIFEST_TYPE
+from trains.signing import sign
 
 database_url = protocol.database_url
 
@@ -41,18 +44,28 @@ def make_world(tmp_path, database_url, **overrides):
 def test_a_train_over_its_quota_is_refused_with_413_and_nothing_is_kept(tmp_path, database_url):
     client, researcher, stations, tokens = make_world(tmp_path, database_url, max_train_mb=1)
     manifest, _ = submit(client, researcher, stations, tokens["alice"])
-    run_hop(client, stations[0], tokens["hospital-a"], os.urandom(600_000))
+    first = run_hop(client, stations[0], tokens["hospital-a"], os.urandom(600_000))
     client.post("/api/v1/hops/next", headers=auth(tokens["hospital-b"]))
-    url = f"/api/v1/trains/{manifest.train_id}/hops/1/output"
-    big = client.put(url, content=os.urandom(600_000), headers=auth(tokens["hospital-b"]))
+    url = f"/api/v1/trains/{manifest.train_id}/hops/1/result"
+    body = result_body(first["receipt"], os.urandom(600_000))
+    big = client.post(url, content=body, headers=auth(tokens["hospital-b"]))
     assert big.status_code == 413 and big.json()["code"] == "too_large"
     assert "quota" in big.json()["message"]
     folder = tmp_path / "blobs" / manifest.train_id
     assert sorted(p.name for p in folder.iterdir()) == ["output-00000.sealed"]
+
+
+def test_an_upload_that_does_not_match_its_digest_header_is_refused(tmp_path, database_url):
+    client, researcher, stations, tokens = make_world(tmp_path, database_url)
+    manifest = make_manifest(researcher, stations, initial_state_digest="sha256:" + "0" * 64)
+    envelope = sign(manifest, MANIFEST_TYPE, researcher.signing)
+    a = auth(tokens["alice"])
+    body = {"manifest": envelope.model_dump(mode="json"), "has_initial_state": True}
+    assert client.post("/api/v1/trains", json=body, headers=a).status_code == 201
     wrong = client.put(
-        url,
+        f"/api/v1/trains/{manifest.train_id}/initial-state",
         content=b"abc",
-        headers={**auth(tokens["hospital-b"]), "X-Content-Sha256": "sha256:" + "0" * 64},
+        headers={**a, "X-Content-Sha256": "sha256:" + "0" * 64},
     )
     assert wrong.status_code == 422 and wrong.json()["code"] == "digest_mismatch"
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from central.client import HopOffer
+from central.messages import HopOffer
 from station.config import CsvSource, Policy, StationConfig, StationInfo
 from station.verify import verify_offer, verify_passage
 from tests.factories import make_manifest

@@ -18,7 +18,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from central.client import HopOffer
+from central.messages import HopOffer
 from station import output_parse
 from station.config import DisclosurePolicy, Policy, StationConfig, StationInfo
 from station.disclosure import check_output

@@ -99,7 +99,7 @@ def test_a_parallel_train_fans_out_joins_and_verifies(world):
     assert opened == b"final mean"
 
 
-def test_the_single_input_route_refuses_an_aggregate_hop(world):
+def test_an_aggregate_hop_reads_its_inputs_by_position_and_only_its_station(world):
     client, alice, stations, tokens = world
     manifest, _ = submit(client, alice, stations, tokens["alice"], rounds=1)
     for name in ("par-a", "par-b", "par-c"):
@@ -107,11 +107,23 @@ def test_the_single_input_route_refuses_an_aggregate_hop(world):
     body = client.post("/api/v1/hops/next", headers=auth(tokens["par-agg"])).json()
     assert body["kind"] == "aggregate" and [i["hop"] for i in body["inputs"]] == [0, 1, 2]
     assert len(body["previous_receipts"]) == 3
-    assert body["input_digest"] is None and body["previous_receipt"] is None
-    old = client.get(
-        f"/api/v1/trains/{manifest.train_id}/hops/3/input", headers=auth(tokens["par-agg"])
+    assert set(body) == {
+        "train_id",
+        "hop",
+        "kind",
+        "manifest",
+        "inputs",
+        "previous_receipts",
+        "lease_s",
+    }
+    own = client.get(
+        f"/api/v1/trains/{manifest.train_id}/hops/3/inputs/2", headers=auth(tokens["par-agg"])
     )
-    assert old.status_code == 409 and "inputs/K" in old.json()["message"]
+    assert digest_bytes(own.content) == body["inputs"][2]["digest"]
+    beyond = client.get(
+        f"/api/v1/trains/{manifest.train_id}/hops/3/inputs/3", headers=auth(tokens["par-agg"])
+    )
+    assert beyond.status_code == 404
     # a stop of the route cannot fetch the aggregator's inputs (the other partials)
     peek = client.get(
         f"/api/v1/trains/{manifest.train_id}/hops/3/inputs/1", headers=auth(tokens["par-a"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from central.client import HopInput, HopOffer
+from central.messages import HopInput, HopOffer
 from station.config import CsvSource, Policy, StationConfig, StationInfo
 from station.verify import verify_offer
 from tests.factories import make_parallel_manifest, sign_receipt
@@ -42,11 +42,12 @@ def aggregate_offer(scene, **changes) -> HopOffer:
         "hop": 2,
         "manifest": envelope,
         "kind": "aggregate",
-        "inputs": (HopInput(0, outputs[0]), HopInput(1, outputs[1])),
-        "previous_receipts": tuple(receipts),
+        "inputs": [HopInput(hop=0, digest=outputs[0]), HopInput(hop=1, digest=outputs[1])],
+        "previous_receipts": list(receipts),
+        "lease_s": 60,
     }
     fields.update(changes)
-    return HopOffer(**fields)  # type: ignore[arg-type]
+    return HopOffer.model_validate(fields)
 
 
 def test_the_aggregator_accepts_its_joined_partials_without_holding_data(scene):
@@ -68,18 +69,20 @@ def test_swapped_or_missing_partials_are_refused(scene):
     _, _, outputs, receipts, config, (_, _, x) = scene
     swapped = aggregate_offer(
         scene,
-        inputs=(HopInput(1, outputs[1]), HopInput(0, outputs[0])),
+        inputs=[HopInput(hop=1, digest=outputs[1]), HopInput(hop=0, digest=outputs[0])],
         previous_receipts=(receipts[1], receipts[0]),
     )
     with pytest.raises(RouteMismatch, match=r"reads the outputs of hops \[0, 1\]"):
         verify_offer(swapped, config, x.public)
     missing = aggregate_offer(
-        scene, inputs=(HopInput(0, outputs[0]),), previous_receipts=(receipts[0],)
+        scene, inputs=[HopInput(hop=0, digest=outputs[0])], previous_receipts=[receipts[0]]
     )
     with pytest.raises(RouteMismatch, match=r"handed the outputs of \[0\]"):
         verify_offer(missing, config, x.public)
     # a partial whose bytes are not the ones its stop signed for
-    other = aggregate_offer(scene, inputs=(HopInput(0, outputs[0]), HopInput(1, outputs[5])))
+    other = aggregate_offer(
+        scene, inputs=[HopInput(hop=0, digest=outputs[0]), HopInput(hop=1, digest=outputs[5])]
+    )
     with pytest.raises(RouteMismatch, match=r"hop 1 \(par-b\) signs an output other"):
         verify_offer(other, config, x.public)
 
@@ -89,7 +92,7 @@ def test_a_partial_receipt_forged_by_another_stop_is_refused(scene):
     forged = sign_receipt(manifest, envelope.digest, 1, a, [], [], outputs[1])
     with pytest.raises(SignatureInvalid):
         verify_offer(
-            aggregate_offer(scene, previous_receipts=(receipts[0], forged)), config, x.public
+            aggregate_offer(scene, previous_receipts=[receipts[0], forged]), config, x.public
         )
 
 
@@ -109,8 +112,9 @@ def test_the_next_round_reads_the_aggregate_signed_by_the_aggregator(scene, tmp_
             hop=3,
             manifest=envelope,
             kind="local",
-            inputs=(HopInput(2, outputs[2]),),
-            previous_receipts=(previous,),
+            inputs=[HopInput(hop=2, digest=outputs[2])],
+            previous_receipts=[previous],
+            lease_s=60,
         )
 
     linked = [r.digest for r in receipts]

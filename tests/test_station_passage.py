@@ -36,7 +36,7 @@ def refused(world, tmp_path):
     """hop 0 ran at hospital-a; hospital-b claimed hop 1 and refused it."""
     client, researcher, stations, tokens = world
     manifest, _ = submit(client, researcher, stations, tokens["alice"], on_refusal="skip")
-    run_hop(client, stations[0], tokens["hospital-a"], b"the state a wrote", combined=True)
+    run_hop(client, stations[0], tokens["hospital-a"], b"the state a wrote")
     central = client_for(client.app, tokens["hospital-b"])
     offer = central.next_hop()
     assert offer is not None and offer.hop == 1

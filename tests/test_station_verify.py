@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from central.client import HopOffer
+from central.messages import HopInput, HopOffer
 from station.config import CsvSource, Policy, StationConfig, StationInfo
 from station.verify import check_input_bytes, verify_offer
 from tests.factories import make_manifest
-from trains.errors import PolicyRejected, RouteMismatch, SignatureInvalid
+from trains.errors import PhtError, PolicyRejected, RouteMismatch, SignatureInvalid
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Image, Resources
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
@@ -36,12 +36,17 @@ def parties(tmp_path):
 
 
 def offer(manifest, signer, hop=0, input_digest=None, previous=None):
+    """The offer of a sequential hop: its one input from hop - 1 (the initial state for
+    hop 0), with that hop's receipt."""
+    source = hop - 1 if hop > 0 else None
     return HopOffer(
         train_id=manifest.train_id,
         hop=hop,
+        kind="local",
         manifest=sign(manifest, MANIFEST_TYPE, signer.signing),
-        input_digest=input_digest,
-        previous_receipt=previous,
+        inputs=[] if input_digest is None else [HopInput(hop=source, digest=input_digest)],
+        previous_receipts=[] if previous is None else [previous],
+        lease_s=60,
     )
 
 
@@ -56,7 +61,7 @@ def test_bad_signature(parties):
     alice, a, b, config_for = parties
     good = offer(make_manifest(alice, [a, b]), alice)
     tampered = good.manifest.model_copy(update={"payload": good.manifest.payload[:-8] + "AAAAAAA="})
-    bad = HopOffer(good.train_id, 0, tampered, None, None)
+    bad = good.model_copy(update={"manifest": tampered})
     with pytest.raises((SignatureInvalid, ValueError)):
         verify_offer(bad, config_for(a), a.public)
 
@@ -171,7 +176,7 @@ def test_previous_receipt_checks(parties):
             offer(manifest, alice, 1, out, _receipt(manifest, b, digest)), config_for(b), b.public
         )
     # a replayed receipt from another train
-    replay = _receipt(manifest, a, digest, out=out, train_id="other-train")
+    replay = _receipt(manifest, a, digest, out=out, train_id="00000000-0000-4000-8000-000000000000")
     with pytest.raises(RouteMismatch, match="replay"):
         verify_offer(offer(manifest, alice, 1, out, replay), config_for(b), b.public)
     # an input other than the one the previous stop signed for
@@ -319,3 +324,39 @@ def test_registry_policy_entries_outside_the_grammar_are_a_config_error(parties,
     _, a, _, config_for = parties
     with pytest.raises(ValidationError, match="allowed_registries"):
         config_for(a, allowed_registries=[entry])
+
+
+@pytest.mark.parametrize(
+    ("created", "expires", "problem"),
+    [
+        (timedelta(0), datetime(9999, 12, 31, tzinfo=UTC), "at most 366 days"),
+        (datetime(2099, 1, 1, tzinfo=UTC), datetime(2099, 1, 2, tzinfo=UTC), "in the future"),
+        (timedelta(minutes=10), timedelta(days=1), "in the future"),
+        (timedelta(0), timedelta(days=31), "longer than the 30 days"),
+    ],
+    ids=["year-9999", "created-2099", "beyond-skew", "over-policy-lifetime"],
+)
+def test_absurd_manifest_times_are_refused(parties, created, expires, problem):
+    alice, a, b, config_for = parties
+    now = datetime.now(UTC).replace(microsecond=0)
+    created = now + created if isinstance(created, timedelta) else created
+    expires = now + expires if isinstance(expires, timedelta) else expires
+    # signed as the attacker wrote it, past the model's own checks
+    manifest = make_manifest(alice, [a, b]).model_copy(
+        update={"created_at": created, "expires_at": expires}
+    )
+    with pytest.raises(PhtError, match=problem):
+        verify_offer(offer(manifest, alice), config_for(a), a.public)
+
+
+def test_a_clock_a_little_ahead_and_a_longer_policy_are_accepted(parties):
+    alice, a, b, config_for = parties
+    now = datetime.now(UTC).replace(microsecond=0)
+    ahead = make_manifest(
+        alice, [a, b], created_at=now + timedelta(minutes=2), expires_at=now + timedelta(days=1)
+    )
+    assert verify_offer(offer(ahead, alice), config_for(a), a.public)
+    long = make_manifest(alice, [a, b], created_at=now, expires_at=now + timedelta(days=60))
+    with pytest.raises(PolicyRejected, match="longer than the 30 days"):
+        verify_offer(offer(long, alice), config_for(a), a.public)
+    assert verify_offer(offer(long, alice), config_for(a, max_manifest_days=90), a.public)

@@ -85,3 +85,8 @@ class PayloadInvalid(SignatureInvalid, ValueError):
 class NotEndorsed(PhtError):
     """A station's keys are not vouched for: no valid enrolment by the pinned network root,
     or (without a root) not the fingerprints the researcher confirmed."""
+
+
+class BadAnswer(CentralUnreachable):
+    """Central's answer is not a valid message (a broken proxy or a man-in-the-middle): it
+    is dropped, and the request is made again later."""

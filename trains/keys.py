@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,22 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trains.errors import KeyFileError
+from trains.errors import ConfigError, KeyFileError
 
 SIGNING_KEY_FILE = "signing.key"
 SEALING_KEY_FILE = "sealing.key"
 PUBLIC_FILE = "public.json"
+# the one pattern for every party's name (station, researcher, admin) and a train's name:
+# lower-case, at most 63 characters, safe as a file name and in a URL path segment
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def valid_name(name: str) -> bool:
+    """Does the whole of ``name`` match :data:`NAME_PATTERN` (a trailing newline too)?"""
+    return _NAME.fullmatch(name) is not None
 
 
 def b64encode(raw: bytes) -> str:
@@ -50,9 +60,9 @@ class PublicIdentity(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
-    signing_key: str
-    sealing_key: str
+    name: str = Field(pattern=NAME_PATTERN)
+    signing_key: str = Field(max_length=64)
+    sealing_key: str = Field(max_length=64)
 
     @field_validator("signing_key", "sealing_key")
     @classmethod
@@ -87,6 +97,13 @@ class Identity:
     name: str
     signing: Ed25519PrivateKey
     sealing: X25519PrivateKey
+
+    def __post_init__(self) -> None:
+        if not valid_name(self.name):
+            raise ConfigError(
+                f"{self.name[:80]!r} is not a valid name: lower-case letters, digits, '.', "
+                "'_' and '-', starting with a letter or digit, at most 63 characters"
+            )
 
     @classmethod
     def generate(cls, name: str) -> Identity:

@@ -17,16 +17,23 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from trains.keys import PublicIdentity
+from trains.errors import ManifestInvalid
+from trains.keys import NAME_PATTERN, PublicIdentity
 from trains.signing import Envelope
 
 MANIFEST_TYPE = "application/vnd.pht.manifest+json"
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+NAME_RE = NAME_PATTERN  # a train's name, like every party's
+# a train id is a UUID in its canonical lower-case form: it names folders and files at
+# central and at every station, so nothing else is ever accepted as one
+TRAIN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+MAX_HOPS = 100_000  # hops of one route; hop indices and input positions stay below it
+MAX_LIFETIME = timedelta(days=366)  # no manifest lives longer, whatever a setting says
+CLOCK_SKEW = timedelta(minutes=5)  # how far ahead a signer's clock may be
 
 
 class Resources(BaseModel):
@@ -171,13 +178,15 @@ class Manifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = 1
-    train_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    train_id: str = Field(default_factory=lambda: str(uuid.uuid4()), pattern=TRAIN_ID_PATTERN)
     name: str = Field(pattern=NAME_RE)
     version: str = Field(min_length=1, max_length=64)
     researcher: PublicIdentity
     image: Image
     route: Route
-    datasets: list[str] = Field(default_factory=list)
+    datasets: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=64
+    )
     outputs: list[str] = Field(min_length=1, description="files the train declares it writes")
     resources: Resources = Resources()
     initial_state_digest: str | None = Field(
@@ -190,6 +199,18 @@ class Manifest(BaseModel):
     def _times_in_order(self) -> Manifest:
         if self.expires_at <= self.created_at:
             raise ValueError("expires_at must be after created_at")
+        if self.expires_at - self.created_at > MAX_LIFETIME:
+            raise ValueError(
+                f"a manifest lives at most {MAX_LIFETIME.days} days (created_at to "
+                "expires_at); sign one with a nearer expiry"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _bounded_route(self) -> Manifest:
+        n = len(self.route.stops) + (self.route.mode == "parallel")
+        if n * self.route.rounds > MAX_HOPS:
+            raise ValueError(f"a route has at most {MAX_HOPS} hops (stops x rounds)")
         return self
 
     @cached_property
@@ -251,6 +272,31 @@ def _distinct(identities: list[PublicIdentity]) -> list[PublicIdentity]:
             seen.add(identity.sealing_fingerprint)
             out.append(identity)
     return out
+
+
+def check_times(
+    manifest: Manifest,
+    max_lifetime: timedelta,
+    skew: timedelta = CLOCK_SKEW,
+    now: datetime | None = None,
+) -> None:
+    """Refuse a manifest that has expired, was made in the future (beyond ``skew``: the
+    signer's clock may be a little ahead) or lives longer than ``max_lifetime``. Central
+    checks at submission, each station before it runs a hop."""
+    now = now or datetime.now(UTC)
+    if manifest.expires_at <= now:
+        raise ManifestInvalid(f"the manifest expired at {manifest.expires_at.isoformat()}")
+    if manifest.created_at > now + skew:
+        raise ManifestInvalid(
+            f"the manifest says it was made at {manifest.created_at.isoformat()}, more than "
+            f"{skew.total_seconds():.0f}s in the future; check the signer's clock and sign again"
+        )
+    if manifest.expires_at - manifest.created_at > max_lifetime:
+        raise ManifestInvalid(
+            f"the manifest lives from {manifest.created_at.isoformat()} to "
+            f"{manifest.expires_at.isoformat()}, longer than the {max_lifetime.days} days "
+            "allowed here; sign it with a nearer expiry (pht-train submit --days N)"
+        )
 
 
 def expiry_from_now(days: float) -> tuple[datetime, datetime]:

@@ -25,6 +25,7 @@ from central.blobs import BlobStore
 from central.db import make_engine, make_sessions
 from central.doorbell import Doorbell
 from central.errors import ServiceError
+from central.messages import Me
 from central.metrics import Metrics
 from central.retention import collect_garbage
 from central.service import Hooks, Service
@@ -52,6 +53,7 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
         lease_s=settings.lease_s,
         max_attempts=settings.max_attempts,
         token_cache_s=settings.token_cache_s,
+        max_lifetime_days=settings.max_manifest_days,
     )
     metrics = Metrics(service.counts)
     service.hooks = Hooks(queued=doorbell.ring, claimed=metrics.dispatch_latency.observe)
@@ -92,7 +94,12 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
     app = FastAPI(title="pht central", version="1", lifespan=lifespan)
     app.state.ctx = ctx
     app.state.service = service
-    app.add_middleware(RequestMiddleware, metrics=metrics)
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=metrics,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+    )
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -127,8 +134,8 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
         return c.service.identities.directory()
 
     @app.get("/api/v1/me", tags=["everyone"])
-    def me(who: Anyone) -> dict[str, str]:
-        return {"role": who.role, "name": who.name}
+    def me(who: Anyone) -> Me:
+        return Me.model_validate({"role": who.role, "name": who.name})
 
     app.include_router(trains.router)
     app.include_router(hops.router)

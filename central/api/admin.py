@@ -4,15 +4,15 @@ no hop; these routes are all it may call besides /me and /stations."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from central.api.context import Admin, Ctx
 from central.db import utcnow
 from central.errors import ServiceError
-from trains.keys import PublicIdentity
+from trains.keys import NAME_PATTERN, PublicIdentity
 from trains.signing import Envelope
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
 class NewParty(BaseModel):
     role: Literal["station", "researcher", "admin"]
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(pattern=NAME_PATTERN)
     identity: PublicIdentity | None = None
     expires_in_days: float | None = Field(None, gt=0, le=36500)
     enrolment: Envelope | None = None  # a station's statement signed by the network root
@@ -59,6 +59,9 @@ def set_revocations(body: Envelope, _: Admin, ctx: Ctx) -> dict[str, int]:
 
 @router.post("/parties/{role}/{name}/revoke")
 def revoke(
-    role: Literal["station", "researcher", "admin"], name: str, _: Admin, ctx: Ctx
+    role: Literal["station", "researcher", "admin"],
+    name: Annotated[str, Path(pattern=NAME_PATTERN)],
+    _: Admin,
+    ctx: Ctx,
 ) -> dict[str, str]:
     return {"revoked": ctx.service.identities.revoke(name, role), "name": name}

@@ -1,5 +1,10 @@
-"""Request ids, access logs, request metrics and the catch-all for unexpected errors, as one
-plain ASGI middleware (it must see streamed bodies pass without buffering them)."""
+"""Request ids, access logs, request metrics, header limits and the catch-all for unexpected
+errors, as one plain ASGI middleware (it must see streamed bodies pass without buffering).
+
+Header limits: uvicorn's httptools parser bounds neither the size nor the number of request
+headers, so every request whose headers are over ``max_header_bytes`` together or more than
+``max_header_count`` is answered 431 before any route, authentication or database sees it.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +22,35 @@ log = logging.getLogger("pht.central")
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_header_bytes: int = 16 * 1024,
+        max_header_count: int = 64,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        if len(raw_headers) > self.max_header_count or (
+            sum(len(k) + len(v) for k, v in raw_headers) > self.max_header_bytes
+        ):
+            await _answer(
+                send,
+                431,
+                "headers_too_large",
+                f"send at most {self.max_header_count} headers and "
+                f"{self.max_header_bytes} bytes of them",
+            )
+            return
+        headers = dict(raw_headers)
         raw = headers.get(b"x-request-id")
         request_id = logs.accept_request_id(None if raw is None else raw.decode("latin-1"))
         logs.request_id.set(request_id)
@@ -72,18 +97,21 @@ class RequestMiddleware:
 
 
 async def _internal_error(send: Send, request_id: str) -> None:
-    body = json.dumps(
-        {
-            "code": "internal",
-            "message": "central hit an unexpected error; the operator finds it in the log "
-            f"under request id {request_id}",
-            "detail": None,
-        }
-    ).encode()
+    await _answer(
+        send,
+        500,
+        "internal",
+        "central hit an unexpected error; the operator finds it in the log "
+        f"under request id {request_id}",
+    )
+
+
+async def _answer(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"code": code, "message": message, "detail": None}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(body)),
