@@ -262,7 +262,15 @@ def route(net, tmp_path):
         manifest = make_manifest(
             alice, [a], route=Route(mode=mode, stops=stops, aggregator=aggregator)
         )
-        return HopOffer(manifest.train_id, 0, sign(manifest, MANIFEST_TYPE, alice.signing))
+        return HopOffer(
+            train_id=manifest.train_id,
+            hop=0,
+            kind="local",
+            manifest=sign(manifest, MANIFEST_TYPE, alice.signing),
+            inputs=[],
+            previous_receipts=[],
+            lease_s=60,
+        )
 
     return a, b, x, stop, offer, config
 

@@ -150,8 +150,17 @@ def test_an_unreadable_count_file_is_invalid_without_its_bytes(hop):
 
 
 def test_a_huge_csv_field_is_invalid_without_its_content(hop):
-    (hop[2] / "table.counts.csv").write_text("n\n" + SECRET * 20_000 + "\n")
-    assert type(attempt(hop)) is StateInvalid
+    """A count file's field past the parser's bound (station/output_parse.py) is refused,
+    and the refusal quotes none of it."""
+    from station.output_parse import CSV_FIELD_BYTES
+
+    verified, config, output, archive, log = hop
+    field = SECRET * (CSV_FIELD_BYTES // len(SECRET) + 2)
+    (output / "table.counts.csv").write_text("n\n" + field + "\n")
+    with pytest.raises((StateInvalid, DisclosureRefused)) as caught:
+        control_and_pack(output, archive, verified, 4 << 20, config, log)
+    assert type(caught.value) is StateInvalid
+    assert SECRET not in str(caught.value) and "61" not in str(caught.value)
 
 
 def test_an_output_over_the_cap_does_not_say_its_size(hop):

@@ -9,7 +9,6 @@ opened. And the researcher's extraction is atomic, private, and printed safely.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import tarfile
@@ -196,9 +195,12 @@ def test_a_result_into_a_folder_that_holds_files_is_refused(world, tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def test_result_prints_names_with_control_and_bidi_characters_escaped(
+def test_result_refuses_names_with_control_and_bidi_characters_and_prints_none(
     world, tmp_path, monkeypatch, capsys
 ):
+    """A last station packs file names that would rewrite the researcher's terminal: the
+    state codec refuses such names (trains/state_codec.py), nothing is extracted, and what
+    is printed holds none of the raw characters."""
     names = {
         "state.json": b"{}",
         "line\nbreak.json": b"{}",
@@ -207,16 +209,23 @@ def test_result_prints_names_with_control_and_bidi_characters_escaped(
     }
     researcher, train_id = finished_train(world, last_payload=state_tar(names))
     monkeypatch.setattr(commands, "researcher_of", lambda args: researcher)
-    args = argparse.Namespace(train_id=train_id, out=str(tmp_path / "out"), quiet=True)
-    assert commands.result(args) == 0
-    printed = capsys.readouterr().out
+    out = tmp_path / "out"
+    from train_builder.cli import main as train_main
+
+    assert train_main(["result", train_id, "--out", str(out)]) != 0
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
     for raw in ("\u202e", "\x07", "\x1b", "line\nbreak"):
         assert raw not in printed
-    assert "line\\nbreak.json" in printed
-    assert "report\\u202enosj.txt.json" in printed
-    assert "bell\\x07\\x1b[31m.json" in printed
-    # the files themselves keep their names
-    assert (tmp_path / "out" / "line\nbreak.json").is_file()
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_printable_escapes_control_bidi_and_zero_width_characters():
+    assert commands.printable("line\nbreak.json") == "line\\nbreak.json"
+    assert commands.printable("report\u202enosj.txt.json") == "report\\u202enosj.txt.json"
+    assert commands.printable("bell\x07\x1b[31m.json") == "bell\\x07\\x1b[31m.json"
+    assert commands.printable("zero\u200bwidth") == "zero\\u200bwidth"
+    assert commands.printable("plain-name_1.json") == "plain-name_1.json"
 
 
 # -- a station --------------------------------------------------------------------------

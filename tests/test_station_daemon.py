@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -571,7 +570,7 @@ def test_an_offer_the_station_cannot_even_record_is_refused_and_the_next_one_run
     station, central, new_train, _, _ = in_process
     train_id = new_train()
     offer = central.real.next_hop()
-    central.offers.append(replace(offer, train_id="x" * 5000))
+    central.offers.append(offer.model_copy(update={"train_id": "x" * 5000}))
     assert station.step(central) is True  # handled: refused, not crashed
     other = new_train()
     station.step(central)
@@ -600,7 +599,7 @@ class _BrokenDocker:
 
     runner_id = None
 
-    def pull(self, image):
+    def pull(self, image, limits=None):
         raise RecursionError("maximum recursion depth exceeded near 'PATIENT-ZZ'")
 
 

@@ -135,6 +135,11 @@ def unverified_payload(envelope: Envelope, model: type[M]) -> M:
     try:
         return model.model_validate_json(envelope.payload_bytes)
     except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the payload"
+        # the message, never the input: pydantic keeps the offending value apart
+        said = first["msg"][:300].encode("unicode_escape").decode("ascii")
         raise PayloadInvalid(
-            f"a signed payload is not a valid {model.__name__} ({exc.error_count()} problems)"
+            f"a signed payload is not a valid {model.__name__} ({where}: {said}; "
+            f"{exc.error_count()} problem(s))"
         ) from None
