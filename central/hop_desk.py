@@ -1,5 +1,13 @@
 """The station side of the service: claim a hop under a lease, renew it, expire it, take
-the station's output and receipt, or its failure. Only ever the caller's own hops."""
+the station's output and receipt, or its failure. Only ever the caller's own hops.
+
+Lock order, everywhere (here and in ``central.service``): a transaction that changes a
+train or the status of its hops first locks the train's row (:func:`lock_train`), then
+reads and locks the hops it changes. On PostgreSQL that is ``SELECT ... FOR UPDATE``; on
+SQLite every writing transaction already holds the database's write lock from its ``BEGIN
+IMMEDIATE``. A claim locks only the one queued hop it takes (and skips locked ones), so it
+never waits for a train: no two transactions can wait for each other.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import routing
+from central.blobs import Upload
 from central.db import HopRow, TrainRow, as_utc, utcnow
 from central.errors import ServiceError, not_found
 from central.identities import Caller
@@ -29,6 +38,25 @@ from central.records import (
 from central.routing import HopStatus, TrainStatus
 from trains.receipt import RECEIPT_TYPE, HopReceipt
 from trains.signing import Envelope
+
+
+def lock_train(db: Session, train_id: str) -> TrainRow | None:
+    """The train's row, locked until the transaction ends and read afresh (whatever this
+    session saw before): one change of a train at a time, the first writer wins."""
+    return db.get(TrainRow, train_id, with_for_update=True, populate_existing=True)
+
+
+def locked_hops(db: Session, train_id: str) -> list[HopRow]:
+    """Every hop of a train, locked (after its train) and read afresh, so that a claim
+    cannot turn one from queued into running unseen while they are changed."""
+    query = (
+        select(HopRow)
+        .where(HopRow.train_id == train_id)
+        .order_by(HopRow.index)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list(db.scalars(query))
 
 
 class HopDesk:
@@ -127,8 +155,14 @@ class HopDesk:
                 )
             )
 
-    def station_hop(self, db: Session, caller: Caller, train_id: str, index: int) -> HopRow:
-        hop = db.scalar(select(HopRow).where(HopRow.train_id == train_id, HopRow.index == index))
+    def station_hop(
+        self, db: Session, caller: Caller, train_id: str, index: int, lock: bool = False
+    ) -> HopRow:
+        """The caller's hop; with ``lock``, locked and read afresh (lock its train first)."""
+        query = select(HopRow).where(HopRow.train_id == train_id, HopRow.index == index)
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        hop = db.scalar(query)
         if hop is None or caller.role != "station" or hop.station != caller.name:
             raise not_found(f"hop {index} of train {train_id} for station {caller.name}")
         return hop
@@ -136,7 +170,9 @@ class HopDesk:
     def heartbeat(self, caller: Caller, train_id: str, index: int) -> dict[str, object]:
         """Renew the lease of a hop the caller runs; tell it if the train was cancelled."""
         with self.sessions.begin() as db:
-            hop = self.station_hop(db, caller, train_id, index)
+            train = lock_train(db, train_id)
+            hop = self.station_hop(db, caller, train_id, index, lock=True)
+            assert train is not None  # the hop exists: so does its train
             if hop.status != HopStatus.RUNNING:
                 raise ServiceError(
                     409,
@@ -146,8 +182,6 @@ class HopDesk:
                     "accepted), or it finished",
                 )
             hop.lease_expires_at = utcnow() + timedelta(seconds=self.lease_s)
-            train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
-            assert train is not None
             return {"lease_s": self.lease_s, "train_status": train.status}
 
     def expire_leases(self) -> int:
@@ -155,22 +189,21 @@ class HopDesk:
         ``max_attempts``). Safe to run in several processes at once. Returns how many."""
         now = utcnow()
         with self.reads() as db:
-            expired = db.scalars(
-                select(HopRow.id).where(
+            expired = db.execute(
+                select(HopRow.id, HopRow.train_id).where(
                     HopRow.status == HopStatus.RUNNING, HopRow.lease_expires_at < now
                 )
             ).all()
         count = 0
         queued: set[str] = set()
-        for hop_id in expired:
+        for hop_id, train_id in expired:
             with self.sessions.begin() as db:
-                hop = db.get(HopRow, hop_id, with_for_update=self._postgres)
-                if hop is None or hop.status != HopStatus.RUNNING:
+                train = lock_train(db, train_id)
+                hop = db.get(HopRow, hop_id, with_for_update=True, populate_existing=True)
+                if train is None or hop is None or hop.status != HopStatus.RUNNING:
                     continue
                 if hop.lease_expires_at is None or as_utc(hop.lease_expires_at) >= now:
                     continue
-                train = db.get(TrainRow, hop.train_id)
-                assert train is not None
                 hops = hops_of(db, hop.train_id)
                 step = routing.on_lease_expired(
                     statuses_of(hops),
@@ -235,19 +268,32 @@ class HopDesk:
             return index, not finished
 
     def complete_hop(
-        self, caller: Caller, train_id: str, index: int, receipt: Envelope, stored_digest: str
+        self, caller: Caller, train_id: str, index: int, receipt: Envelope, upload: Upload | None
     ) -> str:
-        """Record a hop's signed receipt and advance the route. Idempotent for equal receipts."""
+        """Record a hop's signed receipt, publish its uploaded output (``None``: nothing was
+        uploaded) as the hop's blob, and advance the route; all under the train's lock, so
+        the first of racing completions (or of a completion and a cancel) wins and the
+        others are told so. Idempotent for an equal receipt with the same bytes."""
         with self.sessions.begin() as db:
-            hop = self.station_hop(db, caller, train_id, index)
-            train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
-            assert train is not None
+            train = lock_train(db, train_id)  # first: one advance at a time, then the hop
+            hop = self.station_hop(db, caller, train_id, index, lock=True)
+            assert train is not None  # the hop exists: so does its train
             if hop.status in routing.FINISHED_HOP:
-                if hop.receipt is not None and Envelope.model_validate_json(hop.receipt) == receipt:
+                same = (
+                    hop.receipt is not None and Envelope.model_validate_json(hop.receipt) == receipt
+                )
+                if same and (upload is None or upload.digest == hop.output_digest):
                     return str(train.status)
-                raise ServiceError(409, "hop_done", f"hop {index} already finished differently")
+                raise ServiceError(
+                    409, "hop_done", f"hop {index} already finished with another output"
+                )
             if train.status in routing.FINISHED:
-                raise ServiceError(409, "train_finished", f"train {train_id} is {train.status}")
+                raise ServiceError(
+                    409,
+                    "train_finished",
+                    f"train {train_id} is {train.status}: your result was not recorded "
+                    "(it came after the train finished)",
+                )
             late = hop.status == HopStatus.QUEUED and hop.attempts > 0
             if hop.status != HopStatus.RUNNING and not late:
                 raise ServiceError(409, "hop_not_running", f"hop {index} is {hop.status}")
@@ -267,7 +313,11 @@ class HopDesk:
                     f"the route lets no stop skip hop {index} (route.on_refusal is "
                     f"{manifest.route.on_refusal!r}); report the refusal with /fail instead",
                 )
-            if p.output_state_digest != stored_digest:
+            if upload is None:
+                raise ServiceError(
+                    409, "no_output", "upload the output state (PUT .../output) before completing"
+                )
+            if p.output_state_digest != upload.digest:
                 raise ServiceError(
                     422,
                     "digest_mismatch",
@@ -286,6 +336,10 @@ class HopDesk:
             statuses, outputs = hop_states(db, train_id)
             done = routing.on_late_hop_done if late else routing.on_hop_done
             step = done(statuses, index, p.output_state_digest, plan, outputs, skipped)
+            if not upload.publish():  # before the commit: the blob is the receipt's
+                raise ServiceError(
+                    409, "no_output", "the uploaded output is gone (replaced); upload it again"
+                )
             if skipped:
                 hop.error = f"skipped: {p.reason or 'refused by the station'}"[:2000]
             hop.receipt = receipt.model_dump_json()
@@ -300,10 +354,11 @@ class HopDesk:
 
     def fail_hop(self, caller: Caller, train_id: str, index: int, reason: str) -> None:
         with self.sessions.begin() as db:
+            train = lock_train(db, train_id)  # first: one advance at a time, then the hops
             hop = self.station_hop(db, caller, train_id, index)
-            train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
-            assert train is not None
-            hops = hops_of(db, train_id)
+            assert train is not None  # the hop exists: so does its train
+            hops = locked_hops(db, train_id)
+            hop = next(h for h in hops if h.index == index)
             try:
                 step = routing.on_hop_failed(statuses_of(hops), index)
             except routing.IllegalTransition as exc:

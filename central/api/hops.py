@@ -12,10 +12,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from central.api.context import Ctx, Station
-from central.api.uploads import blob_response, split_first_line, store, store_chunks
+from central.api.uploads import blob_response, pending_output, receive, split_first_line, store
 from central.errors import ServiceError
 from central.records import HopOffer, output_blob
-from trains.sealing import digest_file
 from trains.signing import Envelope
 
 router = APIRouter(prefix="/api/v1", tags=["station"])
@@ -101,10 +100,8 @@ def hop_complete(
     train_id: str, index: int, body: CompleteRequest, who: Station, ctx: Ctx
 ) -> dict[str, str]:
     target, _ = ctx.service.may_upload_output(who, train_id, index)
-    path = ctx.blobs.path(train_id, output_blob(target))
-    if not path.exists():
-        raise ServiceError(409, "no_output", "upload the output state before completing")
-    status = ctx.service.complete_hop(who, train_id, index, body.receipt, digest_file(path))
+    upload = pending_output(ctx, train_id, output_blob(target), body.receipt)
+    status = ctx.service.complete_hop(who, train_id, index, body.receipt, upload)
     return {"train_status": status}
 
 
@@ -132,7 +129,7 @@ async def hop_result(
     """Upload a hop's sealed output and complete it with its receipt, in one request: the
     body is the receipt (one line of JSON), a newline, then the sealed state, streamed.
     The same as ``PUT .../output`` then ``POST .../complete``, and as safe to repeat."""
-    target, replace = await run_in_threadpool(ctx.service.may_upload_output, who, train_id, index)
+    target, _ = await run_in_threadpool(ctx.service.may_upload_output, who, train_id, index)
     line, state = await split_first_line(request.stream(), RECEIPT_LINE_LIMIT)
     try:
         receipt = Envelope.model_validate_json(line)
@@ -140,11 +137,14 @@ async def hop_result(
         raise ServiceError(
             422, "bad_receipt", "the first line of the body is not a receipt envelope"
         ) from None
-    digest = await store_chunks(ctx, state, train_id, output_blob(target), replace)
-    status = await run_in_threadpool(
-        ctx.service.complete_hop, who, train_id, index, receipt, digest
-    )
-    return {"digest": digest, "train_status": status}
+    upload = await receive(ctx, state, train_id, output_blob(target))
+    try:  # published only by the completing transaction, under the train's lock
+        status = await run_in_threadpool(
+            ctx.service.complete_hop, who, train_id, index, receipt, upload
+        )
+    finally:
+        upload.discard()
+    return {"digest": upload.digest, "train_status": status}
 
 
 @router.post("/trains/{train_id}/hops/{index}/fail", status_code=204)

@@ -1,0 +1,409 @@
+"""Central's state transitions under concurrency, on SQLite and on a real PostgreSQL: two
+``pht-central serve`` processes share one database and one blob folder, and many clients
+race each other over HTTP. Every race is run on many trains; every run must end with no 5xx
+and a consistent end state: the train's status agrees with its hops and with what each
+client was told, and the blob on disk is the one whose digest the stored receipt names.
+
+The races (issue 17, reproduction 5):
+
+* cancel vs completion: the last hop's ``/result`` against the researcher's cancel; the
+  first writer wins and the other is told so (409);
+* racing completions: eight ``/result`` calls for one hop with two different outputs; the
+  first completion wins, its identical repeats are accepted, the other output is refused;
+* upload vs completion: ``PUT .../output`` (and its ``/complete``) with other bytes while a
+  ``/result`` completes the hop; the blob that stays is the receipt's;
+* two initial-state uploads with different bytes: the digest recorded is the blob's.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from central.db import make_engine, make_sessions
+from central.service import Service
+from central.testing_pg import database_url_for
+from central.testing_server import CentralServer
+from tests.factories import make_manifest, sign_receipt
+from trains.keys import Identity
+from trains.manifest import MANIFEST_TYPE, Manifest
+from trains.receipt import HopReceipt
+from trains.sealing import digest_bytes, digest_file, output_context, seal
+from trains.signing import Envelope, sign
+
+TRAINS = int(os.environ.get("PHT_RACE_TRAINS", "24"))  # trains per race and database
+STATE_BYTES = 128 * 1024  # big enough that streaming an upload takes a while
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Net:
+    """Two central processes over one database and one blob folder, and their clients."""
+
+    data: Path
+    servers: list[CentralServer]
+    tokens: dict[str, str]
+    alice: Identity
+    stations: dict[str, Identity]
+    http: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, i: int) -> httpx.Client:
+        return self.http[i % len(self.http)]
+
+    def blob(self, train_id: str, name: str) -> Path:
+        return self.data / "blobs" / train_id / name
+
+    def submit(self, stops: list[str], has_initial_state: bool = False) -> tuple[Manifest, str]:
+        manifest = make_manifest(self.alice, [self.stations[s] for s in stops])
+        envelope = sign(manifest, MANIFEST_TYPE, self.alice.signing)
+        response = self.client(0).post(
+            "/api/v1/trains",
+            json={
+                "manifest": envelope.model_dump(mode="json"),
+                "has_initial_state": has_initial_state,
+            },
+            headers=auth(self.tokens["alice"]),
+        )
+        assert response.status_code == 201, response.text
+        return manifest, envelope.digest
+
+    def claim_all(self, station: str) -> dict[str, dict]:
+        """Claim every hop queued for ``station``: train id -> offer."""
+        offers = {}
+        while True:
+            got = self.client(0).post("/api/v1/hops/next", headers=auth(self.tokens[station]))
+            assert got.status_code in (200, 204), got.text
+            if got.status_code == 204:
+                return offers
+            offers[got.json()["train_id"]] = got.json()
+
+    def status(self, train_id: str) -> dict:
+        got = self.client(0).get(f"/api/v1/trains/{train_id}", headers=auth(self.tokens["alice"]))
+        assert got.status_code == 200, got.text
+        return got.json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def net(request, tmp_path) -> Iterator[Net]:
+    url = database_url_for(request.param, tmp_path)
+    data = tmp_path / "central"
+    data.mkdir()
+    if request.param == "sqlite":
+        url = f"sqlite:///{data / 'central.db'}"
+    alice = Identity.generate("alice")
+    stations = {n: Identity.generate(n) for n in ("hospital-a", "hospital-b")}
+    service = Service(make_sessions(make_engine(url)))
+    tokens = {"alice": service.register("researcher", alice.public)}
+    for name, identity in stations.items():
+        tokens[name] = service.register("station", identity.public)
+    servers = [CentralServer(data, url), CentralServer(data, url)]
+    try:
+        for server in servers:
+            server.start()
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        http = [httpx.Client(base_url=s.url, timeout=120, limits=limits) for s in servers]
+        yield Net(data, servers, tokens, alice, stations, http)
+        for client in http:
+            client.close()
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@dataclass(frozen=True)
+class Output:
+    """One candidate output of a hop: its sealed bytes and the receipt that names them."""
+
+    sealed: bytes
+    receipt: Envelope
+
+    @property
+    def digest(self) -> str:
+        return digest_bytes(self.sealed)
+
+    def body(self) -> bytes:
+        return self.receipt.model_dump_json().encode() + b"\n" + self.sealed
+
+
+def output_of(
+    manifest: Manifest, manifest_digest: str, offer: dict, station: Identity, tag: bytes
+) -> Output:
+    index = offer["hop"]
+    payload = tag + os.urandom(STATE_BYTES)
+    sealed = seal(
+        payload, manifest.recipients_after(index), output_context(manifest.train_id, index)
+    )
+    receipt = sign_receipt(
+        manifest,
+        manifest_digest,
+        index,
+        station,
+        [i["digest"] for i in offer["inputs"]],
+        [Envelope.model_validate(r).digest for r in offer["previous_receipts"]],
+        digest_bytes(sealed),
+    )
+    return Output(sealed, receipt)
+
+
+Call = Callable[[], httpx.Response]
+
+
+def race(calls: list[tuple[str, int, Call]]) -> dict[tuple[str, int], httpx.Response]:
+    """Run every call at once (shuffled, many threads); answers by (train id, call number)."""
+    random.shuffle(calls)
+    with ThreadPoolExecutor(32) as pool:
+        futures = {(t, n): pool.submit(call) for t, n, call in calls}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def no_server_errors(answers: dict[tuple[str, int], httpx.Response]) -> list[str]:
+    return [
+        f"{key}: {r.status_code} {r.text[:200]}"
+        for key, r in answers.items()
+        if r.status_code >= 500
+    ]
+
+
+def hop_url(train_id: str, index: int) -> str:
+    return f"/api/v1/trains/{train_id}/hops/{index}"
+
+
+def test_cancel_racing_the_last_completion_has_one_winner_and_both_told_the_truth(net):
+    a = net.stations["hospital-a"]
+    trains = [net.submit(["hospital-a"]) for _ in range(TRAINS)]
+    offers = net.claim_all("hospital-a")
+    assert set(offers) == {m.train_id for m, _ in trains}
+    outputs = {m.train_id: output_of(m, d, offers[m.train_id], a, b"A") for m, d in trains}
+    calls: list[tuple[str, int, Call]] = []
+    for i, train_id in enumerate(outputs):
+        out = outputs[train_id]
+        calls.append(
+            (
+                train_id,
+                0,
+                lambda t=train_id, o=out, i=i: net.client(i).post(
+                    f"{hop_url(t, 0)}/result", content=o.body(), headers=auth(net.tokens[a.name])
+                ),
+            )
+        )
+        calls.append(
+            (
+                train_id,
+                1,
+                lambda t=train_id, i=i: net.client(i + 1).post(
+                    f"/api/v1/trains/{t}/cancel", headers=auth(net.tokens["alice"])
+                ),
+            )
+        )
+    answers = race(calls)
+    problems = no_server_errors(answers)
+    for train_id, out in outputs.items():
+        done, cancel = answers[(train_id, 0)], answers[(train_id, 1)]
+        status = net.status(train_id)
+        result = net.client(0).get(
+            f"/api/v1/trains/{train_id}/result", headers=auth(net.tokens["alice"])
+        )
+        told = done.json().get("train_status") if done.status_code == 200 else None
+        if status["status"] == "done":
+            consistent = (
+                told == "done"
+                and cancel.status_code == 409
+                and [h["status"] for h in status["hops"]] == ["done"]
+                and result.status_code == 200
+                and digest_bytes(result.content) == out.digest
+                and digest_file(net.blob(train_id, "output-00000.sealed")) == out.digest
+            )
+        else:
+            consistent = (
+                status["status"] == "cancelled"
+                and cancel.status_code == 200
+                and cancel.json() == {"status": "cancelled"}
+                and done.status_code == 409
+                and "done" not in [h["status"] for h in status["hops"]]
+                and result.status_code == 409
+            )
+        if not consistent:
+            problems.append(
+                f"{train_id}: train {status['status']} hops {[h['status'] for h in status['hops']]}"
+                f"; station told {done.status_code} {told}; cancel {cancel.status_code}; "
+                f"result {result.status_code}"
+            )
+    assert problems == [], f"{len(problems)} of {len(outputs)} trains:\n" + "\n".join(problems)
+
+
+def check_output_stored(net: Net, train_id: str) -> str | None:
+    """Hop 0 done with one receipt; the blob on disk, the stored receipt, the digest hop 1
+    reads and what hop 1's station downloads all agree. None if so, else what is wrong."""
+    status = net.status(train_id)
+    receipts = net.client(1).get(
+        f"/api/v1/trains/{train_id}/receipts", headers=auth(net.tokens["alice"])
+    )
+    if [h["status"] for h in status["hops"]] != ["done", "running"] or receipts.status_code != 200:
+        return f"hops {[h['status'] for h in status['hops']]}, receipts {receipts.status_code}"
+    (stored,) = [Envelope.model_validate(r) for r in receipts.json()]
+    named = HopReceipt.model_validate_json(stored.payload_bytes).predicate.output_state_digest
+    if digest_file(net.blob(train_id, "output-00000.sealed")) != named:
+        return "the stored receipt does not name the blob on disk"
+    return None
+
+
+def read_input(net: Net, train_id: str, offer: dict) -> str | None:
+    got = net.client(1).get(
+        f"{hop_url(train_id, offer['hop'])}/input", headers=auth(net.tokens["hospital-b"])
+    )
+    if got.status_code != 200:
+        return f"hop 1 cannot read its input: {got.status_code} {got.text[:200]}"
+    if digest_bytes(got.content) != offer["inputs"][0]["digest"]:
+        return "hop 1 downloads other bytes than the digest it was offered"
+    return None
+
+
+def test_racing_completions_of_one_hop_keep_the_first_and_refuse_the_other(net):
+    a = net.stations["hospital-a"]
+    trains = [net.submit(["hospital-a", "hospital-b"]) for _ in range(TRAINS)]
+    offers = net.claim_all("hospital-a")
+    outputs = {
+        m.train_id: [output_of(m, d, offers[m.train_id], a, tag) for tag in (b"A", b"B")]
+        for m, d in trains
+    }
+    calls: list[tuple[str, int, Call]] = []
+    for i, (train_id, pair) in enumerate(outputs.items()):
+        for n in range(8):
+            calls.append(
+                (
+                    train_id,
+                    n,
+                    lambda t=train_id, o=pair[n % 2], c=i + n: net.client(c).post(
+                        f"{hop_url(t, 0)}/result",
+                        content=o.body(),
+                        headers=auth(net.tokens[a.name]),
+                    ),
+                )
+            )
+    answers = race(calls)
+    problems = no_server_errors(answers)
+    next_offers = net.claim_all("hospital-b")
+    for m, _ in trains:
+        pair = outputs[m.train_id]
+        codes = [answers[(m.train_id, n)].status_code for n in range(8)]
+        winners = {n % 2 for n, code in enumerate(codes) if code == 200}
+        wrong = None
+        if len(winners) != 1:
+            wrong = f"answers {codes}: not exactly one output accepted"
+        else:
+            (w,) = winners
+            if any(codes[n] != (200 if n % 2 == w else 409) for n in range(8)):
+                wrong = f"answers {codes}: the winner's repeats must be 200, the other's 409"
+            elif next_offers[m.train_id]["inputs"][0]["digest"] != pair[w].digest:
+                wrong = "hop 1 was offered another digest than the accepted output's"
+            else:
+                wrong = check_output_stored(net, m.train_id) or read_input(
+                    net, m.train_id, next_offers[m.train_id]
+                )
+        if wrong:
+            problems.append(f"{m.train_id}: {wrong}")
+    assert problems == [], f"{len(problems)} of {len(trains)} trains:\n" + "\n".join(problems)
+
+
+def test_an_upload_racing_a_completion_never_replaces_the_receipts_blob(net):
+    a = net.stations["hospital-a"]
+    trains = [net.submit(["hospital-a", "hospital-b"]) for _ in range(TRAINS)]
+    offers = net.claim_all("hospital-a")
+    outputs = {
+        m.train_id: [output_of(m, d, offers[m.train_id], a, tag) for tag in (b"A", b"B")]
+        for m, d in trains
+    }
+    headers = auth(net.tokens[a.name])
+    calls: list[tuple[str, int, Call]] = []
+    for i, (train_id, (first, other)) in enumerate(outputs.items()):
+        url = hop_url(train_id, 0)
+
+        def put_then_complete(o: Output = other, u: str = url, c: int = i) -> httpx.Response:
+            up = net.client(c).put(f"{u}/output", content=o.sealed, headers=headers)
+            if up.status_code != 200:
+                return up
+            body = {"receipt": o.receipt.model_dump(mode="json")}
+            return net.client(c + 1).post(f"{u}/complete", json=body, headers=headers)
+
+        calls.append(
+            (
+                train_id,
+                0,
+                lambda o=first, u=url, c=i: net.client(c).post(
+                    f"{u}/result", content=o.body(), headers=headers
+                ),
+            )
+        )
+        calls += [
+            (
+                train_id,
+                n,
+                lambda o=other, u=url, c=i + n: net.client(c).put(
+                    f"{u}/output", content=o.sealed, headers=headers
+                ),
+            )
+            for n in (1, 2, 3)
+        ]
+        calls.append((train_id, 4, put_then_complete))
+    answers = race(calls)
+    problems = no_server_errors(answers)
+    next_offers = net.claim_all("hospital-b")
+    for m, _ in trains:
+        first, other = outputs[m.train_id]
+        result, last = answers[(m.train_id, 0)], answers[(m.train_id, 4)]
+        accepted = [o for o, r in ((first, result), (other, last)) if r.status_code == 200]
+        offered = next_offers[m.train_id]["inputs"][0]["digest"]
+        if len(accepted) != 1:
+            wrong = f"/result {result.status_code}, put+complete {last.status_code}"
+        elif offered != accepted[0].digest:
+            wrong = "hop 1 was offered another digest than the accepted output's"
+        else:
+            wrong = check_output_stored(net, m.train_id) or read_input(
+                net, m.train_id, next_offers[m.train_id]
+            )
+        if wrong:
+            problems.append(f"{m.train_id}: {wrong}")
+    assert problems == [], f"{len(problems)} of {len(trains)} trains:\n" + "\n".join(problems)
+
+
+def test_racing_initial_state_uploads_record_the_digest_of_the_blob_kept(net):
+    trains = [net.submit(["hospital-a"], has_initial_state=True)[0] for _ in range(TRAINS)]
+    states = {m.train_id: [os.urandom(STATE_BYTES) for _ in range(2)] for m in trains}
+    calls: list[tuple[str, int, Call]] = []
+    for i, (train_id, pair) in enumerate(states.items()):
+        calls += [
+            (
+                train_id,
+                n,
+                lambda t=train_id, s=pair[n % 2], c=i + n: net.client(c).put(
+                    f"/api/v1/trains/{t}/initial-state",
+                    content=s,
+                    headers=auth(net.tokens["alice"]),
+                ),
+            )
+            for n in range(6)
+        ]
+    answers = race(calls)
+    problems = no_server_errors(answers)
+    offers = net.claim_all("hospital-a")
+    for train_id, pair in states.items():
+        codes = [answers[(train_id, n)].status_code for n in range(6)]
+        status = net.status(train_id)
+        on_disk = digest_file(net.blob(train_id, "initial.sealed"))
+        if codes.count(204) != 1 or set(codes) != {204, 409}:
+            problems.append(f"{train_id}: answers {codes}")
+        elif status["initial_state_digest"] != on_disk or on_disk not in map(digest_bytes, pair):
+            problems.append(f"{train_id}: the recorded digest is not the blob's")
+        elif offers[train_id]["inputs"][0]["digest"] != on_disk:
+            problems.append(f"{train_id}: hop 0 was offered another digest than the blob's")
+    assert problems == [], f"{len(problems)} of {len(states)} trains:\n" + "\n".join(problems)
