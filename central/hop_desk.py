@@ -1,12 +1,7 @@
 """The station side of the service: claim a hop under a lease, renew it, expire it, take
 the station's output and receipt, or its failure. Only ever the caller's own hops.
 
-Lock order, everywhere (here and in ``central.service``): a transaction that changes a
-train or the status of its hops first locks the train's row (:func:`lock_train`), then
-reads and locks the hops it changes. On PostgreSQL that is ``SELECT ... FOR UPDATE``; on
-SQLite every writing transaction already holds the database's write lock from its ``BEGIN
-IMMEDIATE``. A claim locks only the one queued hop it takes (and skips locked ones), so it
-never waits for a train: no two transactions can wait for each other.
+Every change takes its locks in the order ``central.locks`` describes.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ from central.blobs import Upload
 from central.db import HopRow, TrainRow, as_utc, utcnow
 from central.errors import ServiceError, not_found
 from central.identities import Caller
+from central.locks import lock_train, locked_hops
 from central.records import (
     Hooks,
     HopInput,
@@ -38,25 +34,6 @@ from central.records import (
 from central.routing import HopStatus, TrainStatus
 from trains.receipt import RECEIPT_TYPE, HopReceipt
 from trains.signing import Envelope
-
-
-def lock_train(db: Session, train_id: str) -> TrainRow | None:
-    """The train's row, locked until the transaction ends and read afresh (whatever this
-    session saw before): one change of a train at a time, the first writer wins."""
-    return db.get(TrainRow, train_id, with_for_update=True, populate_existing=True)
-
-
-def locked_hops(db: Session, train_id: str) -> list[HopRow]:
-    """Every hop of a train, locked (after its train) and read afresh, so that a claim
-    cannot turn one from queued into running unseen while they are changed."""
-    query = (
-        select(HopRow)
-        .where(HopRow.train_id == train_id)
-        .order_by(HopRow.index)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return list(db.scalars(query))
 
 
 class HopDesk:

@@ -19,8 +19,9 @@ from central import routing
 from central.blobs import Upload
 from central.db import HopRow, Party, TrainRow, as_utc, read_sessions, utcnow
 from central.errors import ServiceError, not_found
-from central.hop_desk import HopDesk, lock_train, locked_hops
+from central.hop_desk import HopDesk
 from central.identities import Caller, Identities, hash_token, public_identity
+from central.locks import lock_train, locked_hops
 from central.records import (
     Hooks,
     HopOffer,
@@ -157,7 +158,7 @@ class Service(HopDesk):
 
     def own_train(self, db: Session, caller: Caller, train_id: str, lock: bool = False) -> TrainRow:
         """The caller's train; with ``lock``, locked for this transaction (see
-        ``central.hop_desk`` for the lock order)."""
+        ``central.locks`` for the lock order)."""
         train = lock_train(db, train_id) if lock else db.get(TrainRow, train_id)
         if train is None or caller.role != "researcher" or train.researcher_id != caller.id:
             raise not_found(f"train {train_id}")
