@@ -232,6 +232,18 @@ def test_cancel_racing_the_last_completion_has_one_winner_and_both_told_the_trut
                 and "done" not in [h["status"] for h in status["hops"]]
                 and result.status_code == 409
             )
+        if consistent and status["status"] == "cancelled":
+            # the station, refused, reports the hop failed (as station.delivery does)
+            reported = net.client(1).post(
+                f"{hop_url(train_id, 0)}/fail",
+                json={"reason": "central did not accept the output"},
+                headers=auth(net.tokens[a.name]),
+            )
+            after = net.status(train_id)
+            consistent = reported.status_code == 204 and (
+                after["status"],
+                [h["status"] for h in after["hops"]],
+            ) == ("cancelled", ["failed"])
         if not consistent:
             problems.append(
                 f"{train_id}: train {status['status']} hops {[h['status'] for h in status['hops']]}"
@@ -407,3 +419,30 @@ def test_racing_initial_state_uploads_record_the_digest_of_the_blob_kept(net):
         elif offers[train_id]["inputs"][0]["digest"] != on_disk:
             problems.append(f"{train_id}: hop 0 was offered another digest than the blob's")
     assert problems == [], f"{len(problems)} of {len(states)} trains:\n" + "\n".join(problems)
+
+
+def test_a_pending_upload_becomes_the_blob_only_when_a_completion_names_it(net):
+    a = net.stations["hospital-a"]
+    manifest, digest = net.submit(["hospital-a", "hospital-b"])
+    offer = net.claim_all("hospital-a")[manifest.train_id]
+    first, other = (output_of(manifest, digest, offer, a, tag) for tag in (b"A", b"B"))
+    url, headers = hop_url(manifest.train_id, 0), auth(net.tokens[a.name])
+    for output in (first, other):
+        put = net.client(0).put(f"{url}/output", content=output.sealed, headers=headers)
+        assert put.json() == {"digest": output.digest}
+    blob = net.blob(manifest.train_id, "output-00000.sealed")
+    assert not blob.exists()  # nothing is the hop's output before a completion names it
+    done = net.client(1).post(
+        f"{url}/complete", json={"receipt": other.receipt.model_dump(mode="json")}, headers=headers
+    )
+    assert done.json() == {"train_status": "running"}
+    assert digest_file(blob) == other.digest
+    assert sorted(p.name for p in blob.parent.iterdir()) == ["output-00000.sealed"]
+    late = net.client(0).post(
+        f"{url}/complete", json={"receipt": first.receipt.model_dump(mode="json")}, headers=headers
+    )
+    assert (late.status_code, late.json()["code"]) == (409, "hop_done")
+    again = net.client(0).post(
+        f"{url}/complete", json={"receipt": other.receipt.model_dump(mode="json")}, headers=headers
+    )
+    assert again.json() == {"train_status": "running"}  # a retry of the same completion

@@ -19,12 +19,14 @@ from central.routing import TrainStatus as T
 from station.config import StationConfig, StationInfo
 from station.queue import HopRecord, HopState
 from station.show import describe
-from tests.factories import make_manifest, make_parallel_manifest
+from tests.factories import make_manifest, make_parallel_manifest, sign_receipt
 from train_builder.cli import build_parser
 from train_builder.researcher import Researcher
 from trains.errors import RouteMismatch
 from trains.keys import Identity, PublicIdentity
 from trains.manifest import MANIFEST_TYPE, Image, Manifest, Route, Stop
+from trains.receipt import verify_chain
+from trains.sealing import digest_bytes, open_sealed, output_context, seal
 from trains.signing import sign, unverified_payload
 
 
@@ -271,3 +273,44 @@ def test_expiry_withdraws_everything_not_yet_running(people):
     assert step.train_status == T.FAILED
     assert step.hop_status == {1: H.FAILED, 2: H.FAILED, 3: H.FAILED}
     assert routing.expired_reason("2026-01-01T00:00:00+00:00").startswith("expired")
+
+
+def test_a_dishonest_aggregator_that_drops_a_partial_still_signs_a_chain_that_verifies(people):
+    """What the receipts do not prove (docs/threat-model-aggregation.md): an aggregator
+    station opens every partial and can compute anything from them; its receipt names the
+    right inputs and its real output, so the chain verifies and the researcher opens a
+    sum that leaves out site b. Only the aggregator's honesty prevents this today."""
+    alice, (a, b, _, x) = people
+    manifest = make_parallel_manifest(alice, [a, b], x)
+    digest = sign(manifest, MANIFEST_TYPE, alice.signing).digest
+    partials = [
+        seal(str(n).encode(), manifest.recipients_after(i), output_context(manifest.train_id, i))
+        for i, n in ((0, 40), (1, 2))
+    ]
+    receipts = [
+        sign_receipt(manifest, digest, i, site, [], [], digest_bytes(partials[i]))
+        for i, site in ((0, a), (1, b))
+    ]
+    opened = [
+        int(open_sealed(p, x.sealing, output_context(manifest.train_id, i)))
+        for i, p in enumerate(partials)
+    ]
+    dropped_b = seal(
+        str(opened[0] * 2).encode(),  # a's partial twice, b's left out: not 40 + 2
+        manifest.recipients_after(2),
+        output_context(manifest.train_id, 2),
+    )
+    receipts.append(
+        sign_receipt(
+            manifest,
+            digest,
+            2,
+            x,
+            [digest_bytes(p) for p in partials],  # names exactly the partials it was handed
+            [r.digest for r in receipts],
+            digest_bytes(dropped_b),
+        )
+    )
+    chain = verify_chain(manifest, digest, None, receipts, digest_bytes(dropped_b))
+    assert [h.kind for h in chain] == ["local", "local", "aggregate"]
+    assert open_sealed(dropped_b, alice.sealing, output_context(manifest.train_id, 2)) == b"80"
