@@ -205,8 +205,24 @@ def test_cancel_racing_the_last_completion_has_one_winner_and_both_told_the_trut
                 ),
             )
         )
+        calls += [  # the researcher watching: every answer is one moment of the train
+            (
+                train_id,
+                n,
+                lambda t=train_id, i=i + n: net.client(i).get(
+                    f"/api/v1/trains/{t}", headers=auth(net.tokens["alice"])
+                ),
+            )
+            for n in range(2, 6)
+        ]
     answers = race(calls)
     problems = no_server_errors(answers)
+    seen = {("running", ("running",)), ("done", ("done",)), ("cancelled", ("running",))}
+    for (train_id, n), watched in answers.items():
+        if n >= 2 and watched.status_code == 200:
+            moment = (watched.json()["status"], tuple(h["status"] for h in watched.json()["hops"]))
+            if moment not in seen:
+                problems.append(f"{train_id}: the researcher saw train and hops {moment}")
     for train_id, out in outputs.items():
         done, cancel = answers[(train_id, 0)], answers[(train_id, 1)]
         status = net.status(train_id)
