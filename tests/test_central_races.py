@@ -462,3 +462,31 @@ def test_a_pending_upload_becomes_the_blob_only_when_a_completion_names_it(net):
         f"{url}/complete", json={"receipt": other.receipt.model_dump(mode="json")}, headers=headers
     )
     assert again.json() == {"train_status": "running"}  # a retry of the same completion
+
+
+def test_one_train_submitted_many_times_at_once_is_stored_once(net):
+    calls: list[tuple[str, int, Call]] = []
+    for _ in range(TRAINS // 4):
+        manifest = make_manifest(net.alice, [net.stations["hospital-a"]])
+        body = {
+            "manifest": sign(manifest, MANIFEST_TYPE, net.alice.signing).model_dump(mode="json")
+        }
+        calls += [
+            (
+                manifest.train_id,
+                n,
+                lambda b=body, c=n: net.client(c).post(
+                    "/api/v1/trains", json=b, headers=auth(net.tokens["alice"])
+                ),
+            )
+            for n in range(6)
+        ]
+    answers = race(calls)
+    problems = no_server_errors(answers)
+    for train_id in {t for t, _ in answers}:
+        codes = sorted(answers[(train_id, n)].status_code for n in range(6))
+        if codes != [201] + [409] * 5:
+            problems.append(f"{train_id}: answers {codes}")
+        elif [h["status"] for h in net.status(train_id)["hops"]] != ["queued"]:
+            problems.append(f"{train_id}: not one queued hop")
+    assert problems == [], f"{len(problems)} problems:\n" + "\n".join(problems)
