@@ -30,9 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from central.client import HopOffer
 from station.config import StationConfig
-from trains.errors import PolicyRejected, RouteMismatch, SignatureInvalid
+from trains.errors import ManifestInvalid, PolicyRejected, RouteMismatch, SignatureInvalid
 from trains.keys import PublicIdentity
 from trains.manifest import MANIFEST_TYPE, Hop, Manifest
 from trains.receipt import RECEIPT_TYPE, HopReceipt
@@ -129,7 +131,11 @@ def verify_passage(offer: HopOffer, me: PublicIdentity) -> VerifiedHop:
 
 def _signed_manifest(offer: HopOffer) -> Manifest:
     """Check 1: signed by the researcher key the manifest itself names."""
-    claimed = unverified_payload(offer.manifest, Manifest)
+    try:  # a manifest no valid Manifest parses from (e.g. a refused route) ends this hop
+        claimed = unverified_payload(offer.manifest, Manifest)
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise ManifestInvalid(f"the manifest is not valid: {problems}"[:2000]) from None
     return open_envelope(offer.manifest, MANIFEST_TYPE, claimed.researcher, Manifest, "manifest")
 
 

@@ -12,17 +12,18 @@ import pytest
 from pydantic import ValidationError
 
 from central import routing
-from central.client import CentralClient
+from central.client import CentralClient, HopOffer
 from central.records import plan_of
 from central.routing import HopStatus as H
 from central.routing import TrainStatus as T
-from station.config import StationConfig, StationInfo
+from station.config import Policy, StationConfig, StationInfo
 from station.queue import HopRecord, HopState
 from station.show import describe
+from station.verify import verify_offer
 from tests.factories import make_manifest, make_parallel_manifest, sign_receipt
 from train_builder.cli import build_parser
 from train_builder.researcher import Researcher
-from trains.errors import RouteMismatch
+from trains.errors import ManifestInvalid, RouteMismatch
 from trains.keys import Identity, PublicIdentity
 from trains.manifest import MANIFEST_TYPE, Image, Manifest, Route, Stop
 from trains.receipt import verify_chain
@@ -136,7 +137,15 @@ def test_a_signed_manifest_with_an_exposing_route_is_refused_where_it_is_read(pe
     manifest = make_manifest(alice, [a, b]).model_copy(update={"route": route})
     envelope = sign(manifest, MANIFEST_TYPE, alice.signing)
     with pytest.raises(ValidationError, match="also a data stop"):
-        unverified_payload(envelope, Manifest)
+        unverified_payload(envelope, Manifest)  # what central does at submission
+    # a station offered it refuses the hop with the reason (its daemon goes on)
+    config = StationConfig(
+        station=StationInfo(name="b", central_url="http://127.0.0.1:1"),
+        policy=Policy(trusted_signers=[alice.public.signing_fingerprint]),
+    )
+    offer = HopOffer(train_id=manifest.train_id, hop=1, manifest=envelope)
+    with pytest.raises(ManifestInvalid, match=r"the manifest is not valid: .*also a data stop"):
+        verify_offer(offer, config, b.public)
 
 
 def test_a_station_sees_the_allowance_before_approving(people, tmp_path):
