@@ -490,3 +490,53 @@ def test_one_train_submitted_many_times_at_once_is_stored_once(net):
         elif [h["status"] for h in net.status(train_id)["hops"]] != ["queued"]:
             problems.append(f"{train_id}: not one queued hop")
     assert problems == [], f"{len(problems)} problems:\n" + "\n".join(problems)
+
+
+def test_a_station_failing_a_hop_while_its_result_is_in_flight_has_one_outcome(net):
+    """The station's delivery timed out, so it reports the hop failed, but its ``/result``
+    is still in flight: the first wins, the other is refused, and the train agrees."""
+    a = net.stations["hospital-a"]
+    trains = [net.submit(["hospital-a"]) for _ in range(TRAINS)]
+    offers = net.claim_all("hospital-a")
+    outputs = {m.train_id: output_of(m, d, offers[m.train_id], a, b"A") for m, d in trains}
+    headers = auth(net.tokens[a.name])
+    calls: list[tuple[str, int, Call]] = []
+    for i, (train_id, out) in enumerate(outputs.items()):
+        calls += [
+            (
+                train_id,
+                0,
+                lambda t=train_id, o=out, c=i: net.client(c).post(
+                    f"{hop_url(t, 0)}/result", content=o.body(), headers=headers
+                ),
+            ),
+            (
+                train_id,
+                1,
+                lambda t=train_id, c=i + 1: net.client(c).post(
+                    f"{hop_url(t, 0)}/fail", json={"reason": "timed out"}, headers=headers
+                ),
+            ),
+        ]
+    answers = race(calls)
+    problems = no_server_errors(answers)
+    for train_id, out in outputs.items():
+        done, failed = answers[(train_id, 0)], answers[(train_id, 1)]
+        status = net.status(train_id)
+        moment = (status["status"], [h["status"] for h in status["hops"]])
+        if moment == ("done", ["done"]):
+            consistent = (
+                done.status_code == 200
+                and failed.status_code == 409
+                and digest_file(net.blob(train_id, "output-00000.sealed")) == out.digest
+            )
+        else:
+            consistent = moment == ("failed", ["failed"]) and (
+                failed.status_code,
+                done.status_code,
+            ) == (204, 409)
+        if not consistent:
+            problems.append(
+                f"{train_id}: {moment}, result {done.status_code}, fail {failed.status_code}"
+            )
+    assert problems == [], f"{len(problems)} of {len(outputs)} trains:\n" + "\n".join(problems)
