@@ -232,10 +232,10 @@ class HopDesk:
             return inputs[position]
 
     def may_upload_output(self, caller: Caller, train_id: str, index: int) -> tuple[int, bool]:
-        """Check the caller runs this hop; return (the hop whose output it is, may replace).
+        """Check the caller runs this hop; return (the hop whose output it is, still open).
 
-        While the hop runs its output may be replaced (a re-offered hop seals afresh); once
-        it is done only the identical bytes are accepted again."""
+        While the hop is open an upload waits until a completion names it (a re-offered hop
+        seals afresh); once it is done only the identical bytes are accepted again."""
         with self.reads() as db:
             hop = self.station_hop(db, caller, train_id, index)
             late = hop.status == HopStatus.QUEUED and hop.attempts > 0
