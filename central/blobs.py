@@ -1,11 +1,21 @@
-"""Sealed states on disk, streamed in and out in chunks, never read whole into memory."""
+"""Sealed states on disk, streamed in and out in chunks, never read whole into memory.
+
+An upload is written to a file of its own and hashed while it streams (an
+:class:`Upload`). It becomes the named blob only when it is published, and only the
+transaction that records its digest publishes it, under the train's lock: so the blob a
+hop or the researcher reads is always the one whose digest central recorded, whatever
+other uploads for the same name race it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from trains.errors import StateTooLarge
@@ -13,6 +23,30 @@ from trains.manifest import TRAIN_ID_PATTERN
 
 _TRAIN = re.compile(TRAIN_ID_PATTERN)
 _BLOB = re.compile(r"^(initial|output-[0-9]{5,6})\.sealed$")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Bytes received and hashed (``digest``), held at ``path`` until published as
+    ``target``."""
+
+    path: Path
+    target: Path
+    digest: str
+
+    def publish(self) -> bool:
+        """Make these bytes the blob ``target`` (atomically). False if the upload is gone
+        (pruned): the caller refuses."""
+        try:
+            os.replace(self.path, self.target)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def discard(self) -> None:
+        """Forget a staged upload that was not published (a no-op once it was)."""
+        if self.path.name.endswith(".part"):
+            self.path.unlink(missing_ok=True)
 
 
 class BlobStore:
@@ -30,16 +64,13 @@ class BlobStore:
             raise ValueError("a blob is named by the hop that wrote it")
         return self.folder(train_id) / name
 
-    async def write(
+    async def stage(
         self, train_id: str, name: str, chunks: AsyncIterator[bytes], max_bytes: int
-    ) -> tuple[Path, str]:
-        """Stream ``chunks`` to a temporary file, hashing as it goes; return (tmp, digest).
-
-        The caller decides with the digest whether to :meth:`commit` or :meth:`discard`.
-        """
+    ) -> Upload:
+        """Stream ``chunks`` to a file of this upload's own, hashing as it goes."""
         target = self.path(train_id, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{name}.{os.getpid()}.{id(chunks)}.part")
+        tmp = target.with_name(f".{name}.{uuid.uuid4().hex}.part")  # unique per upload
         digest = hashlib.sha256()
         size = 0
         try:
@@ -53,32 +84,33 @@ class BlobStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return tmp, "sha256:" + digest.hexdigest()
-
-    def commit(self, tmp: Path, train_id: str, name: str) -> None:
-        os.replace(tmp, self.path(train_id, name))
-
-    @staticmethod
-    def discard(tmp: Path) -> None:
-        tmp.unlink(missing_ok=True)
+        return Upload(tmp, target, "sha256:" + digest.hexdigest())
 
     def usage(self, train_id: str) -> int:
-        """Bytes a train's committed blobs take (its per-train quota counts these)."""
+        """Bytes a train's blobs take (its per-train quota counts these; uploads still
+        streaming are not)."""
         folder = self.folder(train_id)
         if not folder.is_dir():
             return 0
-        return sum(p.stat().st_size for p in folder.iterdir() if not p.name.startswith("."))
+        return sum(_size(p) for p in folder.iterdir() if not p.name.startswith("."))
 
     def prune(self, train_id: str, keep: set[str]) -> int:
-        """Delete a train's blobs (and stale partial uploads) except ``keep``; return bytes."""
+        """Delete a train's blobs (and partial uploads) except ``keep``; return bytes."""
         folder = self.folder(train_id)
         if not folder.is_dir():
             return 0
         freed = 0
         for blob in folder.iterdir():
             if blob.name not in keep:
-                freed += blob.stat().st_size
+                freed += _size(blob)
                 blob.unlink(missing_ok=True)
-        if not any(folder.iterdir()):
+        with contextlib.suppress(OSError):  # an upload that arrived meanwhile keeps it
             folder.rmdir()
         return freed
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # published, discarded or pruned meanwhile
+        return 0

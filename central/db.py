@@ -164,4 +164,10 @@ def read_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     write lock). Writing through one is a bug the database does not catch: use
     ``sessions.begin()`` for anything that changes a row."""
     engine: Engine = sessions.kw["bind"]
-    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    options: dict[str, object] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        # one snapshot for the whole read (a train and its hops as of one moment, never a
+        # train still running beside its hop already done); a read-only transaction at
+        # this level never fails to serialize. SQLite's read transaction is one snapshot.
+        options["isolation_level"] = "REPEATABLE READ"
+    return sessionmaker(engine.execution_options(**options), expire_on_commit=False)

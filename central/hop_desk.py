@@ -1,5 +1,8 @@
 """The station side of the service: claim a hop under a lease, renew it, expire it, take
-the station's output and receipt, or its failure. Only ever the caller's own hops."""
+the station's output and receipt, or its failure. Only ever the caller's own hops.
+
+Every change takes its locks in the order ``central.locks`` describes.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import routing
+from central.blobs import Upload
 from central.db import HopRow, TrainRow, as_utc, utcnow
 from central.errors import ServiceError, not_found
 from central.identities import Caller
+from central.locks import lock_train, locked_hops
 from central.messages import MAX_REASON, Heartbeat, HopInput, HopOffer
 from central.records import (
     Hooks,
@@ -127,8 +132,14 @@ class HopDesk:
                 )
             )
 
-    def station_hop(self, db: Session, caller: Caller, train_id: str, index: int) -> HopRow:
-        hop = db.scalar(select(HopRow).where(HopRow.train_id == train_id, HopRow.index == index))
+    def station_hop(
+        self, db: Session, caller: Caller, train_id: str, index: int, lock: bool = False
+    ) -> HopRow:
+        """The caller's hop; with ``lock``, locked and read afresh (lock its train first)."""
+        query = select(HopRow).where(HopRow.train_id == train_id, HopRow.index == index)
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        hop = db.scalar(query)
         if hop is None or caller.role != "station" or hop.station != caller.name:
             raise not_found(f"hop {index} of train {train_id} for station {caller.name}")
         return hop
@@ -136,7 +147,9 @@ class HopDesk:
     def heartbeat(self, caller: Caller, train_id: str, index: int) -> Heartbeat:
         """Renew the lease of a hop the caller runs; tell it if the train was cancelled."""
         with self.sessions.begin() as db:
-            hop = self.station_hop(db, caller, train_id, index)
+            train = lock_train(db, train_id)
+            hop = self.station_hop(db, caller, train_id, index, lock=True)
+            assert train is not None  # the hop exists: so does its train
             if hop.status != HopStatus.RUNNING:
                 raise ServiceError(
                     409,
@@ -146,8 +159,6 @@ class HopDesk:
                     "accepted), or it finished",
                 )
             hop.lease_expires_at = utcnow() + timedelta(seconds=self.lease_s)
-            train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
-            assert train is not None
             return Heartbeat.model_validate({"lease_s": self.lease_s, "train_status": train.status})
 
     def expire_leases(self) -> int:
@@ -155,22 +166,21 @@ class HopDesk:
         ``max_attempts``). Safe to run in several processes at once. Returns how many."""
         now = utcnow()
         with self.reads() as db:
-            expired = db.scalars(
-                select(HopRow.id).where(
+            expired = db.execute(
+                select(HopRow.id, HopRow.train_id).where(
                     HopRow.status == HopStatus.RUNNING, HopRow.lease_expires_at < now
                 )
             ).all()
         count = 0
         queued: set[str] = set()
-        for hop_id in expired:
+        for hop_id, train_id in expired:
             with self.sessions.begin() as db:
-                hop = db.get(HopRow, hop_id, with_for_update=self._postgres)
-                if hop is None or hop.status != HopStatus.RUNNING:
+                train = lock_train(db, train_id)
+                hop = db.get(HopRow, hop_id, with_for_update=True, populate_existing=True)
+                if train is None or hop is None or hop.status != HopStatus.RUNNING:
                     continue
                 if hop.lease_expires_at is None or as_utc(hop.lease_expires_at) >= now:
                     continue
-                train = db.get(TrainRow, hop.train_id)
-                assert train is not None
                 hops = hops_of(db, hop.train_id)
                 step = routing.on_lease_expired(
                     statuses_of(hops),
@@ -210,10 +220,10 @@ class HopDesk:
             return inputs[position]
 
     def may_upload_output(self, caller: Caller, train_id: str, index: int) -> tuple[int, bool]:
-        """Check the caller runs this hop; return (the hop whose output it is, may replace).
+        """Check the caller runs this hop; return (the hop whose output it is, still open).
 
-        While the hop runs its output may be replaced (a re-offered hop seals afresh); once
-        it is done only the identical bytes are accepted again."""
+        While the hop is open an upload waits until a completion names it (a re-offered hop
+        seals afresh); once it is done only the identical bytes are accepted again."""
         with self.reads() as db:
             hop = self.station_hop(db, caller, train_id, index)
             late = hop.status == HopStatus.QUEUED and hop.attempts > 0
@@ -223,19 +233,32 @@ class HopDesk:
             return index, not finished
 
     def complete_hop(
-        self, caller: Caller, train_id: str, index: int, receipt: Envelope, stored_digest: str
+        self, caller: Caller, train_id: str, index: int, receipt: Envelope, upload: Upload | None
     ) -> str:
-        """Record a hop's signed receipt and advance the route. Idempotent for equal receipts."""
+        """Record a hop's signed receipt, publish its uploaded output (``None``: nothing was
+        uploaded) as the hop's blob, and advance the route; all under the train's lock, so
+        the first of racing completions (or of a completion and a cancel) wins and the
+        others are told so. Idempotent for an equal receipt with the same bytes."""
         with self.sessions.begin() as db:
-            hop = self.station_hop(db, caller, train_id, index)
-            train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
-            assert train is not None
+            train = lock_train(db, train_id)  # first: one advance at a time, then the hop
+            hop = self.station_hop(db, caller, train_id, index, lock=True)
+            assert train is not None  # the hop exists: so does its train
             if hop.status in routing.FINISHED_HOP:
-                if hop.receipt is not None and Envelope.model_validate_json(hop.receipt) == receipt:
+                same = (
+                    hop.receipt is not None and Envelope.model_validate_json(hop.receipt) == receipt
+                )
+                if same and (upload is None or upload.digest == hop.output_digest):
                     return str(train.status)
-                raise ServiceError(409, "hop_done", f"hop {index} already finished differently")
+                raise ServiceError(
+                    409, "hop_done", f"hop {index} already finished with another output"
+                )
             if train.status in routing.FINISHED:
-                raise ServiceError(409, "train_finished", f"train {train_id} is {train.status}")
+                raise ServiceError(
+                    409,
+                    "train_finished",
+                    f"train {train_id} is {train.status}: your result was not recorded "
+                    "(it came after the train finished)",
+                )
             late = hop.status == HopStatus.QUEUED and hop.attempts > 0
             if hop.status != HopStatus.RUNNING and not late:
                 raise ServiceError(409, "hop_not_running", f"hop {index} is {hop.status}")
@@ -247,7 +270,9 @@ class HopDesk:
             p = parsed.predicate
             skipped = p.kind == "skipped"
             check_receipt(manifest, train.manifest_digest, train_id, index, p)
-            if p.output_state_digest != stored_digest:
+            if upload is None:
+                raise ServiceError(409, "no_output", "send the output state with the receipt")
+            if p.output_state_digest != upload.digest:
                 raise ServiceError(
                     422,
                     "digest_mismatch",
@@ -266,6 +291,10 @@ class HopDesk:
             statuses, outputs = hop_states(db, train_id)
             done = routing.on_late_hop_done if late else routing.on_hop_done
             step = done(statuses, index, p.output_state_digest, plan, outputs, skipped)
+            if not upload.publish():  # before the commit: the blob is the receipt's
+                raise ServiceError(
+                    409, "no_output", "the uploaded output is gone (replaced); upload it again"
+                )
             if skipped:
                 hop.error = f"skipped: {p.reason or 'refused by the station'}"[:2000]
             hop.receipt = receipt.model_dump_json()
@@ -282,10 +311,11 @@ class HopDesk:
         """A running hop failed or was refused. Only the station that holds the hop under a
         live lease may say so; the train keeps the first failure's reason."""
         with self.sessions.begin() as db:
+            train = lock_train(db, train_id)  # first: one advance at a time, then the hops
             hop = self.station_hop(db, caller, train_id, index)
-            train = db.get(TrainRow, train_id, with_for_update=True)  # one advance at a time
-            assert train is not None
-            db.refresh(hop)  # read again under the train's lock
+            assert train is not None  # the hop exists: so does its train
+            hops = locked_hops(db, train_id)  # read again under the train's lock
+            hop = next(h for h in hops if h.index == index)
             lease = hop.lease_expires_at
             if hop.status != HopStatus.RUNNING or lease is None or as_utc(lease) <= utcnow():
                 raise ServiceError(
@@ -295,8 +325,10 @@ class HopDesk:
                     + (", its lease ran out" if hop.status == HopStatus.RUNNING else "")
                     + ": only the station running it under a live lease may fail it",
                 )
-            hops = hops_of(db, train_id)
-            step = routing.on_hop_failed(statuses_of(hops), index)
+            try:
+                step = routing.on_hop_failed(statuses_of(hops), index)
+            except routing.IllegalTransition as exc:
+                raise ServiceError(409, "hop_finished", str(exc)) from None
             hop.error = reason[:MAX_REASON]
             hop.lease_expires_at = None
             if train.status in routing.FINISHED:  # cancelled, or failed by another hop

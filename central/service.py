@@ -12,13 +12,16 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import routing
+from central.blobs import Upload
 from central.db import HopRow, Party, TrainRow, as_utc, read_sessions, utcnow
 from central.errors import ServiceError, not_found
 from central.hop_desk import HopDesk
 from central.identities import Caller, Identities, hash_token, public_identity
+from central.locks import lock_train, locked_hops
 from central.messages import HopOffer
 from central.records import (
     Hooks,
@@ -82,6 +85,16 @@ class Service(HopDesk):
             claimed = unverified_payload(envelope, Manifest)
         except (ValidationError, PhtError, ValueError) as exc:
             raise ServiceError(422, "manifest_invalid", f"manifest is not valid: {exc}") from None
+        try:
+            queued = self._store_train(caller, envelope, claimed, has_initial_state)
+        except IntegrityError:  # the same train id submitted twice at once
+            raise ServiceError(409, "exists", f"train {claimed.train_id} was submitted") from None
+        self.hooks.queued(queued)
+        return claimed.train_id
+
+    def _store_train(
+        self, caller: Caller, envelope: Envelope, claimed: Manifest, has_initial_state: bool
+    ) -> set[str]:
         with self.sessions.begin() as db:
             researcher = db.get(Party, caller.id)
             assert researcher is not None
@@ -145,25 +158,33 @@ class Service(HopDesk):
                 for hop in manifest.hops()
             ]
             db.add_all(hops)
-            queued = apply_step(train, hops, step, plan)
-        self.hooks.queued(queued)
-        return manifest.train_id
+            return apply_step(train, hops, step, plan)
 
-    def own_train(self, db: Session, caller: Caller, train_id: str) -> TrainRow:
-        train = db.get(TrainRow, train_id)
+    def own_train(self, db: Session, caller: Caller, train_id: str, lock: bool = False) -> TrainRow:
+        """The caller's train; with ``lock``, locked for this transaction (see
+        ``central.locks`` for the lock order)."""
+        train = lock_train(db, train_id) if lock else db.get(TrainRow, train_id)
         if train is None or caller.role != "researcher" or train.researcher_id != caller.id:
             raise not_found(f"train {train_id}")
         return train
 
-    def initial_state_stored(self, caller: Caller, train_id: str, digest: str) -> None:
+    def initial_state_stored(self, caller: Caller, train_id: str, upload: Upload) -> None:
+        """Publish the uploaded initial state and queue the first hops; the first of racing
+        uploads wins, the others are refused (409)."""
         with self.sessions.begin() as db:
-            train = self.own_train(db, caller, train_id)
+            train = self.own_train(db, caller, train_id, lock=True)
             hops = hops_of(db, train_id)
             if train.status != TrainStatus.WAITING_FOR_STATE:
-                raise ServiceError(409, "state_exists", "this train already has its initial state")
+                raise ServiceError(
+                    409,
+                    "state_exists",
+                    f"train {train_id} already has its initial state (it is {train.status})",
+                )
             plan = plan_of(manifest_of(train))
-            step = routing.on_initial_state(statuses_of(hops), digest, plan)
-            train.initial_state_digest = digest
+            step = routing.on_initial_state(statuses_of(hops), upload.digest, plan)
+            if not upload.publish():  # before the commit: the blob is the recorded one
+                raise ServiceError(409, "no_state", "the upload is gone; send it again")
+            train.initial_state_digest = upload.digest
             queued = apply_step(train, hops, step, plan)
         self.hooks.queued(queued)
 
@@ -214,11 +235,18 @@ class Service(HopDesk):
             ]
 
     def cancel(self, caller: Caller, train_id: str) -> str:
+        """Withdraw a train. Under the train's lock: racing a hop's completion, the first
+        wins; a train that finished first answers 409 with its status (a done train's
+        result is there), and a completion after the cancel is refused."""
         with self.sessions.begin() as db:
-            train = self.own_train(db, caller, train_id)
+            train = self.own_train(db, caller, train_id, lock=True)
             if train.status in routing.FINISHED:
-                raise ServiceError(409, "finished", f"train {train_id} is already {train.status}")
-            hops = hops_of(db, train_id)
+                raise ServiceError(
+                    409,
+                    "finished",
+                    f"train {train_id} is already {train.status}; there is nothing to cancel",
+                )
+            hops = locked_hops(db, train_id)
             step = routing.on_cancel(statuses_of(hops))
             train.error = "cancelled by the researcher"
             apply_step(train, hops, step)
@@ -269,10 +297,10 @@ class Service(HopDesk):
         count = 0
         for train_id in due:
             with self.sessions.begin() as db:
-                train = db.get(TrainRow, train_id, with_for_update=self._postgres)
+                train = lock_train(db, train_id)
                 if train is None or train.status in routing.FINISHED:
                     continue
-                hops = hops_of(db, train_id)
+                hops = locked_hops(db, train_id)
                 train.error = routing.expired_reason(
                     as_utc(train.expires_at or now).isoformat(timespec="seconds")
                 )

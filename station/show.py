@@ -8,7 +8,7 @@ from station.config import StationConfig
 from station.disclosure import Disclosure
 from station.queue import HopRecord
 from trains.errors import PhtError
-from trains.manifest import Manifest
+from trains.manifest import EXPOSURE_SHOWN, Manifest
 from trains.signing import unverified_payload
 
 
@@ -79,7 +79,15 @@ def _route(manifest: Manifest, here: int) -> str:
         )
     aggregator = manifest.route.aggregator
     joins = f", joined at {aggregator.name}" if aggregator is not None else ""
-    return f"{manifest.route.mode}, {manifest.route.rounds} round(s){joins}" + "".join(parts)
+    # what the researcher allowed a parallel route to expose, before the hops: an admin
+    # approving a hop of this train agrees to it
+    allowed = "".join(
+        f"\n    ALLOWED by route.allow_exposed_partials: {EXPOSURE_SHOWN[exposure]}"
+        for exposure in manifest.route.allow_exposed_partials
+    )
+    return (
+        f"{manifest.route.mode}, {manifest.route.rounds} round(s){joins}" + allowed + "".join(parts)
+    )
 
 
 def _span(seconds: float) -> str:

@@ -144,10 +144,10 @@ def verify_passage(
 
 def _signed_manifest(offer: HopOffer) -> Manifest:
     """Check 1: signed by the researcher key the manifest itself names, for this train."""
-    try:
+    try:  # a manifest no valid Manifest parses from (e.g. a refused route) ends this hop
         claimed = unverified_payload(offer.manifest, Manifest)
     except ValueError as exc:
-        raise SignatureInvalid(f"the manifest is not a valid manifest: {exc}") from None
+        raise ManifestInvalid(f"the manifest is not valid: {exc}"[:2000]) from None
     manifest = open_envelope(
         offer.manifest, MANIFEST_TYPE, claimed.researcher, Manifest, "manifest"
     )

@@ -137,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a station that refuses its hop passes the state on unchanged and the train "
         "goes on without it (sequential routes; default: a refusal fails the train)",
     )
+    s.add_argument(
+        "--allow-exposed-partials",
+        action="append",
+        default=[],
+        choices=["aggregator_at_stop", "single_stop"],
+        help="allow a parallel route that exposes more partial states (an aggregator that is "
+        "also a data stop; one data stop per round); the stations see it before approving",
+    )
     s.add_argument("--days", type=float, default=7, help="days until the manifest expires")
     s.add_argument("--yes", action="store_true", help="do not ask to confirm the fingerprints")
     s.set_defaults(func=commands.submit)

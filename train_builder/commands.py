@@ -17,6 +17,7 @@ from train_builder.profile import Profile, resolve_profile, write_profile_value
 from train_builder.researcher import Researcher
 from trains.errors import ConfigError, PhtError
 from trains.keys import Identity, load_public
+from trains.manifest import EXPOSURE_SHOWN
 from trains.train_spec import load_train_spec
 
 STATE_LINES = 40  # how much of a state the terminal shows; --out keeps all of it
@@ -221,6 +222,7 @@ def submit(args: argparse.Namespace) -> int:
             args.days,
             aggregator,
             "skip" if args.skip_refusing else "fail",
+            args.allow_exposed_partials,
         )
         print(f"train {manifest.name} {manifest.version}, image {image.digest}")
         if aggregator is None:
@@ -235,6 +237,8 @@ def submit(args: argparse.Namespace) -> int:
                 f"  aggregator {aggregator.name:<14} signing key "
                 f"{aggregator.station.signing_fingerprint}"
             )
+        for exposure in manifest.route.allow_exposed_partials:
+            print(f"  allowed    {EXPOSURE_SHOWN[exposure]}")
         if not args.yes:
             if not sys.stdin.isatty():
                 raise PhtError("confirm the fingerprints above: re-run with --yes to submit")

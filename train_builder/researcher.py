@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from central.client import CentralClient
 from train_builder.profile import Profile, resolve_profile
@@ -25,7 +27,15 @@ from train_builder.trust import StationTrust
 from trains import state_codec
 from trains.errors import CentralError, KeyFileError, PhtError, RouteMismatch
 from trains.keys import Identity
-from trains.manifest import MANIFEST_TYPE, Image, Manifest, Route, Stop, expiry_from_now
+from trains.manifest import (
+    MANIFEST_TYPE,
+    Exposure,
+    Image,
+    Manifest,
+    Route,
+    Stop,
+    expiry_from_now,
+)
 from trains.receipt import HopPredicate, readers_of, verify_chain
 from trains.sealing import check_sealed_to, digest_file, open_file, output_context
 from trains.signing import open_envelope, sign
@@ -121,23 +131,32 @@ class Researcher:
         days: float = 7,
         aggregator: Stop | None = None,
         on_refusal: Literal["fail", "skip"] = "fail",
+        allow_exposed_partials: Sequence[Exposure] = (),
     ) -> Manifest:
         """The manifest to sign; with an ``aggregator`` the route runs parallel rounds;
-        ``on_refusal="skip"`` lets a refusing stop pass the state on instead of failing."""
+        ``on_refusal="skip"`` lets a refusing stop pass the state on instead of failing;
+        ``allow_exposed_partials`` allows what a parallel route otherwise refuses (see
+        :class:`trains.manifest.Route`)."""
         spec = load_train_spec(folder)
         created, expires = expiry_from_now(days)
-        return Manifest(
-            name=spec.train.name,
-            version=spec.train.version,
-            researcher=self.identity.public,
-            image=image,
-            route=Route(
+        try:
+            route = Route(
                 mode="sequential" if aggregator is None else "parallel",
                 rounds=rounds,
                 stops=stops,
                 aggregator=aggregator,
                 on_refusal=on_refusal,
-            ),
+                allow_exposed_partials=list(allow_exposed_partials),
+            )
+        except ValidationError as exc:
+            problems = [e["msg"].removeprefix("Value error, ") for e in exc.errors()]
+            raise RouteMismatch("the route is refused: " + "; ".join(problems)) from None
+        return Manifest(
+            name=spec.train.name,
+            version=spec.train.version,
+            researcher=self.identity.public,
+            image=image,
+            route=route,
             datasets=spec.datasets,
             outputs=spec.outputs,
             resources=spec.resources,
@@ -159,6 +178,7 @@ class Researcher:
         mode: Literal["sequential", "parallel"] = "sequential",
         aggregator: str | None = None,
         on_refusal: Literal["fail", "skip"] = "fail",
+        allow_exposed_partials: Sequence[Exposure] = (),
     ) -> str:
         """Sign and submit. ``mode="parallel"`` fans each round out to every stop of
         ``route`` and joins it at the ``aggregator`` station (required then).
@@ -171,7 +191,14 @@ class Researcher:
             )
         joins = self.route_stops([aggregator])[0] if aggregator is not None else None
         manifest = self.make_manifest(
-            folder, image, self.route_stops(route), rounds, days, joins, on_refusal
+            folder,
+            image,
+            self.route_stops(route),
+            rounds,
+            days,
+            joins,
+            on_refusal,
+            allow_exposed_partials,
         )
         return self.submit_manifest(manifest)
 

@@ -73,6 +73,25 @@ class Stop(BaseModel):
         return self.station.name
 
 
+Exposure = Literal["aggregator_at_stop", "single_stop"]
+EXPOSURE_REFUSED: dict[Exposure, str] = {
+    "aggregator_at_stop": "the aggregator {route.aggregator.name} is also a data stop of its "
+    "round: it would read the raw partial state of every other stop; name a station that "
+    "holds no data as the aggregator",
+    "single_stop": "a parallel round needs at least two data stops: with one, its "
+    "aggregator sees that site's partial state alone; add stops or use a sequential route",
+}
+ALLOW_HOW = (
+    " (or, if every station of the route agrees, allow it explicitly: "
+    "route.allow_exposed_partials = ['{name}'], pht-train submit --allow-exposed-partials {name})"
+)
+EXPOSURE_SHOWN: dict[Exposure, str] = {
+    "aggregator_at_stop": "the aggregator is also a data stop of its round: it reads every "
+    "other stop's raw partial state",
+    "single_stop": "one data stop per round: the aggregator sees that site's partial alone",
+}
+
+
 class Route(BaseModel):
     """Where the train goes: ``sequential`` visits the stops in order, round after round;
     ``parallel`` runs every stop of a round at once and joins at the ``aggregator``.
@@ -80,7 +99,14 @@ class Route(BaseModel):
     ``on_refusal`` says what a station refusing its hop does to the train: ``fail`` it
     (the default), or ``skip`` the stop: the station passes the state it was handed on to
     the next stop unchanged, re-sealed, with a signed receipt that says it skipped and why
-    (sequential routes only: a parallel round joins every partial)."""
+    (sequential routes only: a parallel round joins every partial).
+
+    A parallel round exposes each stop's partial state to its aggregator. Two routes would
+    expose more, and are refused unless ``allow_exposed_partials`` names them (stations
+    see that in ``pht-station show`` before they approve): ``aggregator_at_stop``, an
+    aggregator that is also a data stop of its round (it reads its peers' raw partials),
+    and ``single_stop``, a round with one data stop (its aggregator sees that one site's
+    partial alone, and the aggregate passes it on)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -89,6 +115,7 @@ class Route(BaseModel):
     stops: list[Stop] = Field(min_length=1)
     aggregator: Stop | None = None
     on_refusal: Literal["fail", "skip"] = "fail"
+    allow_exposed_partials: list[Exposure] = Field(default_factory=list, max_length=2)
 
     @model_validator(mode="after")
     def _unique_stations(self) -> Route:
@@ -109,7 +136,33 @@ class Route(BaseModel):
             raise ValueError(
                 "an aggregator belongs to a parallel route only; use mode 'parallel' or drop it"
             )
+        exposed = self.exposed_partials()
+        if missing := [e for e in exposed if e not in self.allow_exposed_partials]:
+            refused = EXPOSURE_REFUSED[missing[0]] + ALLOW_HOW
+            raise ValueError(refused.format(route=self, name=missing[0]))
+        if unused := [e for e in self.allow_exposed_partials if e not in exposed]:
+            raise ValueError(
+                f"route.allow_exposed_partials names {unused[0]!r}, which this route does not "
+                "do; remove it (pht-train submit without --allow-exposed-partials)"
+            )
         return self
+
+    def exposed_partials(self) -> list[Exposure]:
+        """What this route exposes beyond each partial to a separate aggregator."""
+        if self.mode != "parallel" or self.aggregator is None:
+            return []
+        exposed: list[Exposure] = []
+        keys = self.aggregator.station
+        if any(
+            stop.name == self.aggregator.name
+            or stop.station.signing_fingerprint == keys.signing_fingerprint
+            or stop.station.sealing_fingerprint == keys.sealing_fingerprint
+            for stop in self.stops
+        ):
+            exposed.append("aggregator_at_stop")
+        if len({stop.station.sealing_fingerprint for stop in self.stops}) < 2:
+            exposed.append("single_stop")
+        return exposed
 
 
 HopKind = Literal["local", "aggregate"]

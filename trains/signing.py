@@ -138,7 +138,12 @@ def unverified_payload(envelope: Envelope, model: type[M]) -> M:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the payload"
         # the message, never the input: pydantic keeps the offending value apart
-        said = first["msg"][:300].encode("unicode_escape").decode("ascii")
+        said = (
+            first["msg"]
+            .removeprefix("Value error, ")[:300]
+            .encode("unicode_escape")
+            .decode("ascii")
+        )
         raise PayloadInvalid(
             f"a signed payload is not a valid {model.__name__} ({where}: {said}; "
             f"{exc.error_count()} problem(s))"

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from central.api.context import Ctx, Station
 from central.api.params import HopPath, PositionPath, TrainIdPath
-from central.api.uploads import blob_response, split_first_line, store_chunks
+from central.api.uploads import blob_response, receive, split_first_line
 from central.errors import ServiceError
 from central.messages import Delivered, FailRequest, Heartbeat, HopOffer
 from central.records import output_blob
@@ -86,7 +86,7 @@ async def hop_result(
     """Upload a hop's sealed output and complete it with its receipt, in one request: the
     body is the receipt (one line of JSON), a newline, then the sealed state, streamed.
     Safe to repeat: the same bytes and receipt again are accepted."""
-    target, replace = await run_in_threadpool(ctx.service.may_upload_output, who, train_id, index)
+    target, _ = await run_in_threadpool(ctx.service.may_upload_output, who, train_id, index)
     line, state = await split_first_line(request.stream(), RECEIPT_LINE_LIMIT)
     try:
         receipt = Envelope.model_validate_json(line)
@@ -94,11 +94,14 @@ async def hop_result(
         raise ServiceError(
             422, "bad_receipt", "the first line of the body is not a receipt envelope"
         ) from None
-    digest = await store_chunks(ctx, state, train_id, output_blob(target), replace)
-    status = await run_in_threadpool(
-        ctx.service.complete_hop, who, train_id, index, receipt, digest
-    )
-    return Delivered(digest=digest, train_status=status)
+    upload = await receive(ctx, state, train_id, output_blob(target))
+    try:  # published only by the completing transaction, under the train's lock
+        status = await run_in_threadpool(
+            ctx.service.complete_hop, who, train_id, index, receipt, upload
+        )
+    finally:
+        upload.discard()
+    return Delivered(digest=upload.digest, train_status=status)
 
 
 @router.post("/trains/{train_id}/hops/{index}/fail", status_code=204)

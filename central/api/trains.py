@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from central.api.context import Ctx, Researcher
 from central.api.params import TrainIdPath
-from central.api.uploads import blob_response, store
+from central.api.uploads import blob_response, receive_body
 from central.messages import Cancelled, SubmitRequest, Submitted, TrainSummary, TrainView
 from central.records import output_blob
 from trains.signing import Envelope
@@ -24,8 +24,11 @@ def submit(body: SubmitRequest, who: Researcher, ctx: Ctx) -> Submitted:
 @router.put("/{train_id}/initial-state", status_code=204)
 async def initial_state(train_id: TrainIdPath, request: Request, who: Researcher, ctx: Ctx) -> None:
     await run_in_threadpool(ctx.service.status, who, train_id)  # 404 unless the caller's
-    digest = await store(ctx, request, train_id, output_blob(None))
-    await run_in_threadpool(ctx.service.initial_state_stored, who, train_id, digest)
+    upload = await receive_body(ctx, request, train_id, output_blob(None))
+    try:  # published only by the transaction that records its digest
+        await run_in_threadpool(ctx.service.initial_state_stored, who, train_id, upload)
+    finally:
+        upload.discard()
 
 
 @router.get("")

@@ -1,4 +1,5 @@
-"""Blob uploads and downloads over HTTP: streamed, hashed, size-limited, idempotent."""
+"""Blob uploads and downloads over HTTP: streamed, hashed, size-limited, idempotent. An
+upload becomes a blob only when the service publishes it (see ``central.blobs``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from central.api.context import Context
+from central.blobs import Upload
 from central.errors import ServiceError
 from trains.errors import StateTooLarge
-from trains.sealing import digest_file
 
 MB = 1024 * 1024
 
@@ -21,18 +22,6 @@ async def _chunks(request: Request) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         if chunk:
             yield chunk
-
-
-async def store(
-    ctx: Context, request: Request, train_id: str, name: str, replace: bool = False
-) -> str:
-    """Stream the body into blob ``name``; return its digest (checked against the
-    ``X-Content-Sha256`` header when the client sent one).
-
-    Identical bytes again are accepted (idempotent); different bytes replace the blob only
-    when ``replace`` (a hop still running), else 409."""
-    expected = request.headers.get("x-content-sha256")
-    return await store_chunks(ctx, _chunks(request), train_id, name, replace, expected)
 
 
 async def split_first_line(
@@ -63,22 +52,30 @@ async def split_first_line(
     return line, remainder()
 
 
-async def store_chunks(
+async def receive_body(ctx: Context, request: Request, train_id: str, name: str) -> Upload:
+    """:func:`receive` for a request's whole body (checked against the
+    ``X-Content-Sha256`` header when the client sent one)."""
+    expected = request.headers.get("x-content-sha256")
+    return await receive(ctx, _chunks(request), train_id, name, expected)
+
+
+async def receive(
     ctx: Context,
     chunks: AsyncIterator[bytes],
     train_id: str,
     name: str,
-    replace: bool = False,
     expected: str | None = None,
-) -> str:
-    """:func:`store` for a stream already taken from the request."""
+) -> Upload:
+    """Stream an upload for blob ``name`` to a file of its own, within the state and
+    train quotas; the caller publishes it (in the transaction that records its digest)
+    or discards it."""
     blobs, settings = ctx.blobs, ctx.settings
     target = blobs.path(train_id, name)
     existing = target.stat().st_size if target.exists() else 0
     room = settings.max_train_mb * MB - await run_in_threadpool(blobs.usage, train_id) + existing
     limit = min(settings.max_state_mb * MB, room)
     try:
-        tmp, digest = await blobs.write(train_id, name, chunks, limit)
+        upload = await blobs.stage(train_id, name, chunks, limit)
     except StateTooLarge:
         which = (
             f"the per-state limit of {settings.max_state_mb} MB"
@@ -88,20 +85,12 @@ async def store_chunks(
         raise ServiceError(
             413, "too_large", f"the upload exceeds {which}; make the state smaller"
         ) from None
-    if expected is not None and expected != digest:
-        blobs.discard(tmp)
+    if expected is not None and expected != upload.digest:
+        upload.discard()
         raise ServiceError(
             422, "digest_mismatch", "the upload does not match its X-Content-Sha256; send again"
         )
-    if target.exists():
-        same = await run_in_threadpool(digest_file, target) == digest
-        if same or not replace:
-            blobs.discard(tmp)
-            if same:
-                return digest
-            raise ServiceError(409, "exists", "a different state was already uploaded here")
-    blobs.commit(tmp, train_id, name)
-    return digest
+    return upload
 
 
 class BlobResponse(FileResponse):
