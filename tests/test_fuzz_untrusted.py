@@ -13,6 +13,7 @@ import io
 import json
 import tarfile
 import tempfile
+import uuid
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -162,6 +163,20 @@ def _signed_bytes(payload: bytes) -> Envelope:
     )
 
 
+def _offer(train_id: str, hop: int, manifest: Envelope) -> HopOffer:
+    """An offer as the client would hand it on, built without the message's own checks
+    (``model_construct``): verification must hold even for values the schema would refuse."""
+    return HopOffer.model_construct(
+        train_id=train_id,
+        hop=hop,
+        kind="local",
+        manifest=manifest,
+        inputs=[],
+        previous_receipts=[],
+        lease_s=60.0,
+    )
+
+
 def _mutated_manifest(field: str, value: object) -> bytes:
     return json.dumps({**GOOD, field: value}).encode()
 
@@ -178,7 +193,7 @@ def _mutated_manifest(field: str, value: object) -> bytes:
     st.integers(-(2**70), 2**70),
 )
 def test_an_offer_with_any_signed_manifest_bytes_is_verified_or_refused(payload, hop):
-    offer = HopOffer(train_id=GOOD["train_id"], hop=hop, manifest=_signed_bytes(payload))
+    offer = _offer(GOOD["train_id"], hop, _signed_bytes(payload))
     with contextlib.suppress(PhtError):
         verify_offer(offer, CONFIG, STATION.public)
 
@@ -198,7 +213,7 @@ def test_an_offer_with_any_signed_manifest_bytes_is_verified_or_refused(payload,
 )
 def test_an_offer_with_any_envelope_is_refused_with_a_pht_error(raw):
     envelope = Envelope.model_validate(raw)
-    offer = HopOffer(train_id=GOOD["train_id"], hop=0, manifest=envelope)
+    offer = _offer(GOOD["train_id"], 0, envelope)
     with contextlib.suppress(PhtError):
         verify_offer(offer, CONFIG, STATION.public)
 
@@ -211,10 +226,10 @@ def test_a_damaged_hop_record_is_set_aside_and_the_rest_still_read(blob):
         good = sign(make_manifest(RESEARCHER, [STATION]), MANIFEST_TYPE, RESEARCHER.signing)
         from station.queue import HopRecord, HopState
 
-        offer = HopOffer(train_id="t-good", hop=0, manifest=good)
-        queue.save(HopRecord.from_offer(offer, HopState.PENDING))
-        (queue.hops / "t-bad-0.json").write_bytes(blob)
-        assert [r.train_id for r in queue.all()] == ["t-good"]
+        good_id, bad_id = str(uuid.uuid4()), str(uuid.uuid4())
+        queue.save(HopRecord.from_offer(_offer(good_id, 0, good), HopState.PENDING))
+        (queue.hops / f"{bad_id}-0.json").write_bytes(blob)
+        assert [r.train_id for r in queue.all()] == [good_id]
 
 
 # -- sealed states: the header is JSON another station wrote ------------------------------

@@ -5,14 +5,14 @@ stations see that before they approve."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from central import routing
-from central.client import CentralClient, HopOffer
+from central.client import CentralClient
+from central.messages import HopOffer
 from central.records import plan_of
 from central.routing import HopStatus as H
 from central.routing import TrainStatus as T
@@ -23,7 +23,7 @@ from station.verify import verify_offer
 from tests.factories import make_manifest, make_parallel_manifest, sign_receipt
 from train_builder.cli import build_parser
 from train_builder.researcher import Researcher
-from trains.errors import ManifestInvalid, RouteMismatch
+from trains.errors import ManifestInvalid, PayloadInvalid, RouteMismatch
 from trains.keys import Identity, PublicIdentity
 from trains.manifest import MANIFEST_TYPE, Image, Manifest, Route, Stop
 from trains.receipt import verify_chain
@@ -136,14 +136,22 @@ def test_a_signed_manifest_with_an_exposing_route_is_refused_where_it_is_read(pe
     )
     manifest = make_manifest(alice, [a, b]).model_copy(update={"route": route})
     envelope = sign(manifest, MANIFEST_TYPE, alice.signing)
-    with pytest.raises(ValidationError, match="also a data stop"):
+    with pytest.raises(PayloadInvalid, match="also a data stop"):
         unverified_payload(envelope, Manifest)  # what central does at submission
     # a station offered it refuses the hop with the reason (its daemon goes on)
     config = StationConfig(
         station=StationInfo(name="b", central_url="http://127.0.0.1:1"),
         policy=Policy(trusted_signers=[alice.public.signing_fingerprint]),
     )
-    offer = HopOffer(train_id=manifest.train_id, hop=1, manifest=envelope)
+    offer = HopOffer(
+        train_id=manifest.train_id,
+        hop=1,
+        kind="local",
+        manifest=envelope,
+        inputs=[],
+        previous_receipts=[],
+        lease_s=60,
+    )
     with pytest.raises(ManifestInvalid, match=r"the manifest is not valid: .*also a data stop"):
         verify_offer(offer, config, b.public)
 
@@ -157,17 +165,16 @@ def test_a_station_sees_the_allowance_before_approving(people, tmp_path):
         allow_exposed_partials=["aggregator_at_stop"],
     )
     manifest = make_manifest(alice, [a, b], route=route)
-    now = datetime.now(UTC)
-    record = HopRecord(
+    offer = HopOffer(
         train_id=manifest.train_id,
         hop=1,
+        kind="local",
         manifest=sign(manifest, MANIFEST_TYPE, alice.signing),
-        input_digest=None,
-        previous_receipt=None,
-        state=HopState.PENDING,
-        received_at=now,
-        updated_at=now,
+        inputs=[],
+        previous_receipts=[],
+        lease_s=60,
     )
+    record = HopRecord.from_offer(offer, HopState.PENDING)
     config = StationConfig(station=StationInfo(name="b", central_url="http://127.0.0.1:1"))
     shown = describe(record, config, with_files=False)
     assert (
@@ -175,7 +182,10 @@ def test_a_station_sees_the_allowance_before_approving(people, tmp_path):
         "round: it reads every other stop's raw partial state" in shown
     )
     plain = make_parallel_manifest(alice, [a, b], Identity.generate("agg"))
-    record.manifest = sign(plain, MANIFEST_TYPE, alice.signing)
+    plain_offer = offer.model_copy(
+        update={"train_id": plain.train_id, "manifest": sign(plain, MANIFEST_TYPE, alice.signing)}
+    )
+    record = HopRecord.from_offer(plain_offer, HopState.PENDING)
     assert "ALLOWED" not in describe(record, config, with_files=False)
 
 
