@@ -393,8 +393,12 @@ def test_a_hostile_output_fails_its_hop_and_the_daemon_runs_the_next_train(
     train_id = researcher.submit_manifest(manifest)
     status = researcher.wait(train_id, timeout_s=300)
     assert status["status"] == "failed", station.log.read_text()
-    assert "count file ward.counts.csv cannot be checked" in status["error"]
+    # a category for the researcher (no file name the train chose); which file, in the
+    # hop's log at the station
+    assert "cannot be read as its type" in status["error"] and "ward" not in status["error"]
     assert station.name in status["error"] or "StateInvalid" in status["error"]
+    (hop_log,) = station.config.parent.rglob(f"{train_id}-hop0.log")
+    assert "ward.counts.csv cannot be checked" in hop_log.read_text()
     assert station.process.poll() is None  # still alive
     grown_kib = _peak_rss_kib(station.process.pid) - before
     assert grown_kib < 64 * 1024, f"the daemon's peak RSS grew by {grown_kib} KiB"
