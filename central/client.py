@@ -7,6 +7,7 @@ first: what central or a man-in-the-middle sends never becomes a path unchecked.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,13 @@ from central.messages import (
     TrainView,
 )
 from trains.enrolment import StationDirectory
-from trains.errors import BadAnswer, CentralError, CentralUnreachable, ConfigError
+from trains.errors import (
+    BadAnswer,
+    CentralError,
+    CentralUnreachable,
+    ConfigError,
+    StateTooLarge,
+)
 from trains.keys import PublicIdentity
 from trains.manifest import MAX_HOPS, TRAIN_ID_PATTERN
 from trains.signing import Envelope
@@ -35,12 +42,23 @@ from trains.signing import Envelope
 T = TypeVar("T")
 MB = 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * MB  # the largest JSON answer read (an offer of a long route)
+ERROR_BYTES = 64 * 1024  # of an error answer, read at most this much
+ERROR_CHARS = 500  # and keep this much of its words
 _TRAIN_ID = re.compile(TRAIN_ID_PATTERN)
 
 
 class CentralClient:
-    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        timeout: float = 30.0,
+        max_download_bytes: int | None = None,
+    ) -> None:
+        """``max_download_bytes``: the largest sealed state this side will download (a
+        station: what its caps let a hop write; None: no bound)."""
         self.url = url.rstrip("/")
+        self.max_download_bytes = max_download_bytes
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"},
@@ -181,14 +199,27 @@ class CentralClient:
         self._download(f"{_train(train_id)}/result", target, "the result")
 
     def _download(self, url: str, target: Path, what: str) -> None:
+        """Stream ``url`` into ``target``, at most ``max_download_bytes``: central or a
+        man-in-the-middle cannot fill this machine's disk (past the bound, the file is
+        removed and StateTooLarge raised)."""
+        limit = self.max_download_bytes
         try:
             with self._http.stream("GET", url) as response:
                 if response.status_code >= 400:
-                    response.read()
-                    raise _error(response)
+                    raise _error(response, _bounded(response, ERROR_BYTES))
+                written = 0
                 with target.open("wb") as out:
                     for chunk in response.iter_bytes(1 << 20):
+                        written += len(chunk)
+                        if limit is not None and written > limit:
+                            break
                         out.write(chunk)
+                if limit is not None and written > limit:
+                    target.unlink(missing_ok=True)
+                    raise StateTooLarge(
+                        f"{what} is larger than any state this side can open ({limit} bytes): "
+                        "refused unread"
+                    )
         except httpx.HTTPError as exc:
             raise CentralUnreachable(f"downloading {what} failed: {exc}") from None
 
@@ -248,14 +279,31 @@ def _hop(train_id: str, hop: int) -> str:
     return f"{_train(train_id)}/hops/{_index(hop, 'hop')}"
 
 
-def _error(response: httpx.Response) -> CentralError:
+def _bounded(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of a streamed body (the rest is not read)."""
+    body = b""
+    for chunk in response.iter_bytes(1 << 16):
+        body += chunk
+        if len(body) >= limit:
+            break
+    return body[:limit]
+
+
+def _error(response: httpx.Response, body: bytes | None = None) -> CentralError:
+    """Central's refusal as an error, its words cut to ERROR_CHARS: they travel on into
+    logs, the audit log and the researcher's terminal."""
+    raw = response.content[:ERROR_BYTES] if body is None else body
+    message = raw.decode("utf-8", "replace")
     try:
-        body = response.json()
-        message = body.get("message") or str(body)
-        if body.get("detail"):
-            message += f" ({body['detail']})"
+        parsed = json.loads(raw)
     except ValueError:
-        message = response.text[:300]
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        message = parsed["message"]
+        if isinstance(parsed.get("detail"), str) and parsed["detail"]:
+            message += f" ({parsed['detail']})"
+    if len(message) > ERROR_CHARS:
+        message = message[:ERROR_CHARS] + "..."
     kind = CentralUnreachable if response.status_code >= 500 else CentralError
     return kind(f"central refused ({response.status_code}): {message}")
 

@@ -38,6 +38,7 @@ from station.queue import OPEN, HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from trains.errors import CentralError, CentralUnreachable, HopDeferred
 from trains.keys import Identity
+from trains.sealing import sealed_size_bound
 
 log = logging.getLogger("pht.station")
 MAX_RUN_ATTEMPTS = 3  # runs started (a restart mid-run counts one) before the hop fails
@@ -292,7 +293,11 @@ def run_daemon(config: StationConfig, once: bool = False) -> None:
 def _loop(station: Station, once: bool, interval: float, ceiling: float) -> None:
     config = station.config
     backoff = interval
-    with CentralClient(config.station.central_url, config.token()) as central:
+    # no state this station may be handed is larger than what its caps let a hop write
+    most = sealed_size_bound(config.policy.caps.max_output_mb * 1024 * 1024)
+    with CentralClient(
+        config.station.central_url, config.token(), max_download_bytes=most
+    ) as central:
         log.info("station %s polling %s", station.identity.name, config.station.central_url)
         while True:
             wait = 0.0 if once else config.station.long_poll_s

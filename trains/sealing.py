@@ -43,6 +43,13 @@ _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM
 _MAX_HEADER = 1 << 20
 
 
+def sealed_size_bound(payload_bytes: int) -> int:
+    """The most bytes a sealed file of a payload of at most ``payload_bytes`` can take:
+    the largest header, plus a tag per chunk (and one for an empty last chunk). A download
+    past this bound is not a state we can open, whoever sends it."""
+    return len(MAGIC) + 8 + _MAX_HEADER + payload_bytes + (payload_bytes // CHUNK + 2) * TAG
+
+
 class WrappedKey(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
