@@ -52,6 +52,7 @@ def deliver(
     audit.append("completed", **ident, train_status=status)
     log.info("hop %s of train %s delivered; train is %s", record.hop, record.train_id, status)
     record.state = HopState.DONE
+    record.tries, record.retry_at = 0, None  # central took it: no backoff carries over
     queue.clear_output(record)
     return queue.save(record)
 
@@ -67,6 +68,7 @@ def report(record: HopRecord, central: CentralClient, queue: HopQueue, audit: Au
         log.info("central did not take the failure of %s: %s", record.id, exc)
     audit.append("reported", train_id=record.train_id, hop=record.hop, state=record.state)
     record.reported = True
+    record.tries, record.retry_at = 0, None  # heard: a later report starts afresh
     queue.save(record)
 
 

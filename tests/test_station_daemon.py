@@ -622,3 +622,20 @@ def test_a_run_that_raises_anything_fails_its_hop_by_kind_only(in_process):
     assert status(train_id)["status"] == "failed"
     assert "could not process this hop (RecursionError)" in status(train_id)["error"]
     assert [r.train_id for r in station.queue.in_state(HopState.FAILED)] == [train_id, other]
+
+
+def test_a_report_that_got_through_after_failed_tries_starts_afresh(in_process):
+    """Review finding: tries counted once were never reset, so a record offered again
+    later was quarantined after a single further failure."""
+    station, central, new_train, status, _ = in_process
+    train_id = new_train()
+    central.poisoned.add(train_id)
+    refused = _claim(station, central, HopState.REJECTED, reason="PolicyRejected: not today")
+    station.step(central)
+    assert station.queue.get(refused.id).tries == 1
+    central.poisoned.discard(train_id)
+    _due_now(station, refused)
+    station.step(central)
+    told = station.queue.get(refused.id)
+    assert told.reported and (told.tries, told.retry_at) == (0, None)
+    assert status(train_id)["status"] == "failed"
