@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from trains.errors import ConfigError, PhtError
 from trains.keys import Identity
+from trains.text import printable
 
 if TYPE_CHECKING:
     from station.audit import AuditLog
@@ -136,7 +137,7 @@ def pending(args: argparse.Namespace) -> int:
         if record.state == HopState.HELD:
             print("    output held: 'pht-station show' it, then 'release' or 'reject'")
         if record.state == HopState.QUARANTINED:
-            print(f"    {record.reason}")
+            print(f"    {printable(record.reason or '')}")
     return 0
 
 
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PhtError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc), keep_newlines=True)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -35,6 +35,7 @@ from central.messages import HopOffer
 from trains.errors import ConfigError
 from trains.manifest import TRAIN_ID_PATTERN
 from trains.signing import Envelope
+from trains.text import printable
 
 log = logging.getLogger("pht.station")
 _RECORD_ID = re.compile(TRAIN_ID_PATTERN.rstrip("$") + r"-(0|[1-9][0-9]{0,5})$")
@@ -225,7 +226,7 @@ def summary_line(record: HopRecord) -> str:
     except (ValueError, TypeError, KeyError):
         train, researcher = "(unreadable manifest)", "?"
     return (
-        f"{record.id}  {record.state:<8}  {train}  "
-        f"hop {record.hop} ({record.kind})  by {researcher}  "
+        f"{record.id}  {record.state:<8}  {printable(train)}  "
+        f"hop {record.hop} ({record.kind})  by {printable(str(researcher))}  "
         f"received {record.received_at:%Y-%m-%d %H:%M:%S}Z"
     )

@@ -10,6 +10,7 @@ from station.queue import HopRecord
 from trains.errors import PhtError
 from trains.manifest import EXPOSURE_SHOWN, Manifest
 from trains.signing import unverified_payload
+from trains.text import printable, printable_lines
 
 
 def describe(record: HopRecord, config: StationConfig, with_files: bool = True) -> str:
@@ -22,11 +23,11 @@ def describe(record: HopRecord, config: StationConfig, with_files: bool = True) 
     left = manifest.expires_at - datetime.now(UTC)
     lines = [
         f"hop {record.id}: {record.state}",
-        f"  train      {manifest.name} {manifest.version} (id {manifest.train_id})",
+        f"  train      {manifest.name} {printable(manifest.version)} (id {manifest.train_id})",
         f"  signer     {signer.name} {signer.signing_fingerprint} ({trust})",
-        f"  image      {manifest.image.reference}",
+        f"  image      {printable(manifest.image.reference)}",
         f"  datasets   {', '.join(manifest.datasets) or '(none)'}",
-        f"  outputs    {', '.join(manifest.outputs)}",
+        f"  outputs    {', '.join(printable(o) for o in manifest.outputs)}",
         f"  resources  {_resources(manifest, config)}",
         f"  expires    {manifest.expires_at.isoformat()} "
         + (f"(in {_span(left.total_seconds())})" if left.total_seconds() > 0 else "(EXPIRED)"),
@@ -36,7 +37,7 @@ def describe(record: HopRecord, config: StationConfig, with_files: bool = True) 
     if record.needs_approval:
         lines.append(f"  waits for  {'; '.join(record.needs_approval)}")
     if record.reason:
-        lines.append(f"  reason     {record.reason}")
+        lines.append(f"  reason     {printable(record.reason)}")
     if record.disclosure is not None:
         lines.append(describe_disclosure(record))
     if with_files:
@@ -55,7 +56,8 @@ def describe_disclosure(record: HopRecord) -> str:
     ]
     for f in disclosure.files:
         kind = "count file" if f.count_file else "file"
-        lines.append(f"    {f.name:<28} {f.bytes:>10} bytes  {f.shape}  ({kind})")
+        name, shape = printable(f.name), printable(f.shape)
+        lines.append(f"    {name:<28} {f.bytes:>10} bytes  {shape}  ({kind})")
     return "\n".join(lines)
 
 
@@ -102,8 +104,9 @@ def _files(manifest: Manifest, config: StationConfig) -> str:
     try:
         files = train_files(DockerRunner(), manifest.image, config)
     except PhtError as exc:
-        return f"  code       cannot show the train's files: {exc}"
+        return f"  code       cannot show the train's files: {printable(str(exc))}"
     out = [f"  code       {len(files)} files in /opt/train of the image (exactly what runs)"]
     for name, text in files.items():
-        out.append(f"\n----- {name} -----\n{text.rstrip()}")
+        # the researcher's code, escaped line by line: it cannot rewrite this screen
+        out.append(f"\n----- {printable(name)} -----\n{printable_lines(text.rstrip())}")
     return "\n".join(out)

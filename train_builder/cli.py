@@ -21,6 +21,7 @@ import sys
 
 from train_builder import commands
 from trains.errors import CentralError, PhtError
+from trains.text import printable
 
 TRAIN_ID_HELP = "the train's id, or 'last' for your most recent train"
 
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PhtError as exc:
-        print(f"error: {explain(exc, args)}", file=sys.stderr)
+        print(f"error: {printable(explain(exc, args), keep_newlines=True)}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file the researcher named cannot be read or written
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from train_builder.researcher import Researcher
 from trains.errors import ConfigError, PhtError
 from trains.keys import Identity, load_public
 from trains.manifest import EXPOSURE_SHOWN
+from trains.text import printable
 from trains.train_spec import load_train_spec
 
 STATE_LINES = 40  # how much of a state the terminal shows; --out keeps all of it
@@ -260,7 +260,7 @@ def status(args: argparse.Namespace) -> int:
     for hop in current["hops"]:
         print(hop_line(hop))
     if current.get("error"):
-        print(f"  {current['error']}")
+        print(f"  {printable(current['error'])}")
     return 0
 
 
@@ -278,7 +278,7 @@ def wait(args: argparse.Namespace) -> int:
         final = researcher.wait(train_id, timeout_s=args.timeout)
     print(f"train {train_id}: {final['status']}")
     if final.get("error"):
-        print(f"  {final['error']}")
+        print(f"  {printable(final['error'])}")
     return 0 if final["status"] == "done" else 1
 
 
@@ -321,22 +321,3 @@ def result(args: argparse.Namespace) -> int:
     if not args.quiet:
         show_state(fetched.state, fetched.files)
     return 0
-
-
-_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` with control, format (bidi, zero-width) and separator characters escaped
-    as ``\\n``, ``\\x07``, ``\\u202e``; a backslash is doubled so nothing is ambiguous."""
-    out = []
-    for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            code = ord(char)
-            width = "x02" if code < 0x100 else ("u04" if code < 0x10000 else "U08")
-            out.append(f"\\{width[0]}{code:{width[1:]}x}")
-        else:
-            out.append(char)
-    return "".join(out)

@@ -11,9 +11,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from train_builder.researcher import Researcher
+from trains.text import printable
 
 STYLE = {
     "waiting": "dim",
@@ -35,10 +37,10 @@ SYMBOL = {
 
 
 def hop_line(hop: dict[str, Any]) -> str:
-    error = f"  {hop['error']}" if hop.get("error") else ""
+    error = f"  {printable(hop['error'])}" if hop.get("error") else ""
     kind = hop.get("kind", "local")
     return (
-        f"  hop {hop['index']} round {hop['round']} {hop['station']:<20} {kind:<9} "
+        f"  hop {hop['index']} round {hop['round']} {printable(hop['station']):<20} {kind:<9} "
         f"{hop['status']}{error}"
     )
 
@@ -58,10 +60,10 @@ def table(status: dict[str, Any], elapsed: float) -> Table:
         grid.add_row(
             str(hop["index"]),
             str(hop["round"]),
-            hop["station"],
+            escape(printable(hop["station"])),
             hop.get("kind", "local"),
             f"[{STYLE.get(state, '')}]{SYMBOL.get(state, '')} {state}[/]",
-            hop.get("error") or "",
+            escape(printable(hop.get("error") or "")),  # words from central and stations
         )
     return grid
 
@@ -108,7 +110,7 @@ def _plain(
 def _summary(console: Console, status: dict[str, Any]) -> None:
     _say(console, f"train {status['train_id']}: {status['status']}")
     if status.get("error"):
-        _say(console, f"  {status['error']}")
+        _say(console, f"  {printable(status['error'])}")
     if status["status"] == "done":
         _say(console, f"fetch and verify it: pht-train result {status['train_id']} --out DIR")
 

@@ -19,11 +19,19 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
-from trains.errors import ManifestInvalid
+from trains.errors import ManifestInvalid, StateInvalid
 from trains.keys import NAME_PATTERN, PublicIdentity
 from trains.signing import Envelope
+from trains.state_codec import MAX_ENTRIES, check_state_name
 
 MANIFEST_TYPE = "application/vnd.pht.manifest+json"
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -240,13 +248,27 @@ class Manifest(BaseModel):
     datasets: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
         default_factory=list, max_length=64
     )
-    outputs: list[str] = Field(min_length=1, description="files the train declares it writes")
+    outputs: list[str] = Field(
+        min_length=1, max_length=MAX_ENTRIES, description="files the train declares it writes"
+    )
     resources: Resources = Resources()
     initial_state_digest: str | None = Field(
         None, description="sha256 of the sealed initial state, if the train brings one"
     )
     created_at: AwareDatetime
     expires_at: AwareDatetime
+
+    @field_validator("outputs")
+    @classmethod
+    def _plain_file_names(cls, names: list[str]) -> list[str]:
+        """Each declared output is a name the state codec would pack: no control or bidi
+        characters, no path tricks (it is shown to station admins before approval)."""
+        for name in names:
+            try:
+                check_state_name(name)
+            except StateInvalid as exc:
+                raise ValueError(f"outputs: {exc}") from None
+        return names
 
     @model_validator(mode="after")
     def _times_in_order(self) -> Manifest:

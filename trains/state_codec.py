@@ -181,3 +181,8 @@ def _check_place(rel: PurePosixPath, files: set[str], folders: set[PurePosixPath
         if parent.as_posix() in files:
             raise StateInvalid(f"state archive entry {name!r} lies under the file {str(parent)!r}")
         folders.add(parent)
+
+
+def check_state_name(name: str) -> None:
+    """Refuse (StateInvalid) a file name no state may hold; see the module's bounds."""
+    _check_name(name)
