@@ -219,26 +219,24 @@ class HopDesk:
                 raise not_found(f"input {position} of hop {index}")
             return inputs[position]
 
-    def may_upload_output(self, caller: Caller, train_id: str, index: int) -> tuple[int, bool]:
-        """Check the caller runs this hop; return (the hop whose output it is, still open).
-
-        While the hop is open an upload waits until a completion names it (a re-offered hop
-        seals afresh); once it is done only the identical bytes are accepted again."""
+    def may_upload_output(self, caller: Caller, train_id: str, index: int) -> int:
+        """Check the caller runs this hop (or ran it: a retried delivery); return the hop
+        whose output it is. The upload becomes the hop's blob only by :meth:`complete_hop`."""
         with self.reads() as db:
             hop = self.station_hop(db, caller, train_id, index)
             late = hop.status == HopStatus.QUEUED and hop.attempts > 0
             finished = hop.status in routing.FINISHED_HOP
             if hop.status != HopStatus.RUNNING and not finished and not late:
                 raise ServiceError(409, "hop_not_running", f"hop {index} is {hop.status}")
-            return index, not finished
+            return index
 
     def complete_hop(
-        self, caller: Caller, train_id: str, index: int, receipt: Envelope, upload: Upload | None
+        self, caller: Caller, train_id: str, index: int, receipt: Envelope, upload: Upload
     ) -> str:
-        """Record a hop's signed receipt, publish its uploaded output (``None``: nothing was
-        uploaded) as the hop's blob, and advance the route; all under the train's lock, so
-        the first of racing completions (or of a completion and a cancel) wins and the
-        others are told so. Idempotent for an equal receipt with the same bytes."""
+        """Record a hop's signed receipt, publish its uploaded output as the hop's blob, and
+        advance the route; all under the train's lock, so the first of racing completions
+        (or of a completion and a cancel) wins and the others are told so. Idempotent for an
+        equal receipt with the same bytes."""
         with self.sessions.begin() as db:
             train = lock_train(db, train_id)  # first: one advance at a time, then the hop
             hop = self.station_hop(db, caller, train_id, index, lock=True)
@@ -247,7 +245,7 @@ class HopDesk:
                 same = (
                     hop.receipt is not None and Envelope.model_validate_json(hop.receipt) == receipt
                 )
-                if same and (upload is None or upload.digest == hop.output_digest):
+                if same and upload.digest == hop.output_digest:
                     return str(train.status)
                 raise ServiceError(
                     409, "hop_done", f"hop {index} already finished with another output"
@@ -270,8 +268,6 @@ class HopDesk:
             p = parsed.predicate
             skipped = p.kind == "skipped"
             check_receipt(manifest, train.manifest_digest, train_id, index, p)
-            if upload is None:
-                raise ServiceError(409, "no_output", "send the output state with the receipt")
             if p.output_state_digest != upload.digest:
                 raise ServiceError(
                     422,

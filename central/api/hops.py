@@ -86,7 +86,7 @@ async def hop_result(
     """Upload a hop's sealed output and complete it with its receipt, in one request: the
     body is the receipt (one line of JSON), a newline, then the sealed state, streamed.
     Safe to repeat: the same bytes and receipt again are accepted."""
-    target, _ = await run_in_threadpool(ctx.service.may_upload_output, who, train_id, index)
+    target = await run_in_threadpool(ctx.service.may_upload_output, who, train_id, index)
     line, state = await split_first_line(request.stream(), RECEIPT_LINE_LIMIT)
     try:
         receipt = Envelope.model_validate_json(line)
