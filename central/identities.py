@@ -214,9 +214,6 @@ class Identities:
                 for p in rows
             ]
 
-    def stations(self) -> list[PublicIdentity]:
-        return [entry.identity for entry in self.directory().stations]
-
     def directory(self) -> StationDirectory:
         """Every active station with its enrolment, and the newest revocation list."""
         with self.reads() as db:

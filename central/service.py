@@ -74,9 +74,6 @@ class Service(HopDesk):
     def authenticate(self, token: str) -> Caller | None:
         return self.identities.authenticate(token)
 
-    def stations(self) -> list[PublicIdentity]:
-        return self.identities.stations()
-
     # -- trains -----------------------------------------------------------------------
 
     def submit(self, caller: Caller, envelope: Envelope, has_initial_state: bool) -> str:

@@ -34,7 +34,14 @@ from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from station.verify import VerifiedHop, check_input_digest, verify_offer
 from trains import state_codec
-from trains.errors import CentralError, HopDeferred, PhtError, TrainFailed, TrainRefused
+from trains.errors import (
+    CentralError,
+    ConfigError,
+    HopDeferred,
+    PhtError,
+    TrainFailed,
+    TrainRefused,
+)
 from trains.keys import Identity
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, readers_of
 from trains.sealing import check_sealed_to, digest_file, open_file, output_context, seal_file
@@ -110,6 +117,12 @@ def run(
         return queue.save(record)
     except TrainRefused as exc:
         return refuse(record, f"{type(exc).__name__}: {exc}", queue, audit)
+    except ConfigError as exc:
+        # the station's own setup (a data source's path, URL or query, and a database's
+        # error text, which may quote rows): for the admin's log only
+        log.warning("hop %s of train %s: %s", record.hop, record.train_id, exc)
+        reason = "the station could not read its data for this train; its admin has the details"
+        return fail(record, f"ConfigError: {reason}", queue, audit)
     except PhtError as exc:
         return fail(record, f"{type(exc).__name__}: {exc}", queue, audit)
     record.output_digest = digest_file(incoming)

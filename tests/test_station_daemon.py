@@ -639,3 +639,31 @@ def test_a_report_that_got_through_after_failed_tries_starts_afresh(in_process):
     told = station.queue.get(refused.id)
     assert told.reported and (told.tries, told.retry_at) == (0, None)
     assert status(train_id)["status"] == "failed"
+
+
+class _PullOnlyDocker:
+    """Stands in for the Docker adapter up to the pull: the hop fails before any run."""
+
+    runner_id = None
+
+    def pull(self, image, limits=None):
+        return "sha256:" + "0" * 64
+
+    def run(self, *args, **kwargs):
+        raise AssertionError("the hop must fail before a container runs")
+
+
+def test_a_data_source_failure_reaches_central_without_the_stations_paths(in_process):
+    """Review finding: a data source's error (its host path, URL or a database's words)
+    went to central and the researcher as the hop's reason; it stays in the station's log."""
+    station, central, new_train, status, _ = in_process
+    train_id = new_train()
+    station._runner = _PullOnlyDocker()
+    source = station.config.datasets["cohort"].path
+    secret_path = str(source)
+    source.unlink()  # the admin moved the file after the station started
+    assert station.step(central) and station.step(central)  # admit, then run: it fails
+    station.step(central)  # report
+    error = status(train_id)["error"]
+    assert "could not read its data for this train" in error
+    assert secret_path not in error and source.name not in error

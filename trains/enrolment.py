@@ -37,7 +37,7 @@ from trains.keys import (
     load_private_key,
     write_private_key,
 )
-from trains.manifest import DIGEST_RE, NAME_RE
+from trains.manifest import CLOCK_SKEW, DIGEST_RE, NAME_RE
 from trains.signing import Envelope, open_envelope, sign, unverified_payload
 
 ENROLMENT_TYPE = "application/vnd.pht.enrolment+json"
@@ -45,7 +45,6 @@ REVOCATIONS_TYPE = "application/vnd.pht.revocations+json"
 ROOT_KEY_FILE = "root.key"
 ROOT_PUBLIC_FILE = "root.public.json"
 REVOCATIONS_FILE = "revocations.json"
-CLOCK_SKEW = timedelta(minutes=5)
 
 
 class RootKey(BaseModel):
