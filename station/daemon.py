@@ -229,7 +229,8 @@ def _log_internal(what: str, exc: BaseException) -> None:
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease of every hop the station holds, every ``heartbeat_s`` seconds."""
+    """Renews the lease of every hop the station holds, every ``heartbeat_s`` seconds, or
+    more often where central's lease is shorter (a third of the shortest lease held)."""
 
     def __init__(self, station: Station) -> None:
         super().__init__(name="pht-heartbeat", daemon=True)
@@ -240,10 +241,13 @@ class Heartbeat(threading.Thread):
         config = self.station.config
         # its own client: the main loop's may be busy with a long upload
         with CentralClient(config.station.central_url, config.token(), timeout=10.0) as c:
-            while not self.stopping.wait(config.station.heartbeat_s):
+            interval = config.station.heartbeat_s
+            while not self.stopping.wait(interval):
+                interval = config.station.heartbeat_s
                 try:
                     for record in self.station.queue.in_state(*OPEN):
                         self._beat(c.heartbeat, record)
+                        interval = beat_interval(interval, record.offer.lease_s)
                 except Exception as exc:  # the thread lives on; the next beat tries again
                     _log_internal("heartbeat", exc)
 
@@ -255,6 +259,12 @@ class Heartbeat(threading.Thread):
             return
         if status == "cancelled":
             self.station.cancelled.add(record.id)
+
+
+def beat_interval(interval: float, lease_s: float) -> float:
+    """How long until the next beat: within a third of a lease central gave (a lease of 0
+    means central keeps none), never below a tenth of a second."""
+    return max(0.1, min(interval, lease_s / 3)) if lease_s > 0 else interval
 
 
 def _remove_leftovers(runner_id: str) -> None:

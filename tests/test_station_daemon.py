@@ -667,3 +667,13 @@ def test_a_data_source_failure_reaches_central_without_the_stations_paths(in_pro
     error = status(train_id)["error"]
     assert "could not read its data for this train" in error
     assert secret_path not in error and source.name not in error
+
+
+def test_the_heartbeat_follows_a_lease_shorter_than_its_setting():
+    """Review finding: the station renewed every heartbeat_s whatever lease central gave."""
+    from station.daemon import beat_interval
+
+    assert beat_interval(10.0, 60.0) == 10.0
+    assert beat_interval(10.0, 9.0) == 3.0  # central leases 9 s: beat every 3 s
+    assert beat_interval(10.0, 0.0) == 10.0
+    assert beat_interval(10.0, 0.03) == 0.1
