@@ -53,7 +53,7 @@ def check_output_stored(net: Net, train_id: str) -> str | None:
 
 def read_input(net: Net, train_id: str, offer: dict) -> str | None:
     got = net.client(1).get(
-        f"{hop_url(train_id, offer['hop'])}/input", headers=auth(net.tokens["hospital-b"])
+        f"{hop_url(train_id, offer['hop'])}/inputs/0", headers=auth(net.tokens["hospital-b"])
     )
     if got.status_code != 200:
         return f"hop 1 cannot read its input: {got.status_code} {got.text[:200]}"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from central.client import CentralClient
 from train_builder.researcher import Researcher
 from trains.keys import Identity
-from trains.manifest import Stop
 from trains.runtime.refusal import REFUSALS
 
 pytestmark = pytest.mark.docker
@@ -51,20 +51,23 @@ def covert(localnet, tmp_path_factory):
         frame.to_csv(csv, index=False)
         stations[name] = net.add_station(name, {"cohort": csv}, trusted=[identity]).identity
         net.start_station(name)
-    researcher = Researcher.from_profile(
-        central_url=net.central_url, token_file=str(token), keys_dir=str(keys)
+    researcher = Researcher(
+        Identity.load(keys),
+        CentralClient(net.central_url, token.read_text().strip()),
+        trust=net.trust(),
     )
     yield net, researcher, stations
     researcher.close()
 
 
 def travel(covert, image_for, train: str, route: list[str], on_refusal: str = "fail") -> dict:
-    """Submit ``train`` on ``route`` (keys pinned from the stations' own identities, not
-    looked up at central) and wait until it finishes; return its final status."""
-    _, researcher, stations = covert
+    """Submit ``train`` on ``route`` (each stop's keys authenticated by the local network's
+    root, as the stations pinning that root require) and wait until it finishes; return
+    its final status."""
+    _, researcher, _ = covert
     folder = ATTACKS / train
     image = image_for(folder)
-    stops = [Stop(station=stations[name].public) for name in route]
+    stops = researcher.route_stops(route)
     manifest = researcher.make_manifest(folder, image, stops, on_refusal=on_refusal)
     train_id = researcher.submit_manifest(manifest)
     status = researcher.wait(train_id, timeout_s=600, poll_s=0.2)

@@ -198,7 +198,11 @@ def test_a_stalling_registry_fails_the_hop_and_the_station_takes_the_next_train(
     researcher, _, token = localnet.add_researcher("stall-researcher")
     registries = [localnet.registry, stalling_registry.address]
     _station(localnet, "stall-a", researcher, registries, pull_stall_s=2, pull_timeout_s=60)
-    client = Researcher(researcher, CentralClient(localnet.central_url, token.read_text().strip()))
+    client = Researcher(
+        researcher,
+        CentralClient(localnet.central_url, token.read_text().strip()),
+        trust=localnet.trust(),
+    )
     stuck = Image(repository=f"{stalling_registry.address}/pht/stall", digest="sha256:" + "a" * 64)
 
     first = client.submit(COHORT, stuck, ["stall-a"])
