@@ -26,11 +26,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from trains.errors import KeyFileError, NotEndorsed, PhtError
 from trains.keys import (
     PublicIdentity,
+    RawPublicKey,
     b64decode,
     b64encode,
     fingerprint,
@@ -53,18 +54,7 @@ class RootKey(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=NAME_RE)
-    signing_key: str
-
-    @field_validator("signing_key")
-    @classmethod
-    def _is_32_byte_key(cls, value: str) -> str:
-        try:
-            raw = b64decode(value)
-        except ValueError as exc:
-            raise ValueError("the root key must be base64 of 32 raw bytes") from exc
-        if len(raw) != 32:
-            raise ValueError(f"the root key must be 32 bytes, got {len(raw)}")
-        return value
+    signing_key: RawPublicKey
 
     @property
     def signing_fingerprint(self) -> str:

@@ -15,12 +15,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from trains.errors import ConfigError, KeyFileError
 
@@ -55,25 +55,28 @@ def _raw_public(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def _is_32_byte_key(value: str) -> str:
+    try:
+        raw = b64decode(value)
+    except ValueError as exc:
+        raise ValueError("a public key must be base64 of 32 raw bytes") from exc
+    if len(raw) != 32:
+        raise ValueError(f"a public key must be 32 bytes, got {len(raw)}")
+    return value
+
+
+RawPublicKey = Annotated[str, Field(max_length=64), AfterValidator(_is_32_byte_key)]
+"""A raw 32-byte public key (Ed25519 or X25519), base64."""
+
+
 class PublicIdentity(BaseModel):
     """What a party publishes: its name and its two public keys (base64, raw bytes)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN)
-    signing_key: str = Field(max_length=64)
-    sealing_key: str = Field(max_length=64)
-
-    @field_validator("signing_key", "sealing_key")
-    @classmethod
-    def _is_32_byte_key(cls, value: str) -> str:
-        try:
-            raw = b64decode(value)
-        except ValueError as exc:
-            raise ValueError("a public key must be base64 of 32 raw bytes") from exc
-        if len(raw) != 32:
-            raise ValueError(f"a public key must be 32 bytes, got {len(raw)}")
-        return value
+    signing_key: RawPublicKey
+    sealing_key: RawPublicKey
 
     @property
     def signing_fingerprint(self) -> str:
