@@ -36,7 +36,7 @@ from trains.manifest import (
     Stop,
     expiry_from_now,
 )
-from trains.receipt import HopPredicate, readers_of, verify_chain
+from trains.receipt import HopPredicate, check_opened, readers_of, verify_chain
 from trains.sealing import check_sealed_to, digest_file, open_file, output_context
 from trains.signing import open_envelope, sign
 from trains.train_spec import load_train_spec
@@ -294,6 +294,8 @@ class Researcher:
             # the header decides who can open it, whatever the receipt says
             check_sealed_to(sealed, readers_of(manifest, last), "the final state")
             open_file(sealed, archive, self.identity.sealing, output_context(train_id, last))
+            # the plaintext the last station signed for (its commitment), nothing else
+            check_opened(digest_file(archive), hops[-1], "the final state")
             staged = Path(tmp) / "result"
             staged.mkdir(mode=0o700)
             with archive.open("rb") as source:
