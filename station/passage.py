@@ -50,12 +50,13 @@ log = logging.getLogger("pht.station")
 
 def may_pass_on(record: HopRecord) -> bool:
     """A refusal not yet told whose route asks to skip refusing stops (checked properly,
-    signature and all, by :func:`pass_on`)."""
+    signature and all, by :func:`pass_on`, whose reason says why a hop may not skip, e.g.
+    the last one)."""
     if record.state != HopState.REJECTED or record.reported or record.passed_on is not None:
         return False
     try:
-        return unverified_payload(record.manifest, Manifest).may_skip(record.hop)
-    except (ValueError, IndexError):
+        return unverified_payload(record.manifest, Manifest).route.on_refusal == "skip"
+    except ValueError:
         return False
 
 

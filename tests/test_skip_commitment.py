@@ -169,10 +169,15 @@ def test_a_skip_at_the_last_hop_is_refused_by_the_station_and_central(world, tmp
     assert offer is not None and offer.hop == 1
     config, queue, audit = station_setup(tmp_path, "hospital-b")
     record = queue.save(HopRecord.from_offer(offer, HopState.REJECTED, reason=REASON))
-    assert not passage.may_pass_on(record)  # the refusal is reported: the train fails
     record = passage.pass_on(record, config, stations[1], central, queue, audit)
     assert (record.state, record.passed_on) == (HopState.REJECTED, False)
+    assert "the state was not passed on: hop 1 may not be skipped" in (record.reason or "")
     assert "is the last hop" in (record.reason or "")
+    assert not passage.may_pass_on(record)  # the refusal, with why, is reported
+    delivery.report(record, central, queue, audit)
+    status = client.get(f"/api/v1/trains/{offer.train_id}", headers=auth(tokens["alice"]))
+    assert status.json()["status"] == "failed"
+    assert "is the last hop" in status.json()["error"]
 
 
 def test_central_refuses_a_skipped_receipt_for_the_last_hop(world, tmp_path):
