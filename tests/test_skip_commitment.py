@@ -17,6 +17,7 @@ from station.verify import verify_passage
 from tests import test_central_protocol as protocol
 from tests.test_central_protocol import auth, run_hop, submit
 from tests.test_station_passage import REASON, client_for, station_setup
+from train_builder.researcher import Researcher
 from trains import state_codec
 from trains.errors import PhtError, ReceiptChainBroken
 from trains.receipt import verify_chain
@@ -191,3 +192,19 @@ def test_central_refuses_a_skipped_receipt_for_the_last_hop(world, tmp_path):
     assert "is the last hop" in last["done"].json()["message"]
     status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"]))
     assert [h["status"] for h in status.json()["hops"]] == ["skipped", "running"]
+
+
+def test_the_researcher_opens_only_the_archive_the_last_station_committed_to(world, tmp_path):
+    client, researcher, stations, tokens = world
+    manifest, _ = submit(client, researcher, stations, tokens["alice"])
+    run_hop(client, stations[0], tokens["hospital-a"], state(tmp_path, '{"n": 3}'))
+    signed_for = digest_bytes(state(tmp_path, '{"n": 4}'))
+    last = run_hop(
+        client, stations[1], tokens["hospital-b"], state(tmp_path, '{"n": 5}'), None, signed_for
+    )
+    assert last["done"].json()["train_status"] == "done"
+    out = tmp_path / "results" / "out"
+    r = Researcher(researcher, client_for(client.app, tokens["alice"]))
+    with pytest.raises(ReceiptChainBroken, match="the final state opens to a state other"):
+        r.result(manifest.train_id, out)
+    assert not out.exists()
