@@ -134,7 +134,8 @@ class Researcher:
         allow_exposed_partials: Sequence[Exposure] = (),
     ) -> Manifest:
         """The manifest to sign; with an ``aggregator`` the route runs parallel rounds;
-        ``on_refusal="skip"`` lets a refusing stop pass the state on instead of failing;
+        ``on_refusal="skip"`` lets a refusing stop but the last pass the state on instead
+        of failing;
         ``allow_exposed_partials`` allows what a parallel route otherwise refuses (see
         :class:`trains.manifest.Route`)."""
         spec = load_train_spec(folder)
@@ -183,7 +184,8 @@ class Researcher:
         """Sign and submit. ``mode="parallel"`` fans each round out to every stop of
         ``route`` and joins it at the ``aggregator`` station (required then).
         ``on_refusal="skip"`` (sequential routes): a station that refuses its hop passes
-        the state on unchanged, and the train goes on without it."""
+        the state on unchanged, and the train goes on without it (not the last stop: it
+        runs ``finalize`` and disclosure control)."""
         if (mode == "parallel") != (aggregator is not None):
             raise RouteMismatch(
                 "a parallel route needs an aggregator station, and only a parallel route has "
