@@ -15,7 +15,6 @@ from train_builder.researcher import Researcher
 from trains.keys import Identity
 from trains.manifest import Stop
 from trains.runtime.refusal import REFUSALS
-from trains.signing import Envelope
 
 pytestmark = pytest.mark.docker
 
@@ -62,19 +61,10 @@ def covert(localnet, tmp_path_factory):
 def travel(covert, image_for, train: str, route: list[str], on_refusal: str = "fail") -> dict:
     """Submit ``train`` on ``route`` (keys pinned from the stations' own identities, not
     looked up at central) and wait until it finishes; return its final status."""
-    net, researcher, stations = covert
+    _, researcher, stations = covert
     folder = ATTACKS / train
     image = image_for(folder)
-    # with the root's enrolment: the stations pin that root (check 4c)
-    stops = [
-        Stop(
-            station=stations[name].public,
-            enrolment=Envelope.model_validate_json(
-                (net.root / "stations" / name / "enrolment.json").read_text()
-            ),
-        )
-        for name in route
-    ]
+    stops = [Stop(station=stations[name].public) for name in route]
     manifest = researcher.make_manifest(folder, image, stops, on_refusal=on_refusal)
     train_id = researcher.submit_manifest(manifest)
     status = researcher.wait(train_id, timeout_s=600, poll_s=0.2)
