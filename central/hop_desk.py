@@ -23,11 +23,13 @@ from central.records import (
     advance,
     apply_step,
     check_receipt,
+    check_skip,
     hop_states,
     hops_of,
     inputs_of,
     receipts_of,
     route_of,
+    skip_trail,
     statuses_of,
     verify_envelope,
 )
@@ -116,6 +118,7 @@ class HopDesk:
             kind=hop.kind,
             inputs=inputs,
             previous_receipts=previous,
+            skip_trail=skip_trail(db, hop.train_id, sources),
             lease_s=self.lease_s,
         )
 
@@ -284,6 +287,8 @@ class HopDesk:
                 raise ServiceError(
                     422, "receipt_mismatch", "the receipt links receipts other than its inputs'"
                 )
+            if skipped and sources:
+                check_skip(p, Envelope.model_validate_json(stored[sources[0]]))
             statuses, outputs = hop_states(db, train_id)
             done = routing.on_late_hop_done if late else routing.on_hop_done
             step = done(statuses, index, p.output_state_digest, plan, outputs, skipped)

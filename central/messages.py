@@ -51,6 +51,9 @@ class HopOffer(Message):
     manifest: Envelope
     inputs: list[HopInput] = Field(max_length=MAX_HOPS)
     previous_receipts: list[Envelope] = Field(max_length=MAX_HOPS)
+    # where an input was passed on by a skipped hop: the receipts behind it, back to the
+    # hop that wrote the state, so the station checks each skip (station.verify check 9)
+    skip_trail: list[Envelope] = Field(default_factory=list, max_length=MAX_HOPS)
     lease_s: float = Field(ge=0, le=7 * 24 * 3600)  # renew well within this
 
 

@@ -18,8 +18,8 @@ from central.routing import HopStatus
 from trains.errors import PhtError
 from trains.keys import PublicIdentity
 from trains.manifest import Manifest
-from trains.receipt import HopPredicate
-from trains.signing import Envelope, M, open_envelope
+from trains.receipt import HopPredicate, HopReceipt, check_passed_on
+from trains.signing import Envelope, M, open_envelope, unverified_payload
 
 INITIAL_STATE_BLOB = "initial.sealed"
 
@@ -157,13 +157,41 @@ def check_receipt(
     for ok, problem in checks:
         if not ok:
             raise ServiceError(422, "receipt_mismatch", f"the receipt of hop {index} {problem}")
-    if p.kind == "skipped" and not manifest.may_skip(index):
+    refused = manifest.skip_refused(index) if p.kind == "skipped" else None
+    if refused is not None:
         raise ServiceError(
             422,
             "skip_not_allowed",
-            f"the route lets no stop skip hop {index} (route.on_refusal is "
-            f"{manifest.route.on_refusal!r}); report the refusal with /fail instead",
+            f"hop {index} may not be skipped: {refused}; report the refusal with /fail instead",
         )
+
+
+def check_skip(p: HopPredicate, handed: Envelope) -> None:
+    """A skipped hop commits to exactly the state it read: the commitment of the receipt
+    of the hop that handed it on (stored and checked when that hop completed)."""
+    try:
+        check_passed_on(p, unverified_payload(handed, HopReceipt).predicate)
+    except PhtError as exc:
+        raise ServiceError(422, "skip_changed_state", str(exc)) from None
+
+
+def skip_trail(db: Session, train_id: str, sources: list[int]) -> list[Envelope]:
+    """For inputs a skipped hop passed on: the receipts behind it, back to the hop that
+    wrote the state (or the first hop), so the reader can check every skip on the way."""
+    statuses, _ = hop_states(db, train_id)
+    trail: list[int] = []
+    for source in sources:
+        index: int | None = source
+        while index is not None and statuses.get(index) == HopStatus.SKIPPED:
+            rows = db.scalars(
+                select(HopRow).where(HopRow.train_id == train_id, HopRow.index == index)
+            )
+            behind = [i.hop for row in rows for i in inputs_of(row) if i.hop is not None]
+            index = behind[0] if behind else None
+            if index is not None and index not in trail:
+                trail.append(index)
+    stored = receipts_of(db, train_id, trail)
+    return [Envelope.model_validate_json(stored[i]) for i in trail if i in stored]
 
 
 def apply_step(

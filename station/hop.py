@@ -32,7 +32,13 @@ from station.delivery import is_transient
 from station.outcome import check_result, contained, control_and_pack
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
-from station.verify import VerifiedHop, check_input_digest, verify_offer
+from station.verify import (
+    VerifiedHop,
+    check_input_digest,
+    check_opened_input,
+    empty_state_changed,
+    verify_offer,
+)
 from trains import state_codec
 from trains.errors import (
     CentralError,
@@ -236,6 +242,7 @@ def _run(
                 image_digest=manifest.image.digest,
                 input_state_digests=[i.digest for i in offer.inputs],
                 output_state_digest=output_digest,
+                output_commitment=digest_file(archive),
                 output_sealed_to=[r.sealing_fingerprint for r in recipients],
                 previous_receipt_digests=verified.previous_receipt_digests,
                 started_at=started_at,
@@ -271,11 +278,15 @@ def _fetch_inputs(
         archive = work / f"input-{position}.tar"
         open_file(sealed_path, archive, me.sealing, output_context(train_id, source.hop))
         sealed_path.unlink()
+        # 10. the state the receipts commit to, every skip on the way passing it on as read
+        must_be_empty = check_opened_input(offer, verified.manifest, position, digest_file(archive))
         target = input_dir / str(position) if aggregate else input_dir
         target.mkdir(exist_ok=True)
         with archive.open("rb") as stream:
-            state_codec.unpack_from(stream, target, max_bytes)
+            names = state_codec.unpack_from(stream, target, max_bytes)
         archive.unlink()
+        if must_be_empty and names:
+            raise empty_state_changed(source.hop)
 
 
 def _environment(verified: VerifiedHop, station: str) -> dict[str, str]:

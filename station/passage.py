@@ -6,10 +6,13 @@ the train itself through the runtime with a code of its fixed vocabulary, e.g.
 was handed is authentic (``station.verify.verify_passage``: the manifest's signature,
 expiry, that the hop is its own with its own keys, the inputs' receipts; then each input's
 bytes, that it is sealed to exactly the readers the manifest names, and its seal), opens
-the state and seals it, unchanged, to whoever reads this hop's output, and signs a receipt
-of kind ``skipped`` that carries the refusal's reason. No container runs and no data is
-read. A state that fails any of those checks is never passed on: the refusal is reported
-and the train fails, as on a route that does not allow skipping.
+the state, checks that it is the one the receipts behind it commit to (check 10), seals
+exactly those archive bytes to whoever reads this hop's output, and signs a receipt of kind
+``skipped`` that carries the refusal's reason and the same ``output_commitment`` as the
+receipt of the hop it read: the next stop and the researcher check that it passed on what
+it was handed (the last hop never skips: it runs ``finalize`` and disclosure control). No
+container runs and no data is read. A state that fails any of those checks is never passed
+on: the refusal is reported and the train fails, as on a route that does not allow skipping.
 
 The sealed state and receipt go through the outbox like a run's output, so delivering them
 is as safe to repeat.
@@ -28,7 +31,12 @@ from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
 from station.queue import HopQueue, HopRecord, HopState
-from station.verify import check_input_digest, verify_passage
+from station.verify import (
+    check_input_digest,
+    check_opened_input,
+    empty_state_changed,
+    verify_passage,
+)
 from trains import state_codec
 from trains.errors import CentralError, HopDeferred, PhtError
 from trains.keys import Identity
@@ -42,12 +50,13 @@ log = logging.getLogger("pht.station")
 
 def may_pass_on(record: HopRecord) -> bool:
     """A refusal not yet told whose route asks to skip refusing stops (checked properly,
-    signature and all, by :func:`pass_on`)."""
+    signature and all, by :func:`pass_on`, whose reason says why a hop may not skip, e.g.
+    the last one)."""
     if record.state != HopState.REJECTED or record.reported or record.passed_on is not None:
         return False
     try:
-        return unverified_payload(record.manifest, Manifest).may_skip(record.hop)
-    except (ValueError, IndexError):
+        return unverified_payload(record.manifest, Manifest).route.on_refusal == "skip"
+    except ValueError:
         return False
 
 
@@ -82,6 +91,12 @@ def pass_on(
             # sealed to exactly its readers (the header, not the receipt's word)
             check_sealed_to(sealed_in, readers_of(manifest, source.hop), "the input state")
             open_file(sealed_in, archive, me.sealing, output_context(record.train_id, source.hop))
+            # the state the receipts commit to, each skip before us passing it on as read
+            if check_opened_input(record.offer, manifest, 0, digest_file(archive)):
+                with archive.open("rb") as stream:
+                    max_bytes = manifest.resources.max_output_mb * 1024 * 1024
+                    if state_codec.unpack_from(stream, work / "check", max_bytes):
+                        raise empty_state_changed(source.hop)
         else:  # a first hop without an initial state hands on the empty state
             with archive.open("wb") as empty:
                 state_codec.pack_to(work, [], 0, empty)
@@ -103,6 +118,8 @@ def pass_on(
                 image_digest=manifest.image.digest,
                 input_state_digests=[i.digest for i in record.offer.inputs],
                 output_state_digest=output_digest,
+                # the archive we opened, byte for byte: what the hop we read committed to
+                output_commitment=digest_file(archive),
                 output_sealed_to=[r.sealing_fingerprint for r in recipients],
                 previous_receipt_digests=verified.previous_receipt_digests,
                 started_at=started_at,

@@ -24,7 +24,10 @@
    we are handed (a first hop: the input is the initial state the manifest pins, or none);
 9. each input state's bytes hash to that digest, its sealed header wraps the key for
    exactly the readers the manifest names (``trains.sealing.check_sealed_to``), and it
-   opens with our key, bound to this train and the hop that wrote it.
+   opens with our key, bound to this train and the hop that wrote it;
+10. the archive it opens to is the one that hop's receipt commits to (``output_commitment``)
+   and, where a skipped hop passed it on, every skip back to the hop that wrote it passed
+   on exactly the state it read (:func:`check_opened_input`).
 
 Checks that fail refuse the hop. What is left decides approval: automatic when the signer
 is trusted with ``auto_approve``, the image is allowed and ``policy.approval`` is "auto";
@@ -50,7 +53,7 @@ from trains.errors import (
 )
 from trains.keys import PublicIdentity
 from trains.manifest import MANIFEST_TYPE, MAX_LIFETIME, Hop, Manifest, check_times
-from trains.receipt import RECEIPT_TYPE, HopReceipt
+from trains.receipt import RECEIPT_TYPE, HopReceipt, check_opened, check_passed_on
 from trains.sealing import digest_bytes
 from trains.signing import open_envelope, unverified_payload
 
@@ -134,11 +137,9 @@ def verify_passage(
     _times(manifest, MAX_LIFETIME)
     hop = _our_hop(offer, manifest, me)
     _route_endorsed(manifest, network_root)
-    if not manifest.may_skip(hop.index):
-        raise PolicyRejected(
-            f"the route does not let hop {hop.index} be skipped "
-            f"(route.on_refusal is {manifest.route.on_refusal!r}, hop kind {hop.kind!r})"
-        )
+    refused = manifest.skip_refused(hop.index)
+    if refused is not None:
+        raise PolicyRejected(f"hop {hop.index} may not be skipped: {refused}")
     return VerifiedHop(manifest, offer.manifest.digest, hop, _check_inputs(offer, manifest, hop))
 
 
@@ -239,6 +240,57 @@ def _check_inputs(offer: HopOffer, manifest: Manifest, hop: Hop) -> list[str]:
         if p.output_state_digest != given.digest:
             raise RouteMismatch(f"{what} signs an output other than the input we were handed")
     return [envelope.digest for envelope in offer.previous_receipts]
+
+
+def check_opened_input(
+    offer: HopOffer, manifest: Manifest, position: int, archive_digest: str
+) -> bool:
+    """Check 10 for input ``position``, whose archive hashes to ``archive_digest``: it is
+    the state the receipt that handed it commits to, and each skip behind it passed on the
+    state it read (their receipts come in ``offer.skip_trail``, each checked against the
+    key pinned for its stop and linked by digest). True: the state must hold no file (a
+    skipped first hop with no initial state had only the empty state to pass on)."""
+    if offer.inputs[position].hop is None:
+        return False  # the researcher's initial state: its sealed digest is pinned
+    # its signature and link were checked (check 8)
+    p = unverified_payload(offer.previous_receipts[position], HopReceipt).predicate
+    check_opened(archive_digest, p, f"the input state from hop {p.hop}")
+    trail = {envelope.digest: envelope for envelope in offer.skip_trail}
+    while p.kind == "skipped":
+        refused = manifest.skip_refused(p.hop)
+        if refused is not None:
+            raise RouteMismatch(f"hop {p.hop} claims a skip, but {refused}")
+        behind = manifest.hop(p.hop).inputs
+        if not behind:
+            return manifest.initial_state_digest is None
+        links = p.previous_receipt_digests
+        envelope = trail.get(links[0]) if len(links) == 1 else None
+        writer = manifest.hop(behind[0])
+        if envelope is None:
+            raise RouteMismatch(
+                f"hop {p.hop} was skipped, but the offer lacks the receipt of hop "
+                f"{writer.index} it read: the skip cannot be checked (central withheld it)"
+            )
+        what = f"receipt of hop {writer.index} ({writer.stop.name})"
+        handed = open_envelope(envelope, RECEIPT_TYPE, writer.stop.station, HopReceipt, what)
+        r = handed.predicate
+        if (r.train_id, r.hop, r.manifest_digest) != (
+            manifest.train_id,
+            writer.index,
+            offer.manifest.digest,
+        ):
+            raise RouteMismatch(f"{what} names train {r.train_id} hop {r.hop}: a replay")
+        check_passed_on(p, r)
+        p = r
+    return False
+
+
+def empty_state_changed(source: int | None) -> RouteMismatch:
+    """A state a skipped first hop passed on holds files, where it had none to pass on."""
+    return RouteMismatch(
+        f"the state hop {source} passed on holds files, but its route skipped every hop "
+        "before it and brought no initial state: a skipping station made it up"
+    )
 
 
 def check_input_digest(actual: str, expected_digest: str | None) -> None:

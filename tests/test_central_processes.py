@@ -161,6 +161,7 @@ class StationLoop(threading.Thread):
                 image_digest=manifest.image.digest,
                 input_state_digests=[i["digest"] for i in body["inputs"]],
                 output_state_digest=digest_bytes(sealed),
+                output_commitment=digest_bytes(payload + f" {index}".encode()),
                 output_sealed_to=[manifest.recipient_after(index).sealing_fingerprint],
                 previous_receipt_digests=[
                     Envelope.model_validate(r).digest for r in body["previous_receipts"]

@@ -49,6 +49,7 @@ def run_hop(
     token: str,
     payload: bytes,
     skipped_because: str | None = None,
+    commitment: str | None = None,
 ) -> dict:
     """Do what a station does around its container: claim, open inputs, seal, sign, then
     upload and complete in the one request a station daemon sends."""
@@ -84,6 +85,7 @@ def run_hop(
             image_digest=manifest.image.digest,
             input_state_digests=[i["digest"] for i in body["inputs"]],
             output_state_digest=digest_bytes(sealed),
+            output_commitment=commitment or digest_bytes(payload),
             output_sealed_to=[r.sealing_fingerprint for r in recipients],
             previous_receipt_digests=[
                 Envelope.model_validate(r).digest for r in body["previous_receipts"]
@@ -200,6 +202,7 @@ def test_a_malformed_result_is_refused_and_the_hop_keeps_running(world):
                 image_digest=manifest.image.digest,
                 input_state_digests=[],
                 output_state_digest=digest_bytes(sealed + b"other"),
+                output_commitment=digest_bytes(b"other"),
                 output_sealed_to=[stations[1].public.sealing_fingerprint],
                 previous_receipt_digests=[],
                 started_at=now,

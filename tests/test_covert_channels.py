@@ -138,6 +138,17 @@ def test_a_runtime_refusal_is_skipped_on_a_skip_route(covert, image_for, tmp_pat
     assert skipped.kind == "skipped" and REFUSALS["too_few_rows"] in (skipped.reason or "")
 
 
+def test_a_skip_route_where_every_stop_refuses_fails(covert, image_for):
+    """Issue 17, reproduction 4: a refusal at the last stop (here the only one) is not
+    skipped, since finalize and disclosure control run there: the train fails, and the
+    researcher gets no verified empty result."""
+    status = travel(covert, image_for, "refuses_few_rows", ["covert-small"], on_refusal="skip")
+    assert status["status"] == "failed", status
+    assert [h["status"] for h in status["hops"]] == ["failed"]
+    assert REFUSALS["too_few_rows"] in status["error"]
+    assert "is the last hop" in status["error"]
+
+
 def test_an_output_path_the_host_cannot_hold_is_not_quoted(docker_required, tmp_path):
     """Folders named after a patient's ward, nested to just under the container's path
     limit: under the station's longer work folder the copy fails, and the error that would

@@ -184,7 +184,7 @@ def test_a_refusing_stop_is_skipped_where_the_route_allows_it(network, tmp_path)
         "submit", str(train), "--route", route, "--skip-refusing", "--yes", env_args=cli
     )
     assert submitted.returncode == 0, submitted.stderr
-    assert "a refusing stop is skipped" in submitted.stdout
+    assert "a refusing stop but the last is skipped" in submitted.stdout
     train_id = submitted.stdout.strip().splitlines()[-1].split()[-1]
     waited = pht_train("wait", train_id, "--timeout", "600", env_args=cli)
     assert waited.returncode == 0, waited.stdout + waited.stderr + _logs(net)

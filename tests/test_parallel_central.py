@@ -114,6 +114,7 @@ def test_an_aggregate_hop_reads_its_inputs_by_position_and_only_its_station(worl
         "manifest",
         "inputs",
         "previous_receipts",
+        "skip_trail",
         "lease_s",
     }
     own = client.get(

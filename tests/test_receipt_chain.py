@@ -12,19 +12,25 @@ from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, verify_chain
 from trains.signing import sign
 
 
-def build_chain(on_refusal: str = "fail", skipped: frozenset[int] = frozenset()):
-    """A three-stop route's receipts; the hops in ``skipped`` signed as ``skipped``."""
+def build_chain(
+    on_refusal: str = "fail",
+    skipped: frozenset[int] = frozenset(),
+    altered: frozenset[int] = frozenset(),
+):
+    """A three-stop route's receipts; the hops in ``skipped`` signed as ``skipped``, those
+    in ``altered`` committing to a state other than the one they read."""
     alice = Identity.generate("alice")
     stations = [Identity.generate(n) for n in ("a", "b", "c")]
     route = Route(stops=[Stop(station=s.public) for s in stations], on_refusal=on_refusal)
     manifest = make_manifest(alice, stations, route=route)
     manifest_digest = sign(manifest, MANIFEST_TYPE, alice.signing).digest
-    receipts, previous, prev_out = [], None, None
+    receipts, previous, prev_out, commitment = [], None, None, None
     for hop in manifest.hops():
         signer = stations[hop.index]
         now = datetime.now(UTC)
         out = f"sha256:{hop.index:064d}"
         skip = hop.index in skipped
+        mine = _commitment(hop.index, skip, commitment, altered)
         envelope = sign(
             HopReceipt.for_hop(
                 HopPredicate(
@@ -38,6 +44,7 @@ def build_chain(on_refusal: str = "fail", skipped: frozenset[int] = frozenset())
                     kind="skipped" if skip else "local",
                     input_state_digests=[] if prev_out is None else [prev_out],
                     output_state_digest=out,
+                    output_commitment=mine,
                     output_sealed_to=[manifest.recipient_after(hop.index).sealing_fingerprint],
                     previous_receipt_digests=[] if previous is None else [previous],
                     started_at=now,
@@ -50,8 +57,15 @@ def build_chain(on_refusal: str = "fail", skipped: frozenset[int] = frozenset())
             signer.signing,
         )
         receipts.append(envelope)
-        previous, prev_out = envelope.digest, out
+        previous, prev_out, commitment = envelope.digest, out, mine
     return manifest, manifest_digest, receipts, prev_out, stations
+
+
+def _commitment(index: int, skip: bool, handed: str | None, altered: frozenset[int]) -> str:
+    """A skip passes on the state it read (the same commitment), unless it ``altered`` it."""
+    if skip and handed is not None and index not in altered:
+        return handed
+    return f"sha256:{index + 1:064x}" if index not in altered else "sha256:" + "e" * 64
 
 
 @pytest.fixture
@@ -119,3 +133,24 @@ def test_a_parallel_route_cannot_skip_a_stop():
     stops = [Stop(station=Identity.generate(n).public) for n in ("a", "b")]
     with pytest.raises(ValueError, match="sequential routes only"):
         Route(mode="parallel", stops=stops, aggregator=stops[0], on_refusal="skip")
+
+
+def test_a_skip_that_changed_the_state_it_passed_on_is_refused():
+    """Issue 17, reproduction 4: a station signs ``skipped`` but passes on another state.
+    The sealed digests all link; the plaintext commitment does not."""
+    manifest, digest, receipts, final, _ = build_chain("skip", frozenset({1}), frozenset({1}))
+    with pytest.raises(
+        ReceiptChainBroken, match=r"the state hop 1 \(b\) passed on is not the one hop 0 \(a\)"
+    ):
+        verify_chain(manifest, digest, None, receipts, final)
+
+
+def test_a_skip_at_the_last_hop_is_refused():
+    """The last hop runs finalize and disclosure control: a skip there would hand the
+    researcher an unfinished state (and a route where every stop skips, no result)."""
+    manifest, digest, receipts, final, _ = build_chain("skip", frozenset({1, 2}))
+    with pytest.raises(ReceiptChainBroken, match=r"hop 2 \(c\).*is the last hop"):
+        verify_chain(manifest, digest, None, receipts, final)
+    manifest, digest, receipts, final, _ = build_chain("skip", frozenset({0, 1, 2}))
+    with pytest.raises(ReceiptChainBroken, match=r"hop 2 \(c\).*must run"):
+        verify_chain(manifest, digest, None, receipts, final)

@@ -88,6 +88,7 @@ def hop_sealed_to(
         image_digest=manifest.image.digest,
         input_state_digests=[i["digest"] for i in body["inputs"]],
         output_state_digest=digest_bytes(sealed),
+        output_commitment=digest_bytes(payload),
         output_sealed_to=[r.sealing_fingerprint for r in recipients],  # the lie
         previous_receipt_digests=[
             Envelope.model_validate(r).digest for r in body["previous_receipts"]
@@ -261,7 +262,8 @@ def test_a_skipping_station_does_not_pass_on_an_input_also_sealed_to_an_outsider
     world, outsider, tmp_path
 ):
     client, researcher, stations, tokens = world
-    submit(client, researcher, stations, tokens["alice"], on_refusal="skip")
+    # two rounds: hop 1 is not the last, which never skips
+    submit(client, researcher, stations, tokens["alice"], rounds=2, on_refusal="skip")
     hop_sealed_to(client, stations[0], tokens["hospital-a"], STATE, [outsider.public])
     central = client_for(client.app, tokens["hospital-b"])
     offer = central.next_hop()

@@ -1,3 +1,4 @@
+import hashlib
 import io
 import tarfile
 
@@ -7,7 +8,12 @@ from trains import state_codec
 from trains.errors import StateInvalid, StateTooLarge
 
 
-def test_pack_is_deterministic_and_round_trips(tmp_path):
+def _members(archive: bytes) -> list[tuple[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
+
+
+def test_pack_is_deterministic_but_for_its_nonce_and_round_trips(tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "state.json").write_text('{"a": 1}')
@@ -15,8 +21,10 @@ def test_pack_is_deterministic_and_round_trips(tmp_path):
     files = state_codec.list_state_files(src)
     assert files == ["state.json", "sub/table.csv"]
     first = state_codec.pack(src, files, 1000)
-    (src / "state.json").touch()  # a new mtime changes nothing
-    assert state_codec.pack(src, reversed(files), 1000) == first
+    (src / "state.json").touch()  # a new mtime changes nothing but the nonce
+    again = state_codec.pack(src, reversed(files), 1000)
+    assert _members(again)[1:] == _members(first)[1:]
+    assert [n for n, _ in _members(first)] == [".pht/nonce", "state.json", "sub/table.csv"]
     out = tmp_path / "out"
     assert state_codec.unpack(first, out, 1000) == ["state.json", "sub/table.csv"]
     assert (out / "sub" / "table.csv").read_text() == "x,y\n1,2\n"
@@ -121,3 +129,36 @@ def test_an_oversized_pax_header_is_refused_before_it_is_read(tmp_path):
     archive = header.tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024
     with pytest.raises(StateInvalid, match="tar header of 1073741824 bytes"):
         state_codec.unpack(archive, tmp_path / "out", 10_000)
+
+
+def test_the_same_state_packed_twice_commits_differently(tmp_path):
+    """Receipts commit to sha256(archive), and central sees receipts: the 256-bit nonce is
+    what keeps it from trying every small state (a count, a yes/no) against them."""
+    (tmp_path / "state.json").write_text('{"n": 3}')
+    first = state_codec.pack(tmp_path, ["state.json"], 1000)
+    second = state_codec.pack(tmp_path, ["state.json"], 1000)
+    assert hashlib.sha256(first).digest() != hashlib.sha256(second).digest()
+    nonces = {dict(_members(a))[".pht/nonce"] for a in (first, second)}
+    assert len(nonces) == 2 and all(len(n) == 32 for n in nonces)
+
+
+def test_the_reserved_prefix_is_never_a_trains(tmp_path):
+    """A train can neither write nor read a name under .pht/: packing refuses it,
+    unpacking leaves the nonce out and refuses anything else there."""
+    (tmp_path / ".pht").mkdir()
+    (tmp_path / ".pht" / "nonce.json").write_text("{}")
+    with pytest.raises(StateInvalid, match="reserved"):
+        state_codec.pack(tmp_path, [".pht/nonce.json"], 1000)
+    (tmp_path / "state.json").write_text("{}")
+    out = tmp_path / "out"
+    archive = state_codec.pack(tmp_path, ["state.json"], 1000)
+    assert state_codec.unpack(archive, out, 1000) == ["state.json"]
+    assert not (out / ".pht").exists()
+    for name, data in ((".pht/nonce", b"x" * 31), (".pht/other.json", b"{}")):
+        forged = io.BytesIO()
+        with tarfile.open(fileobj=forged, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        with pytest.raises(StateInvalid):
+            state_codec.unpack(forged.getvalue(), tmp_path / name.replace("/", "_"), 1000)

@@ -15,7 +15,7 @@ from station.queue import HopQueue, HopRecord, HopState
 from tests import test_central_protocol as protocol
 from tests.test_central_protocol import auth, run_hop, submit
 from trains.receipt import HopReceipt
-from trains.sealing import open_sealed, output_context
+from trains.sealing import digest_bytes, open_sealed, output_context
 from trains.signing import unverified_payload
 
 database_url = protocol.database_url  # on SQLite and on PostgreSQL
@@ -31,30 +31,36 @@ def client_for(app, token: str) -> CentralClient:
     return central
 
 
+def station_setup(tmp_path, name: str) -> tuple[StationConfig, HopQueue, AuditLog]:
+    """A station's config (trusting no signer: it refuses), queue and audit log."""
+    csv = tmp_path / f"{name}.csv"
+    csv.write_text("x\n1\n")
+    config = StationConfig(
+        station=StationInfo(name=name, central_url="http://testserver"),
+        datasets={"cohort": CsvSource(path=csv)},
+        policy=Policy(trusted_signers=[]),
+        base_dir=tmp_path / name,
+    )
+    return config, HopQueue(config.state_dir), AuditLog(config.state_dir / "audit.jsonl")
+
+
 @pytest.fixture
 def refused(world, tmp_path):
-    """hop 0 ran at hospital-a; hospital-b claimed hop 1 and refused it."""
+    """hop 0 ran at hospital-a; hospital-b claimed hop 1 (of 4: the last never skips) and
+    refused it."""
     client, researcher, stations, tokens = world
-    manifest, _ = submit(client, researcher, stations, tokens["alice"], on_refusal="skip")
+    manifest, _ = submit(client, researcher, stations, tokens["alice"], rounds=2, on_refusal="skip")
     run_hop(client, stations[0], tokens["hospital-a"], b"the state a wrote")
     central = client_for(client.app, tokens["hospital-b"])
     offer = central.next_hop()
     assert offer is not None and offer.hop == 1
-    csv = tmp_path / "d.csv"
-    csv.write_text("x\n1\n")
-    config = StationConfig(
-        station=StationInfo(name="hospital-b", central_url="http://testserver"),
-        datasets={"cohort": CsvSource(path=csv)},
-        policy=Policy(trusted_signers=[]),
-        base_dir=tmp_path / "b",
-    )
-    queue, audit = HopQueue(config.state_dir), AuditLog(config.state_dir / "audit.jsonl")
+    config, queue, audit = station_setup(tmp_path, "hospital-b")
     record = queue.save(HopRecord.from_offer(offer, HopState.REJECTED, reason=REASON))
     return client, researcher, manifest, stations, tokens, central, config, queue, audit, record
 
 
 def test_the_refused_hop_passes_the_state_on_unchanged_and_the_train_finishes(refused):
-    client, researcher, manifest, stations, tokens, central, config, queue, audit, record = refused
+    client, _, manifest, stations, tokens, central, config, queue, audit, record = refused
     assert passage.may_pass_on(record)
     record = passage.pass_on(record, config, stations[1], central, queue, audit)
     assert (record.state, record.passed_on) == (HopState.SEALED, True)
@@ -65,12 +71,15 @@ def test_the_refused_hop_passes_the_state_on_unchanged_and_the_train_finishes(re
         REASON,
         0.0,
     )
-    # sealed to the researcher (who reads after the last hop), bound to hop 1: the bytes
-    # hop 0 wrote, unchanged
+    # sealed to hospital-a (who reads hop 2), bound to hop 1: the bytes hop 0 wrote,
+    # unchanged, and committed to as hop 0 did
     context = output_context(manifest.train_id, 1)
-    assert open_sealed(sealed.read_bytes(), researcher.sealing, context) == b"the state a wrote"
+    assert open_sealed(sealed.read_bytes(), stations[0].sealing, context) == b"the state a wrote"
+    assert predicate.output_commitment == digest_bytes(b"the state a wrote")
     record = delivery.deliver(record, central, queue, audit)
     assert record.state == HopState.DONE
+    for hop in (2, 3):
+        run_hop(client, stations[hop % 2], tokens[stations[hop % 2].name], b"later")
     status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"]))
     assert status.json()["status"] == "done"
     assert status.json()["hops"][1]["status"] == "skipped"

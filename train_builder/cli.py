@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-refusing",
         action="store_true",
         help="a station that refuses its hop passes the state on unchanged and the train "
-        "goes on without it (sequential routes; default: a refusal fails the train)",
+        "goes on without it (sequential routes; the last stop must run; default: a refusal "
+        "fails the train)",
     )
     s.add_argument(
         "--allow-exposed-partials",

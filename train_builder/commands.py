@@ -226,7 +226,7 @@ def submit(args: argparse.Namespace) -> int:
         )
         print(f"train {manifest.name} {manifest.version}, image {image.digest}")
         if aggregator is None:
-            skips = ", a refusing stop is skipped" if args.skip_refusing else ""
+            skips = ", a refusing stop but the last is skipped" if args.skip_refusing else ""
             print(f"route ({args.rounds} round(s){skips}):")
         else:
             print(f"parallel route ({args.rounds} round(s)), each round's stops at once:")

@@ -36,7 +36,7 @@ from trains.manifest import (
     Stop,
     expiry_from_now,
 )
-from trains.receipt import HopPredicate, readers_of, verify_chain
+from trains.receipt import HopPredicate, check_opened, readers_of, verify_chain
 from trains.sealing import check_sealed_to, digest_file, open_file, output_context
 from trains.signing import open_envelope, sign
 from trains.train_spec import load_train_spec
@@ -134,7 +134,8 @@ class Researcher:
         allow_exposed_partials: Sequence[Exposure] = (),
     ) -> Manifest:
         """The manifest to sign; with an ``aggregator`` the route runs parallel rounds;
-        ``on_refusal="skip"`` lets a refusing stop pass the state on instead of failing;
+        ``on_refusal="skip"`` lets a refusing stop but the last pass the state on instead
+        of failing;
         ``allow_exposed_partials`` allows what a parallel route otherwise refuses (see
         :class:`trains.manifest.Route`)."""
         spec = load_train_spec(folder)
@@ -183,7 +184,8 @@ class Researcher:
         """Sign and submit. ``mode="parallel"`` fans each round out to every stop of
         ``route`` and joins it at the ``aggregator`` station (required then).
         ``on_refusal="skip"`` (sequential routes): a station that refuses its hop passes
-        the state on unchanged, and the train goes on without it."""
+        the state on unchanged, and the train goes on without it (not the last stop: it
+        runs ``finalize`` and disclosure control)."""
         if (mode == "parallel") != (aggregator is not None):
             raise RouteMismatch(
                 "a parallel route needs an aggregator station, and only a parallel route has "
@@ -294,6 +296,8 @@ class Researcher:
             # the header decides who can open it, whatever the receipt says
             check_sealed_to(sealed, readers_of(manifest, last), "the final state")
             open_file(sealed, archive, self.identity.sealing, output_context(train_id, last))
+            # the plaintext the last station signed for (its commitment), nothing else
+            check_opened(digest_file(archive), hops[-1], "the final state")
             staged = Path(tmp) / "result"
             staged.mkdir(mode=0o700)
             with archive.open("rb") as source:

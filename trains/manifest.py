@@ -107,7 +107,10 @@ class Route(BaseModel):
     ``on_refusal`` says what a station refusing its hop does to the train: ``fail`` it
     (the default), or ``skip`` the stop: the station passes the state it was handed on to
     the next stop unchanged, re-sealed, with a signed receipt that says it skipped and why
-    (sequential routes only: a parallel round joins every partial).
+    (sequential routes only: a parallel round joins every partial). The last hop never
+    skips: it runs ``finalize`` and the station's disclosure control on what the researcher
+    receives, so a refusal there fails the train (and so does a route where every stop
+    refuses).
 
     A parallel round exposes each stop's partial state to its aggregator. Two routes would
     expose more, and are refused unless ``allow_exposed_partials`` names them (stations
@@ -308,7 +311,21 @@ class Manifest(BaseModel):
 
     def may_skip(self, index: int) -> bool:
         """May the station of hop ``index`` pass the state on unchanged when it refuses?"""
-        return self.route.on_refusal == "skip" and self.hop(index).kind == "local"
+        return self.skip_refused(index) is None
+
+    def skip_refused(self, index: int) -> str | None:
+        """Why hop ``index`` may not be skipped, in words for a message; None: it may."""
+        hop = self.hop(index)
+        if self.route.on_refusal != "skip":
+            return f"the route lets no stop skip (route.on_refusal is {self.route.on_refusal!r})"
+        if hop.kind != "local":
+            return f"hop {index} is of kind {hop.kind!r}, and only a local hop may skip"
+        if hop.is_last:
+            return (
+                f"hop {index} is the last hop: it runs finalize and disclosure control on what "
+                "the researcher receives, so it must run"
+            )
+        return None
 
     def first_hops(self) -> list[Hop]:
         """The hops that read no other hop's output (they read the initial state, if any)."""

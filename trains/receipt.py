@@ -44,6 +44,10 @@ class HopPredicate(BaseModel):
     # sha256 of each sealed input blob, in the order of the hop's inputs (empty: no input)
     input_state_digests: list[str]
     output_state_digest: str  # sha256 of the sealed output blob
+    # sha256 of the output's archive (its plaintext, with the codec's 256-bit nonce, so
+    # central cannot try states against it); a skipped hop's is the one of the state it
+    # was handed, which it passes on byte for byte
+    output_commitment: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     output_sealed_to: list[str]  # sealing-key fingerprints
     previous_receipt_digests: list[str]  # the receipts of the hops whose outputs we read
     started_at: AwareDatetime
@@ -92,8 +96,10 @@ def verify_chain(
     pins (or ``skipped``, where the route lets a refusing stop pass the state on unchanged);
     each hop's inputs exactly the outputs of the hops it reads, in order (the initial
     state for a first hop), and its previous receipts exactly theirs; each output sealed to
-    exactly the stops that read it (the researcher after the last hop); and the final state
-    the last hop's output. Errors name the hop and the check.
+    exactly the stops that read it (the researcher after the last hop); a skipped hop (never
+    the last) committing to exactly the state it read; and the final state the last hop's
+    output (whoever opens it checks the archive against ``check_opened``). Errors name the
+    hop and the check.
     """
     hops = manifest.hops()
     if len(receipts) != len(hops):
@@ -116,14 +122,15 @@ def verify_chain(
         sources = f"hops {hop.inputs}" if hop.inputs else "the initial state"
         expected_inputs = [outputs[j] for j in hop.inputs] if hop.inputs else initial
         sealed_to = [r.sealing_fingerprint for r in manifest.recipients_after(hop.index)]
+        skip_refused = manifest.skip_refused(hop.index) if p.kind == "skipped" else None
         checks = [
             (p.train_id == manifest.train_id, f"names train {p.train_id}"),
             (p.hop == hop.index and p.round == hop.round, f"names hop {p.hop} round {p.round}"),
             (p.station == hop.stop.name, f"names station {p.station}"),
             (
-                p.kind == hop.kind or (p.kind == "skipped" and manifest.may_skip(hop.index)),
+                p.kind in (hop.kind, "skipped") and skip_refused is None,
                 f"claims a hop of kind {p.kind} where the route pins {hop.kind}"
-                + (" and lets no stop skip" if p.kind == "skipped" else ""),
+                + (f", and {skip_refused}" if skip_refused else ""),
             ),
             (p.manifest_digest == manifest_digest, "names another manifest"),
             (p.image_digest == manifest.image.digest, f"ran image {p.image_digest}"),
@@ -145,6 +152,8 @@ def verify_chain(
         for ok, problem in checks:
             if not ok:
                 raise ReceiptChainBroken(f"{what}: {problem}")
+        if p.kind == "skipped" and hop.inputs:
+            check_passed_on(p, predicates[hop.inputs[0]])
         predicates.append(p)
         outputs.append(p.output_state_digest)
         digests.append(envelope.digest)
@@ -155,6 +164,28 @@ def verify_chain(
             "truncated or replaced after it signed); nothing was opened"
         )
     return predicates
+
+
+def check_passed_on(skipped: HopPredicate, handed: HopPredicate) -> None:
+    """A skipped hop passed on exactly the state it was handed: its commitment is the one
+    of the receipt of the hop it read (both signed, by different stations)."""
+    if skipped.output_commitment != handed.output_commitment:
+        verb = "passed on" if handed.kind == "skipped" else "wrote"
+        raise ReceiptChainBroken(
+            f"the state hop {skipped.hop} ({skipped.station}) passed on is not the one hop "
+            f"{handed.hop} ({handed.station}) {verb}: a skipping station changed it"
+        )
+
+
+def check_opened(archive_digest: str, writer: HopPredicate, what: str) -> None:
+    """The archive just opened is the one the receipt of the hop that handed it on commits
+    to (the sha256 of the plaintext archive, see ``output_commitment``)."""
+    if archive_digest != writer.output_commitment:
+        verb = "passed on" if writer.kind == "skipped" else "wrote"
+        raise ReceiptChainBroken(
+            f"{what} opens to a state other than the one hop {writer.hop} ({writer.station}) "
+            f"{verb} and signed for: it was changed before it was sealed; nothing was used"
+        )
 
 
 def readers_of(manifest: Manifest, producer: int | None) -> list[PublicIdentity]:

@@ -10,6 +10,13 @@ is bounded and every refusal is a :class:`StateInvalid`, never an ``OSError``: a
 ``MAX_PATH`` per name; no name twice (however spelled), no file under a file or over a
 folder; tar extension headers (pax, GNU long names) of at most ``MAX_HEADER`` bytes, checked
 before they are read, since tarfile reads them whole into memory.
+
+Every archive a station packs holds one reserved member, ``.pht/nonce``: 32 random bytes.
+Receipts commit to a state's plaintext by the sha256 of its archive
+(``trains.receipt.HopPredicate.output_commitment``): the nonce makes that digest useless
+to central, which sees receipts but could otherwise try every small state against it. The
+``.pht/`` prefix is the codec's: a train can neither write nor read a name under it (it is
+refused when packing and stripped when unpacking), and it is no declared output.
 """
 
 from __future__ import annotations
@@ -31,12 +38,17 @@ MAX_DEPTH = 16  # folders above a file
 MAX_NAME = 255  # bytes in one part of a name (what file systems allow)
 MAX_PATH = 1024  # bytes in a whole name
 MAX_HEADER = 64 * 1024  # bytes in one pax or GNU long-name header
+RESERVED = ".pht/"  # names under it belong to the codec, never to a train
+NONCE = RESERVED + "nonce"  # 32 random bytes in every packed state (see above)
+NONCE_BYTES = 32
 _EXTENSION_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _LONG_NAME_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
 def _check_name(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
+    if name.startswith(RESERVED) or (path.parts and path.parts[0] == RESERVED.rstrip("/")):
+        raise StateInvalid(f"state file name {name!r} is under {RESERVED}, reserved for pht")
     if path.is_absolute() or ".." in path.parts or name in ("", "."):
         raise StateInvalid(f"state file name {name!r} is not a plain relative path")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in name):
@@ -93,10 +105,13 @@ def pack(folder: Path, files: Iterable[str], max_bytes: int) -> bytes:
 
 
 def pack_to(folder: Path, files: Iterable[str], max_bytes: int, target: BinaryIO) -> None:
-    """Tar exactly ``files`` from ``folder`` into ``target`` (streamed): sorted, owner 0,
-    mtime 0, so equal folders give equal bytes."""
+    """Tar a fresh nonce and exactly ``files`` from ``folder`` into ``target`` (streamed):
+    sorted, owner 0, mtime 0, so equal folders give equal bytes but for the nonce."""
     total = 0
     with tarfile.open(fileobj=target, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        nonce = tarfile.TarInfo(NONCE)
+        nonce.size, nonce.mode, nonce.mtime = NONCE_BYTES, 0o644, 0
+        tar.addfile(nonce, io.BytesIO(os.urandom(NONCE_BYTES)))
         for name in sorted(set(files)):
             _check_name(name)
             path = folder / name
@@ -134,11 +149,12 @@ class _BoundedInfo(tarfile.TarInfo):
 
 def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
     """Extract a state archive (streamed) into ``folder``, refusing anything but plain
-    files with names that neither repeat nor collide (see the bounds above)."""
+    files with names that neither repeat nor collide (see the bounds above). The nonce
+    is checked and left out: the folder holds the state's files only."""
     names: list[str] = []
     files: set[str] = set()
     folders: set[PurePosixPath] = set()
-    total = 0
+    total, nonces = 0, 0
     folder.mkdir(parents=True, exist_ok=True)
     try:
         tar = tarfile.open(fileobj=source, mode="r|", tarinfo=_BoundedInfo)  # noqa: SIM115
@@ -146,6 +162,9 @@ def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
             for member in tar:
                 if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
                     raise StateInvalid(f"state archive entry {member.name!r} is not a regular file")
+                if member.name == NONCE and member.size == NONCE_BYTES and not nonces:
+                    nonces += 1
+                    continue
                 rel = _check_name(member.name)
                 _check_place(rel, files, folders)
                 total += member.size
