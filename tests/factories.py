@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from central.messages import HopOffer
 from trains.keys import Identity
 from trains.manifest import Image, Manifest, Route, Stop, expiry_from_now
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
@@ -82,3 +83,18 @@ def sign_receipt(
     fields.update(overrides)
     predicate = HopPredicate.model_validate(fields)
     return sign(HopReceipt.for_hop(predicate), RECEIPT_TYPE, signer.signing)
+
+
+def make_offer(train_id: str, hop: int, manifest: Envelope, **fields: object) -> HopOffer:
+    """An offer as central hands it to a station; by default a first hop's (no inputs, no
+    receipts)."""
+    values: dict[str, object] = {
+        "kind": "local",
+        "inputs": [],
+        "previous_receipts": [],
+        "lease_s": 60,
+        **fields,
+    }
+    return HopOffer.model_validate(
+        {"train_id": train_id, "hop": hop, "manifest": manifest, **values}
+    )

@@ -10,10 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from central.messages import HopOffer
 from station.config import CsvSource, Policy, StationConfig, StationInfo
 from station.verify import verify_offer, verify_passage
-from tests.factories import make_manifest
+from tests.factories import make_manifest, make_offer
 from train_builder.trust import FirstContact, KnownStations, StationTrust
 from trains.enrolment import (
     ENROLMENT_TYPE,
@@ -262,15 +261,7 @@ def route(net, tmp_path):
         manifest = make_manifest(
             alice, [a], route=Route(mode=mode, stops=stops, aggregator=aggregator)
         )
-        return HopOffer(
-            train_id=manifest.train_id,
-            hop=0,
-            kind="local",
-            manifest=sign(manifest, MANIFEST_TYPE, alice.signing),
-            inputs=[],
-            previous_receipts=[],
-            lease_s=60,
-        )
+        return make_offer(manifest.train_id, 0, sign(manifest, MANIFEST_TYPE, alice.signing))
 
     return a, b, x, stop, offer, config
 

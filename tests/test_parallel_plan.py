@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from central import routing
 from central.client import CentralClient
-from central.messages import HopOffer
 from central.records import plan_of
 from central.routing import HopStatus as H
 from central.routing import TrainStatus as T
@@ -20,7 +19,7 @@ from station.config import Policy, StationConfig, StationInfo
 from station.queue import HopRecord, HopState
 from station.show import describe
 from station.verify import verify_offer
-from tests.factories import make_manifest, make_parallel_manifest, sign_receipt
+from tests.factories import make_manifest, make_offer, make_parallel_manifest, sign_receipt
 from train_builder.cli import build_parser
 from train_builder.researcher import Researcher
 from trains.errors import ManifestInvalid, PayloadInvalid, RouteMismatch
@@ -143,15 +142,7 @@ def test_a_signed_manifest_with_an_exposing_route_is_refused_where_it_is_read(pe
         station=StationInfo(name="b", central_url="http://127.0.0.1:1"),
         policy=Policy(trusted_signers=[alice.public.signing_fingerprint]),
     )
-    offer = HopOffer(
-        train_id=manifest.train_id,
-        hop=1,
-        kind="local",
-        manifest=envelope,
-        inputs=[],
-        previous_receipts=[],
-        lease_s=60,
-    )
+    offer = make_offer(manifest.train_id, 1, envelope)
     with pytest.raises(ManifestInvalid, match=r"the manifest is not valid: .*also a data stop"):
         verify_offer(offer, config, b.public)
 
@@ -165,15 +156,7 @@ def test_a_station_sees_the_allowance_before_approving(people, tmp_path):
         allow_exposed_partials=["aggregator_at_stop"],
     )
     manifest = make_manifest(alice, [a, b], route=route)
-    offer = HopOffer(
-        train_id=manifest.train_id,
-        hop=1,
-        kind="local",
-        manifest=sign(manifest, MANIFEST_TYPE, alice.signing),
-        inputs=[],
-        previous_receipts=[],
-        lease_s=60,
-    )
+    offer = make_offer(manifest.train_id, 1, sign(manifest, MANIFEST_TYPE, alice.signing))
     record = HopRecord.from_offer(offer, HopState.PENDING)
     config = StationConfig(station=StationInfo(name="b", central_url="http://127.0.0.1:1"))
     shown = describe(record, config, with_files=False)

@@ -24,7 +24,7 @@ from station.delivery import is_transient
 from station.queue import HopQueue, HopState
 from station.verify import verify_offer
 from tests import test_central_protocol as protocol
-from tests.factories import make_manifest
+from tests.factories import make_manifest, make_offer
 from tests.test_central_protocol import auth, submit
 from trains.errors import BadAnswer, ConfigError, PhtError
 from trains.manifest import MANIFEST_TYPE
@@ -197,17 +197,8 @@ def test_a_manifest_signed_with_a_hostile_train_id_is_refused_by_the_station(wor
 
 
 def protocol_offer(envelope):
-    from central.messages import HopOffer
 
-    return HopOffer(
-        train_id=OTHER_TRAIN,
-        hop=0,
-        kind="local",
-        manifest=envelope,
-        inputs=[],
-        previous_receipts=[],
-        lease_s=60,
-    )
+    return make_offer(OTHER_TRAIN, 0, envelope)
 
 
 @pytest.mark.parametrize(

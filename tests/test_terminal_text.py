@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from central.messages import HopOffer
 from station.config import StationConfig, StationInfo
 from station.queue import HopRecord, HopState, summary_line
 from station.show import describe
-from tests.factories import make_manifest
+from tests.factories import make_manifest, make_offer
 from train_builder.watch import hop_line, table
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE
@@ -36,15 +35,7 @@ def test_a_declared_output_name_must_be_a_plain_state_name(people):
 def test_the_approval_screen_shows_a_hostile_version_escaped_on_its_own_line(people):
     alice, a, b = people
     manifest = make_manifest(alice, [a, b], version=HOSTILE)
-    offer = HopOffer(
-        train_id=manifest.train_id,
-        hop=0,
-        kind="local",
-        manifest=sign(manifest, MANIFEST_TYPE, alice.signing),
-        inputs=[],
-        previous_receipts=[],
-        lease_s=60,
-    )
+    offer = make_offer(manifest.train_id, 0, sign(manifest, MANIFEST_TYPE, alice.signing))
     record = HopRecord.from_offer(offer, HopState.PENDING, reason="refused\x1b[2J\u202e")
     config = StationConfig(station=StationInfo(name="a", central_url="http://127.0.0.1:1"))
     shown = describe(record, config, with_files=False)
