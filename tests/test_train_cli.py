@@ -7,6 +7,7 @@ no station runs there, so trains stay queued until the test cancels them."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -410,3 +411,41 @@ def test_requirements_without_a_wheelhouse_say_how_to_build_offline(cohort, caps
     code, _, err = run(capsys, "build", str(cohort), "--registry", "127.0.0.1:1")
     assert code == 1
     assert "requirements.txt lists packages" in err and "--wheelhouse DIR" in err
+
+
+def test_a_closed_pipe_ends_quietly():
+    """Issue 13 item 11: `pht-train ... | head -1` printed 'error: Broken pipe'."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "train_builder.cli", "templates"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before anything is written
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0
+    assert errors == ""
+
+
+def test_an_error_after_output_starts_on_a_line_of_its_own(tmp_path):
+    """Issue 13 item 12: '... over 1 local station(s)error: hop 0 ...' on one line."""
+    assert pht_train("init", "broken", "--template", "cohort", cwd=tmp_path).returncode == 0
+    (tmp_path / "broken" / "train.py").write_text(
+        "def local(data, state, ctx):\n    raise ValueError('nothing here')\n"
+    )
+    data = tmp_path / "site.csv"
+    data.write_text("age\n1\n")
+    # buffered output, as in a pipe to a file or another program
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    result = subprocess.run(
+        [sys.executable, "-m", "train_builder.cli", "test", "broken", "--data", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "station(s)\n" in result.stdout and "\nerror: " in result.stdout, result.stdout

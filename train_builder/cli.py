@@ -17,6 +17,7 @@ PHT_TOKEN_FILE, PHT_KEYS_DIR, PHT_REGISTRY), else the profile file
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from train_builder import commands
@@ -192,11 +193,19 @@ def explain(exc: PhtError, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
+        return code
+    except BrokenPipeError:  # `pht-train status ID | head -1`: the reader has had enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit's own flush cannot fail again
+        return 0
     except PhtError as exc:
+        sys.stdout.flush()  # what was said so far, then the error on a line of its own
         print(f"error: {printable(explain(exc, args), keep_newlines=True)}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file the researcher named cannot be read or written
+        sys.stdout.flush()
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
