@@ -449,3 +449,48 @@ def test_an_error_after_output_starts_on_a_line_of_its_own(tmp_path):
     )
     assert result.returncode == 1, result.stdout
     assert "station(s)\n" in result.stdout and "\nerror: " in result.stdout, result.stdout
+
+
+def test_a_unique_start_of_a_train_id_names_the_train(tmp_path):
+    """Issue 13 item 10: `pht-train watch b2086455` answered 404 (a real central, in
+    process; the ids are random, so the test finds a prefix that is unique and one that
+    is not)."""
+    from fastapi.testclient import TestClient
+
+    from central.api import create_app
+    from central.client import CentralClient
+    from central.settings import CentralSettings
+    from central.testing_pg import database_url_for
+    from tests.test_central_protocol import auth, submit
+    from train_builder.researcher import Researcher
+    from trains.errors import PhtError
+    from trains.keys import Identity
+
+    url = database_url_for("sqlite", tmp_path)
+    app = create_app(CentralSettings(data_dir=tmp_path / "central", database_url=url))
+    alice, station = Identity.generate("alice"), Identity.generate("hospital-a")
+    token = app.state.service.register("researcher", alice.public)
+    app.state.service.register("station", station.public)
+    client = TestClient(app)
+    ids = [submit(client, alice, [station], token)[0].train_id for _ in range(20)]
+    central = CentralClient("http://testserver", token)
+    central._http = TestClient(app, headers=auth(token))
+    researcher = Researcher(alice, central)
+    for train_id in ids:
+        unique = next(
+            train_id[:n]
+            for n in range(1, 37)
+            if sum(other.startswith(train_id[:n]) for other in ids) == 1
+        )
+        assert researcher.resolve(unique) == train_id
+        assert researcher.resolve(unique.upper()) == train_id
+    assert researcher.resolve("last") == ids[-1]
+    assert researcher.resolve(ids[3]) == ids[3]
+    shared = next(
+        c for c in "0123456789abcdef" if sum(i.startswith(c) for i in ids) > 1
+    )  # 20 ids over 16 first characters: one is shared
+    with pytest.raises(PhtError, match="give more of the id"):
+        researcher.resolve(shared)
+    missing = next(c for c in "0123456789abcdefgh" if not any(i.startswith(c) for i in ids))
+    with pytest.raises(PhtError, match="no train of yours"):
+        researcher.resolve(missing)

@@ -24,7 +24,7 @@ from train_builder import commands
 from trains.errors import CentralError, PhtError
 from trains.text import printable
 
-TRAIN_ID_HELP = "the train's id, or 'last' for your most recent train"
+TRAIN_ID_HELP = "the train's id, a unique start of it, or 'last' for your most recent train"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ result = r.result(train_id, Path("out"))
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,7 @@ from trains.errors import CentralError, KeyFileError, PhtError, RouteMismatch
 from trains.keys import Identity
 from trains.manifest import (
     MANIFEST_TYPE,
+    TRAIN_ID_PATTERN,
     Exposure,
     Image,
     Manifest,
@@ -42,6 +44,7 @@ from trains.signing import open_envelope, sign
 from trains.train_spec import load_train_spec
 
 MAX_RESULT_BYTES = 4 * 1024**3
+_WHOLE_ID = re.compile(TRAIN_ID_PATTERN)
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -216,13 +219,30 @@ class Researcher:
         return self.central.cancel(train_id)
 
     def resolve(self, train_id: str) -> str:
-        """``last`` means your most recently submitted train."""
-        if train_id != "last":
+        """A train's id from what a person types: the whole id, ``last`` (your most
+        recently submitted train), or the start of an id that no other train of yours
+        shares (as ``pht-train list`` and ``pht-station pending`` print them)."""
+        if _WHOLE_ID.fullmatch(train_id):
             return train_id
         trains = self.list()
-        if not trains:
-            raise PhtError("you have submitted no train yet")
-        return str(trains[-1]["train_id"])
+        if train_id == "last":
+            if not trains:
+                raise PhtError("you have submitted no train yet")
+            return str(trains[-1]["train_id"])
+        prefix = train_id.lower()
+        matches = [str(t["train_id"]) for t in trains if str(t["train_id"]).startswith(prefix)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise PhtError(
+                f"no train of yours has an id starting with {train_id!r}; "
+                "'pht-train list' shows them"
+            )
+        raise PhtError(
+            f"{train_id!r} starts {len(matches)} of your trains' ids: "
+            + ", ".join(matches[:10])
+            + "; give more of the id"
+        )
 
     def follow(
         self, train_id: str, timeout_s: float = 3600, poll_s: float = 0.5
