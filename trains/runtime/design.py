@@ -10,10 +10,22 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from trains.runtime.core import Context
+from trains.runtime.core import Context, TrainCodeError
 from trains.runtime.refusal import Refusal
 
 Array = npt.NDArray[Any]
+
+
+def the_dataset(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The one dataset a single-dataset train reads, whatever ``datasets`` in train.toml
+    names it: renaming the dataset never needs a code edit."""
+    if len(data) != 1:
+        raise TrainCodeError(
+            f"this train reads exactly one dataset, but train.toml lists {len(data)}; "
+            'list one, e.g. datasets = ["cohort"]'
+        )
+    (frame,) = data.values()
+    return frame
 
 
 def column(rows: pd.DataFrame, item: str) -> Array:

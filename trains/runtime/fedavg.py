@@ -31,7 +31,12 @@ import pandas as pd
 
 from trains.runtime.core import Context
 from trains.runtime.design import column as _column
-from trains.runtime.design import complete_cases, require_binary_outcome, require_min_rows
+from trains.runtime.design import (
+    complete_cases,
+    require_binary_outcome,
+    require_min_rows,
+    the_dataset,
+)
 
 Array = npt.NDArray[Any]
 Gradient = Callable[[Array, Array], Array]
@@ -179,9 +184,7 @@ def local(
             "this train runs on parallel rounds: every stop starts from the global model of "
             "the aggregator stop; submit it with an aggregator, not on a sequential route"
         )
-    if len(data) != 1:
-        raise ValueError("this train reads one dataset; list exactly one in train.toml")
-    (frame,) = data.values()  # whatever name train.toml gives it ("cohort" by default)
+    frame = the_dataset(data)  # whatever name train.toml gives it ("cohort" by default)
     x, y = design(frame, p["covariates"], p["outcome"])
     require_min_rows(len(y), ctx)
     seed = int(p.get("seed", 0))

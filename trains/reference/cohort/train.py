@@ -18,6 +18,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from trains.runtime.design import the_dataset
+
 
 def _numeric_summary(values):
     values = values.dropna().astype(float)
@@ -141,7 +143,8 @@ def merge(a: dict, b: dict) -> dict:
 
 
 def local(data, state, ctx):
-    mine = summarise(data["cohort"]) | extras(data["cohort"], ctx.params)
+    frame = the_dataset(data)
+    mine = summarise(frame) | extras(frame, ctx.params)
     merged = mine if state is None else merge(state, mine) | merge_extras(state, mine)
     merged["stations"] = (state or {}).get("stations", 0) + 1
     return merged

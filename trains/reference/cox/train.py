@@ -15,7 +15,7 @@ Breslow's only when no two events share a time).
 import numpy as np
 
 from trains.runtime.design import column as _column
-from trains.runtime.design import complete_cases, require_min_rows
+from trains.runtime.design import complete_cases, require_min_rows, the_dataset
 from trains.runtime.wald import wald_table
 
 
@@ -66,7 +66,7 @@ def risk_sums(times, t, x, beta):
 
 def local(data, state, ctx):
     p = ctx.params
-    t, e, x = survival_design(data["survival"], p)
+    t, e, x = survival_design(the_dataset(data), p)
     require_min_rows(len(t), ctx)
     if ctx.rounds < 2:
         raise ValueError(

@@ -11,7 +11,7 @@ computed from the same counts.
 import numpy as np
 from scipy import stats
 
-from trains.runtime.design import require_min_rows
+from trains.runtime.design import require_min_rows, the_dataset
 
 
 def counts(frame, time, event, unit):
@@ -36,7 +36,7 @@ def merge(a, b):
 def local(data, state, ctx):
     p = ctx.params
     time, event, group = p.get("time", "time"), p.get("event", "event"), p.get("group", "")
-    frame = data["survival"]
+    frame = the_dataset(data)
     needed = [c for c in (time, event, group) if c]
     missing = sorted(set(needed) - set(frame.columns))
     if missing:

@@ -10,13 +10,13 @@ p-values and confidence intervals, as statsmodels' OLS does on the pooled data.
 import numpy as np
 from scipy import stats
 
-from trains.runtime.design import regression_design, require_min_rows
+from trains.runtime.design import regression_design, require_min_rows, the_dataset
 
 
 def local(data, state, ctx):
     p = ctx.params
     x, y, names = regression_design(
-        data["cohort"], p["covariates"], p["outcome"], p.get("intercept", True)
+        the_dataset(data), p["covariates"], p["outcome"], p.get("intercept", True)
     )
     require_min_rows(len(y), ctx)
     if state is None:

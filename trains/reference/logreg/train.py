@@ -10,14 +10,19 @@ pooled data; ``converged`` says whether the last step was below ``tol``.
 
 import numpy as np
 
-from trains.runtime.design import regression_design, require_binary_outcome, require_min_rows
+from trains.runtime.design import (
+    regression_design,
+    require_binary_outcome,
+    require_min_rows,
+    the_dataset,
+)
 from trains.runtime.wald import wald_table
 
 
 def local(data, state, ctx):
     p = ctx.params
     x, y, names = regression_design(
-        data["cohort"], p["covariates"], p["outcome"], p.get("intercept", True)
+        the_dataset(data), p["covariates"], p["outcome"], p.get("intercept", True)
     )
     require_min_rows(len(y), ctx)
     require_binary_outcome(y, p["outcome"])

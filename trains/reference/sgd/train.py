@@ -15,7 +15,12 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier
 
 from trains.runtime.design import column as _column
-from trains.runtime.design import complete_cases, require_binary_outcome, require_min_rows
+from trains.runtime.design import (
+    complete_cases,
+    require_binary_outcome,
+    require_min_rows,
+    the_dataset,
+)
 
 
 def design(frame, covariates, outcome):
@@ -107,7 +112,7 @@ def local(data, state, ctx):
             "the sgd train needs at least 3 rounds (standardise, train, evaluate); "
             "submit with e.g. --rounds 7"
         )
-    x, y = design(data["cohort"], p["covariates"], p["outcome"])
+    x, y = design(the_dataset(data), p["covariates"], p["outcome"])
     require_min_rows(len(y), ctx)
     test = held_out(len(y), float(p.get("test_fraction", 0.25)), int(p.get("seed", 0)))
     state = state or {"columns": list(p["covariates"]), "scaler": {}}
