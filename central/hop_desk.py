@@ -291,7 +291,7 @@ class HopDesk:
                 check_skip(p, Envelope.model_validate_json(stored[sources[0]]))
             statuses, outputs = hop_states(db, train_id)
             done = routing.on_late_hop_done if late else routing.on_hop_done
-            step = done(statuses, index, p.output_state_digest, plan, outputs, skipped)
+            step = done(statuses, index, p.output_state_digest, plan, outputs, skipped, p.converged)
             if not upload.publish():  # before the commit: the blob is the receipt's
                 raise ServiceError(
                     409, "no_output", "the uploaded output is gone (replaced); upload it again"

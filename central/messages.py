@@ -22,7 +22,7 @@ HopIndex = Annotated[int, Field(ge=0, lt=MAX_HOPS)]
 Digest = Annotated[str, Field(pattern=DIGEST_RE.pattern, max_length=71)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
 TrainState = Literal["waiting_for_state", "running", "done", "failed", "cancelled"]
-HopState = Literal["waiting", "queued", "running", "done", "skipped", "failed"]
+HopState = Literal["waiting", "queued", "running", "done", "skipped", "failed", "not_needed"]
 MAX_REASON = 2000  # characters of a failure's reason central keeps
 
 

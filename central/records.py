@@ -15,6 +15,7 @@ from central.db import HopRow, TrainRow, utcnow
 from central.errors import ServiceError
 from central.messages import HopInput
 from central.routing import HopStatus
+from trains.early_end import early_end_refused, sealed_to_after
 from trains.errors import PhtError
 from trains.keys import PublicIdentity
 from trains.manifest import Manifest
@@ -134,7 +135,8 @@ def check_receipt(
     a skip, where the route allows one), the station pinned for the stop, and its output is
     sealed to exactly the readers the manifest names. A ServiceError 422 otherwise."""
     hop = manifest.hop(index)
-    sealed_to = [r.sealing_fingerprint for r in manifest.recipients_after(index)]
+    sealed_to = [r.sealing_fingerprint for r in sealed_to_after(manifest, index, p.converged)]
+    end_refused = early_end_refused(manifest, index) if p.converged else None
     checks = [
         ((p.train_id, p.hop) == (train_id, index), f"names train {p.train_id} hop {p.hop}"),
         (p.round == hop.round, f"names round {p.round}, the route has {hop.round}"),
@@ -152,6 +154,10 @@ def check_receipt(
             p.output_sealed_to == sealed_to,
             "says the output is sealed to readers other than exactly the ones the manifest "
             "names for it",
+        ),
+        (
+            not p.converged or (end_refused is None and p.kind != "skipped"),
+            f"says the route ended there, but {end_refused or 'a skipped hop ran nothing'}",
         ),
     ]
     for ok, problem in checks:

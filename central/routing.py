@@ -36,6 +36,7 @@ class HopStatus(StrEnum):
     DONE = "done"
     SKIPPED = "skipped"
     FAILED = "failed"
+    NOT_NEEDED = "not_needed"  # a converged train ended the route before this hop
 
 
 FINISHED_HOP = {HopStatus.DONE, HopStatus.SKIPPED}  # its output is there for the next hops
@@ -52,12 +53,13 @@ class TrainStatus(StrEnum):
 FINISHED = {TrainStatus.DONE, TrainStatus.FAILED, TrainStatus.CANCELLED}
 
 LEGAL = {
-    HopStatus.WAITING: {HopStatus.QUEUED, HopStatus.FAILED},
+    HopStatus.WAITING: {HopStatus.QUEUED, HopStatus.FAILED, HopStatus.NOT_NEEDED},
     HopStatus.QUEUED: {HopStatus.RUNNING, HopStatus.FAILED},
     HopStatus.RUNNING: {HopStatus.DONE, HopStatus.SKIPPED, HopStatus.FAILED, HopStatus.QUEUED},
     HopStatus.DONE: set(),
     HopStatus.SKIPPED: set(),
     HopStatus.FAILED: set(),
+    HopStatus.NOT_NEEDED: set(),
 }
 
 
@@ -117,10 +119,12 @@ def on_hop_done(
     plan: Plan | None = None,
     outputs: Mapping[int, str] | None = None,
     skipped: bool = False,
+    converged: bool = False,
 ) -> Step:
     """Hop ``index`` finished with ``output_digest`` (``skipped``: its station refused it
     and passed its input on unchanged): queue every hop whose inputs are now all there
-    (``outputs`` holds the output digests of the hops finished before)."""
+    (``outputs`` holds the output digests of the hops finished before). ``converged``: the
+    train ended the route at this hop (its receipt says so), no later hop is needed."""
     plan = _plan(len(statuses)) if plan is None else plan
     final = HopStatus.SKIPPED if skipped else HopStatus.DONE
     check_transition(statuses[index], final)
@@ -128,6 +132,12 @@ def on_hop_done(
     known = {**(outputs or {}), index: output_digest}
     changes = {index: final}
     input_for: dict[int, list[str]] = {}
+    if converged:
+        for hop, status in after.items():
+            if status not in FINISHED_HOP:
+                check_transition(status, HopStatus.NOT_NEEDED)
+                changes[hop] = HopStatus.NOT_NEEDED
+        return Step(changes, TrainStatus.DONE, input_for)
     for hop, inputs in plan.items():
         if index in inputs and all(after[j] in FINISHED_HOP for j in inputs):
             check_transition(after[hop], HopStatus.QUEUED)
@@ -144,6 +154,7 @@ def on_late_hop_done(
     plan: Plan | None = None,
     outputs: Mapping[int, str] | None = None,
     skipped: bool = False,
+    converged: bool = False,
 ) -> Step:
     """A station finished a hop whose lease ran out and that nobody has claimed since (e.g.
     a station that sends no heartbeats ran a long container): its signed result is as good
@@ -151,7 +162,13 @@ def on_late_hop_done(
     if statuses[index] != HopStatus.QUEUED:
         raise IllegalTransition(f"hop {index} is {statuses[index]}, not waiting for a re-run")
     return on_hop_done(
-        {**statuses, index: HopStatus.RUNNING}, index, output_digest, plan, outputs, skipped
+        {**statuses, index: HopStatus.RUNNING},
+        index,
+        output_digest,
+        plan,
+        outputs,
+        skipped,
+        converged,
     )
 
 

@@ -268,7 +268,12 @@ class Service(HopDesk):
             train = self.own_train(db, caller, train_id)
             if train.status != TrainStatus.DONE or train.final_state_digest is None:
                 raise ServiceError(409, "not_done", f"train {train_id} is {train.status}")
-            last = db.scalar(select(func.max(HopRow.index)).where(HopRow.train_id == train_id))
+            # the last hop, or the one where a converged train ended the route
+            last = db.scalar(
+                select(func.max(HopRow.index)).where(
+                    HopRow.train_id == train_id, HopRow.status == HopStatus.DONE
+                )
+            )
             return output_blob(last), train.final_state_digest
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:

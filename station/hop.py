@@ -29,7 +29,7 @@ from station import datasources
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
-from station.outcome import check_result, contained, control_and_pack
+from station.outcome import check_result, contained, control_and_pack, ends_route
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from station.verify import (
@@ -40,6 +40,7 @@ from station.verify import (
     verify_offer,
 )
 from trains import state_codec
+from trains.early_end import early_end_refused, sealed_to_after
 from trains.errors import (
     CentralError,
     ConfigError,
@@ -216,6 +217,7 @@ def _run(
             timed_out=result.timed_out,
         )
         check_result(result, manifest.resources, me.name)
+        converged = ends_route(result, manifest, hop.index)
         archive = work / "output.tar"
         disclosure = control_and_pack(output_dir, archive, verified, max_bytes, config, hop_log)
         audit.append(
@@ -225,8 +227,9 @@ def _run(
             bytes=disclosure.total_bytes,
             suppressed_cells=disclosure.suppressed_cells,
         )
-        # sealed once, to every stop that reads it (the researcher after the last hop)
-        recipients = manifest.recipients_after(hop.index)
+        # sealed once, to every stop that reads it (the researcher after the last hop, or
+        # after a hop where the converged train ended the route)
+        recipients = sealed_to_after(manifest, hop.index, converged)
         output_digest = seal_file(
             archive, sealed_out, recipients, output_context(manifest.train_id, hop.index)
         )
@@ -248,6 +251,7 @@ def _run(
                 started_at=started_at,
                 finished_at=datetime.now(UTC),
                 container_seconds=round(result.seconds, 3),
+                converged=converged,
             )
         )
         return sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict()
@@ -300,6 +304,7 @@ def _environment(verified: VerifiedHop, station: str) -> dict[str, str]:
         "PHT_STOP": str(hop.position),
         "PHT_STOPS": str(len(manifest.route.stops)),
         "PHT_ROUNDS": str(manifest.route.rounds),
+        "PHT_MAY_END": "1" if early_end_refused(manifest, hop.index) is None else "0",
     }
 
 

@@ -24,6 +24,7 @@ from station.disclosure import Disclosure, check_output
 from station.runner import RunResult
 from station.verify import VerifiedHop
 from trains import state_codec
+from trains.early_end import early_end_refused
 from trains.errors import (
     DisclosureRefused,
     PhtError,
@@ -32,7 +33,8 @@ from trains.errors import (
     TrainFailed,
     TrainRefused,
 )
-from trains.manifest import Resources
+from trains.manifest import Manifest, Resources
+from trains.runtime.refusal import CONTRACT_BROKEN
 
 T = TypeVar("T")
 
@@ -46,6 +48,17 @@ def check_result(result: RunResult, resources: Resources, station: str) -> None:
     if result.refusal is not None:
         raise TrainRefused(message)
     raise TrainFailed(f"{message}; its log stays at station {station} (ask the station admin)")
+
+
+def ends_route(result: RunResult, manifest: Manifest, index: int) -> bool:
+    """True when the train converged at a hop that may end the route (trains/early_end.py);
+    a train that claims it where the route may not end breaks the runtime's contract (the
+    station told it, in ``PHT_MAY_END``, that it may not)."""
+    if not result.converged:
+        return False
+    if early_end_refused(manifest, index) is not None:
+        raise TrainFailed(CONTRACT_BROKEN)
+    return True
 
 
 def contained(run: Callable[[], T], hop_log: Path) -> T:

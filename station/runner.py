@@ -39,7 +39,13 @@ from station.output_volume import (
 )
 from trains.errors import ImageError, PhtError
 from trains.manifest import Image, Resources
-from trains.runtime.refusal import CONTRACT_BROKEN, CONTRACT_EXIT, REFUSALS, refusal_of
+from trains.runtime.refusal import (
+    CONTRACT_BROKEN,
+    CONTRACT_EXIT,
+    CONVERGED_EXIT,
+    REFUSALS,
+    refusal_of,
+)
 
 CONTAINER_UID = 10001
 CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_UID}"
@@ -103,9 +109,14 @@ class RunResult:
             return f"the train refused ({self.refusal}): {REFUSALS[self.refusal]}"
         if self.exit_code == CONTRACT_EXIT:
             return CONTRACT_BROKEN
-        if self.exit_code != 0:
+        if self.exit_code not in (0, CONVERGED_EXIT):
             return "the train failed (its code raised an error or exited with one)"
         return None
+
+    @property
+    def converged(self) -> bool:
+        """The train succeeded and says the route may end here (trains/early_end.py)."""
+        return self.exit_code == CONVERGED_EXIT and self.failure(None) is None
 
     @property
     def refusal(self) -> str | None:

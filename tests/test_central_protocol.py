@@ -13,6 +13,7 @@ from central.api import create_app
 from central.settings import CentralSettings
 from central.testing_pg import database_url_for
 from tests.factories import make_manifest
+from trains.early_end import sealed_to_after
 from trains.keys import Identity
 from trains.manifest import MANIFEST_TYPE, Manifest, Route, Stop
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, verify_chain
@@ -50,6 +51,7 @@ def run_hop(
     payload: bytes,
     skipped_because: str | None = None,
     commitment: str | None = None,
+    converged: bool = False,
 ) -> dict:
     """Do what a station does around its container: claim, open inputs, seal, sign, then
     upload and complete in the one request a station daemon sends."""
@@ -68,7 +70,7 @@ def run_hop(
         assert digest_bytes(got.content) == given["digest"]
         context = output_context(manifest.train_id, given["hop"])
         opened.append(open_sealed(got.content, station.sealing, context))
-    recipients = manifest.recipients_after(index)
+    recipients = sealed_to_after(manifest, index, converged)
     sealed = seal(payload, recipients, output_context(manifest.train_id, index))
     url = f"/api/v1/trains/{manifest.train_id}/hops/{index}"
     now = datetime.now(UTC)
@@ -93,11 +95,12 @@ def run_hop(
             started_at=now,
             finished_at=now,
             container_seconds=0.0,
+            converged=converged,
         )
     )
     signed = sign(receipt, RECEIPT_TYPE, station.signing)
     done = client.post(f"{url}/result", content=result_body(signed, sealed), headers=auth(token))
-    if skipped_because is None:
+    if skipped_because is None and not converged:
         assert done.status_code == 200, done.text
     return {"index": index, "receipt": signed, "sealed": sealed, "done": done, "read": opened}
 
@@ -335,3 +338,40 @@ def test_cancel_stops_the_route_and_a_late_result_is_refused(world):
     bob_token = client.app.state.service.register("researcher", bob.public)
     assert client.get("/api/v1/trains", headers=auth(bob_token)).json() == []
     assert client.post(f"{url}/cancel", headers=auth(bob_token)).status_code == 404
+
+
+def test_a_converged_hop_ends_the_route_and_its_output_is_the_result(world):
+    """Issue 15 item 3: the station of a round's last stop signs ``converged``; central
+    ends the route there and the researcher verifies the shorter chain."""
+    client, researcher, stations, tokens = world
+    manifest, envelope = submit(client, researcher, stations, tokens["alice"], rounds=3)
+    run_hop(client, stations[0], tokens["hospital-a"], b"round 0, a")
+    ended = run_hop(client, stations[1], tokens["hospital-b"], b"converged", converged=True)
+    assert ended["done"].status_code == 200, ended["done"].text
+    url = f"/api/v1/trains/{manifest.train_id}"
+    status = client.get(url, headers=auth(tokens["alice"])).json()
+    assert status["status"] == "done"
+    assert [h["status"] for h in status["hops"]] == ["done", "done"] + ["not_needed"] * 4
+    for s in stations:  # nothing more is offered
+        assert client.post("/api/v1/hops/next", headers=auth(tokens[s.name])).status_code == 204
+    receipts = [
+        Envelope.model_validate(r)
+        for r in client.get(f"{url}/receipts", headers=auth(tokens["alice"])).json()
+    ]
+    final = client.get(f"{url}/result", headers=auth(tokens["alice"]))
+    chain = verify_chain(manifest, envelope.digest, None, receipts, digest_bytes(final.content))
+    assert len(chain) == 2 and chain[-1].converged
+    context = output_context(manifest.train_id, 1)
+    assert open_sealed(final.content, researcher.sealing, context) == b"converged"
+
+
+def test_a_converged_claim_where_the_route_may_not_end_is_refused(world):
+    """A station (or a train) cannot end a route mid-round: central refuses the receipt
+    and the hop keeps running."""
+    client, researcher, stations, tokens = world
+    manifest, _ = submit(client, researcher, stations, tokens["alice"], rounds=2)
+    claimed = run_hop(client, stations[0], tokens["hospital-a"], b"early", converged=True)
+    assert claimed["done"].status_code == 422
+    assert "does not end round 0" in claimed["done"].json()["message"]
+    status = client.get(f"/api/v1/trains/{manifest.train_id}", headers=auth(tokens["alice"]))
+    assert status.json()["status"] == "running"

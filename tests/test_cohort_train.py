@@ -31,7 +31,7 @@ def run_route(
         out = tmp_path / f"{rounds_dir}-out{hop}"
         out.mkdir()
         ctx = Context(station=f"s{hop}", hop=hop, is_last=hop == len(frames) - 1)
-        state = run_train(train, previous, data.parent, out, ctx)
+        state = run_train(train, previous, data.parent, out, ctx).state
         previous = out
     assert state is not None
     return state
@@ -92,7 +92,7 @@ def test_aggregate_mode_hands_every_partial_state_in_route_order(tmp_path):
         (inputs / str(i) / "state.json").write_text(f'{{"x": {x}}}')
     (tmp_path / "out").mkdir()
     ctx = Context(mode="aggregate", is_last=False)
-    assert run_train(train, inputs, tmp_path, tmp_path / "out", ctx) == {"seen": [10, 20, 30]}
+    assert run_train(train, inputs, tmp_path, tmp_path / "out", ctx).state == {"seen": [10, 20, 30]}
     (train / "train.py").write_text("def local(data, state, ctx):\n    return {}\n")
     with pytest.raises(TrainCodeError, match="aggregate"):
         run_train(train, inputs, tmp_path, tmp_path / "out", ctx)

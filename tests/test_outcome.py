@@ -27,6 +27,7 @@ from trains.manifest import Resources
 from trains.runtime.refusal import (
     CONTRACT_BROKEN,
     CONTRACT_EXIT,
+    CONVERGED_EXIT,
     EXIT_BASE,
     EXIT_CODES,
     REFUSALS,
@@ -45,15 +46,17 @@ def run_result(exit_code: int, **flags: bool) -> RunResult:
 def test_every_exit_code_maps_to_one_of_a_few_fixed_sentences():
     """The train chooses its exit code (``os._exit(age)``): 255 codes give only the
     refusal sentences, the broken contract's and one for any other failure, none naming
-    the code."""
+    the code. 80 is success (the train converged, trains/early_end.py: whether the hop may
+    end the route is checked by ``ends_route``)."""
     sentences = {}
-    for code in range(1, 256):
+    for code in [c for c in range(1, 256) if c != CONVERGED_EXIT]:
         sentence = run_result(code).failure(RESOURCES)
         assert sentence is not None and str(code) not in sentence, (code, sentence)
         sentences[code] = sentence
     assert len(set(sentences.values())) == len(REFUSALS) + 2  # and contract, and failed
     assert sentences[CONTRACT_EXIT] == CONTRACT_BROKEN
     assert run_result(0).failure(RESOURCES) is None
+    assert run_result(CONVERGED_EXIT).failure(RESOURCES) is None
 
 
 def test_the_categories_name_only_limits_the_researcher_set():

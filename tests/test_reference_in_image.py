@@ -45,7 +45,7 @@ for name, rounds in json.loads(sys.argv[1]).items():
             stop = hop % len(frames)
             ctx = Context(station=f"site-{stop}", round=hop // len(frames), hop=hop,
                           is_last=hop == hops - 1, stop=stop, stops=len(frames), rounds=rounds)
-            state = run_train(ref / name, previous, base / f"d{stop}", out, ctx)
+            state = run_train(ref / name, previous, base / f"d{stop}", out, ctx).state
             previous = out
     results[name] = state
 for name, rounds in json.loads(sys.argv[2]).items():
@@ -67,7 +67,7 @@ for name, rounds in json.loads(sys.argv[2]).items():
             (base / f"g{r}").mkdir()
             ctx = Context(station="aggregator", round=r, hop=r * (n + 1) + n,
                           is_last=r == rounds - 1, mode="aggregate", stop=n, stops=n, rounds=rounds)
-            state = run_train(ref / name, base / f"p{r}", base / "d0", base / f"g{r}", ctx)
+            state = run_train(ref / name, base / f"p{r}", base / "d0", base / f"g{r}", ctx).state
             previous = base / f"g{r}"
     results[name] = state
 print(json.dumps(results))

@@ -69,6 +69,15 @@ def indicator_design(frame: pd.DataFrame, covariates: list[str]) -> pd.DataFrame
 # ---------------------------------------------------------------- linreg
 
 
+def ended_at_first_converged_step(
+    result: dict[str, Any], params: dict[str, Any], rounds: int
+) -> bool:
+    """The route ended early (trains/early_end.py) at the first Newton step below tol."""
+    steps = [h["max_step"] for h in result["history"]]
+    tol = params["tol"]
+    return len(steps) < rounds and steps[-1] < tol and all(s >= tol for s in steps[:-1])
+
+
 def test_linreg_equals_pooled_ols(tmp_path):
     frames = sites("linreg")
     params = read_train_toml(REFERENCE / "linreg")["parameters"]
@@ -102,7 +111,7 @@ def test_logreg_newton_rounds_equal_pooled_logit(tmp_path):
         columns={"const": "intercept"}
     )
     logit = sm.Logit(pooled[params["outcome"]].astype(float), x).fit(disp=0, tol=1e-12)
-    assert result["converged"] is True and result["iterations"] == 8
+    assert result["converged"] is True and ended_at_first_converged_step(result, params, 8)
     assert close(result["loglik"], logit.llf)
     for name, got in result["coefficients"].items():
         assert close(got["estimate"], logit.params[name]), name
@@ -156,12 +165,13 @@ def pooled_phreg(pooled: pd.DataFrame, covariates: list[str]) -> Any:
 
 def test_cox_equals_pooled_breslow_phreg(tmp_path):
     frames = sites("cox")
-    covariates = read_train_toml(REFERENCE / "cox")["parameters"]["covariates"]
+    params = read_train_toml(REFERENCE / "cox")["parameters"]
+    covariates = params["covariates"]
     result = run_route(REFERENCE / "cox", frames, tmp_path, rounds=10)
     pooled = pd.concat(frames, ignore_index=True)
     assert pooled["time"][pooled["event"] == 1].duplicated().any()  # ties are exercised
     fit = pooled_phreg(pooled, covariates)
-    assert result["converged"] is True and result["iterations"] == 9
+    assert result["converged"] is True and ended_at_first_converged_step(result, params, 10)
     assert close(result["loglik"], fit.llf)
     ci = np.exp(fit.conf_int())
     for i, name in enumerate(covariates):

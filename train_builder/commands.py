@@ -146,6 +146,11 @@ def test(args: argparse.Namespace) -> int:
             f"  hop {hop.hop} round {hop.round} {hop.station:<20} {hop.kind:<9} ok  "
             f"{hop.seconds:.2f}s"
         )
+        if hop.converged:
+            print(
+                f"  converged: the route ends after round {hop.round} of {args.rounds} "
+                "(a station seals this state to you and signs that it converged)"
+            )
 
     result = run_local(
         folder,
@@ -259,6 +264,9 @@ def status(args: argparse.Namespace) -> int:
     print(headline(current))
     for hop in current["hops"]:
         print(hop_line(hop))
+    not_needed = sum(1 for hop in current["hops"] if hop["status"] == "not_needed")
+    if not_needed:
+        print(f"  converged: the route ended early; {not_needed} hop(s) were not needed")
     if current.get("error"):
         print(f"  {printable(current['error'])}")
     return 0
@@ -316,6 +324,12 @@ def result(args: argparse.Namespace) -> int:
     skipped = [printable(h.station) for h in fetched.hops if h.kind == "skipped"]
     if skipped:
         print(f"the result leaves out {', '.join(skipped)}: they refused and passed it on")
+    if fetched.hops[-1].converged:
+        end = fetched.hops[-1]
+        print(
+            f"converged: the route ended after round {end.round} (hop {end.hop}), as "
+            f"{printable(end.station)} signed; the later hops were not needed"
+        )
     files = ", ".join(printable(name) for name in fetched.files)
     print(f"opened the final state into {printable(str(fetched.out_dir))}: {files}")
     if not args.quiet:

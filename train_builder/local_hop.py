@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trains.errors import TrainFailed
 from trains.runtime.core import Context, TrainCodeError, run_train
+from trains.runtime.refusal import CONVERGED_EXIT
 from trains.train_spec import CODE_FILE, TrainSpec
 
 CONTAINER_UID = 10001
@@ -26,9 +27,10 @@ class InProcessHop:
 
     def run(
         self, ctx: Context, input_dir: Path, data_dir: Path, output_dir: Path, spec: TrainSpec
-    ) -> None:
+    ) -> bool:
+        """Run the hop; True when the train converged and ends the route here."""
         try:
-            run_train(self.folder, input_dir, data_dir, output_dir, ctx)
+            return run_train(self.folder, input_dir, data_dir, output_dir, ctx).converged
         except TrainCodeError as exc:
             raise TrainFailed(f"{_where(ctx)}: {exc}") from None
         except Exception as exc:  # the train's own code raised: show its traceback
@@ -49,7 +51,8 @@ class DockerHop:
 
     def run(
         self, ctx: Context, input_dir: Path, data_dir: Path, output_dir: Path, spec: TrainSpec
-    ) -> None:
+    ) -> bool:
+        """Run the hop; True when the train converged and ends the route here."""
         _open_for_container(input_dir.parent, output_dir)
         result = self.runner.run(
             self.tag,
@@ -65,6 +68,7 @@ class DockerHop:
                 "PHT_STOP": str(ctx.stop),
                 "PHT_STOPS": str(ctx.stops),
                 "PHT_ROUNDS": str(ctx.rounds),
+                "PHT_MAY_END": "1" if ctx.may_end else "0",
             },
             resources=spec.resources,
         )
@@ -73,11 +77,12 @@ class DockerHop:
                 f"{_where(ctx)}: the train exceeded its timeout of {spec.resources.timeout_s}s "
                 "(resources.timeout_s in train.toml)"
             )
-        if result.exit_code != 0:
+        if result.exit_code not in (0, CONVERGED_EXIT):
             raise TrainFailed(
                 f"{_where(ctx)}: the container exited with code {result.exit_code}:\n"
                 f"{train_traceback(result.log)}"
             )
+        return result.converged
 
 
 def _open_for_container(work: Path, output_dir: Path) -> None:

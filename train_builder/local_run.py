@@ -51,6 +51,7 @@ class LocalHop:
     seconds: float
     files: list[str]
     kind: str = "local"
+    converged: bool = False  # the train converged and ended the route at this hop
 
 
 @dataclass
@@ -182,16 +183,20 @@ class _Route:
         n, total = len(self.stops), len(self.stops) * self.rounds
         archive: bytes | None = None
         for index in range(total):
+            last = index == total - 1
             ctx = Context(
                 station=self.stops[index % n].station,
                 round=index // n,
                 hop=index,
-                is_last=index == total - 1,
+                is_last=last,
                 stop=index % n,
                 stops=n,
                 rounds=self.rounds,
+                may_end=index % n == n - 1 and not last,  # as trains.early_end rules
             )
             archive = self.hop(ctx, [] if archive is None else [archive], self.stops[index % n])
+            if self.result.hops[-1].converged:
+                break
         assert archive is not None  # a route has at least one hop
         return archive
 
@@ -220,8 +225,11 @@ class _Route:
                 stop=n,
                 stops=n,
                 rounds=self.rounds,
+                may_end=r < self.rounds - 1,
             )
             aggregate = self.hop(ctx, partials, None)
+            if self.result.hops[-1].converged:
+                break
         assert aggregate is not None
         return aggregate
 
@@ -238,13 +246,13 @@ class _Route:
             (data_dir / name).mkdir()
             shutil.copyfile(file, data_dir / name / f"data{file.suffix}")
         started = time.monotonic()
-        self.runner.run(ctx, input_dir, data_dir, output_dir, self.spec)
+        converged = self.runner.run(ctx, input_dir, data_dir, output_dir, self.spec)
         seconds = time.monotonic() - started
         files = _declared_outputs(output_dir, self.spec, ctx)
         archive = state_codec.pack(output_dir, files, self.max_bytes)
         if self.keep_hops is not None:
             state_codec.unpack(archive, self.keep_hops / str(ctx.hop), self.max_bytes)
-        hop = LocalHop(ctx.hop, ctx.round, ctx.station, seconds, files, ctx.mode)
+        hop = LocalHop(ctx.hop, ctx.round, ctx.station, seconds, files, ctx.mode, converged)
         self.result.hops.append(hop)
         if self.on_hop is not None:
             self.on_hop(hop)

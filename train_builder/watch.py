@@ -25,6 +25,7 @@ STYLE = {
     "skipped": "yellow",
     "failed": "bold red",
     "cancelled": "magenta",
+    "not_needed": "dim",
 }
 SYMBOL = {
     "waiting": " ",
@@ -33,6 +34,7 @@ SYMBOL = {
     "done": "✓",
     "skipped": "↷",
     "failed": "✗",
+    "not_needed": "–",
 }
 
 

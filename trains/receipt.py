@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from trains.early_end import early_end_refused, sealed_to_after
 from trains.errors import ReceiptChainBroken, SignatureInvalid
 from trains.keys import PublicIdentity
 from trains.manifest import Manifest, ReceiptKind
@@ -54,6 +55,9 @@ class HopPredicate(BaseModel):
     finished_at: AwareDatetime
     container_seconds: float
     reason: str | None = None  # why a skipped hop was refused, in the station's words
+    # the train converged and ended the route here (trains/early_end.py): the output is
+    # sealed to the researcher, and no hop after this one runs
+    converged: bool = False
 
 
 class HopReceipt(BaseModel):
@@ -98,11 +102,14 @@ def verify_chain(
     state for a first hop), and its previous receipts exactly theirs; each output sealed to
     exactly the stops that read it (the researcher after the last hop); a skipped hop (never
     the last) committing to exactly the state it read; and the final state the last hop's
-    output (whoever opens it checks the archive against ``check_opened``). Errors name the
-    hop and the check.
+    output (whoever opens it checks the archive against ``check_opened``). A route ends
+    before its last hop only where a hop that may end it (``trains.early_end``) signed
+    ``converged`` and sealed its output to the researcher. Errors name the hop and the check.
     """
     hops = manifest.hops()
-    if len(receipts) != len(hops):
+    # fewer receipts than hops: the route can only have ended where a hop may end it
+    cut_short = len(receipts) < len(hops) and early_end_refused(manifest, len(receipts) - 1)
+    if not receipts or len(receipts) > len(hops) or cut_short:
         raise ReceiptChainBroken(
             f"expected {len(hops)} receipts for this route, got {len(receipts)}: "
             "a hop was skipped or repeated"
@@ -111,7 +118,7 @@ def verify_chain(
     outputs: list[str] = []
     digests: list[str] = []
     initial = [] if initial_state_digest is None else [initial_state_digest]
-    for hop, envelope in zip(hops, receipts, strict=True):
+    for hop, envelope in zip(hops, receipts, strict=False):
         what = f"receipt of hop {hop.index} ({hop.stop.name})"
         try:
             receipt = open_envelope(envelope, RECEIPT_TYPE, hop.stop.station, HopReceipt, what)
@@ -121,8 +128,11 @@ def verify_chain(
         p = receipt.predicate
         sources = f"hops {hop.inputs}" if hop.inputs else "the initial state"
         expected_inputs = [outputs[j] for j in hop.inputs] if hop.inputs else initial
-        sealed_to = [r.sealing_fingerprint for r in manifest.recipients_after(hop.index)]
+        sealed_to = [
+            r.sealing_fingerprint for r in sealed_to_after(manifest, hop.index, p.converged)
+        ]
         skip_refused = manifest.skip_refused(hop.index) if p.kind == "skipped" else None
+        end_refused = early_end_refused(manifest, hop.index) if p.converged else None
         checks = [
             (p.train_id == manifest.train_id, f"names train {p.train_id}"),
             (p.hop == hop.index and p.round == hop.round, f"names hop {p.hop} round {p.round}"),
@@ -145,8 +155,12 @@ def verify_chain(
             (
                 p.output_sealed_to == sealed_to,
                 "sealed its output to someone other than the stops that read it"
-                if not hop.is_last
+                if not (hop.is_last or p.converged)
                 else "sealed the final state to someone other than the researcher",
+            ),
+            (
+                not p.converged or (end_refused is None and p.kind != "skipped"),
+                f"claims the route ended there, but {end_refused or 'a skipped hop ran nothing'}",
             ),
         ]
         for ok, problem in checks:
@@ -157,6 +171,14 @@ def verify_chain(
         predicates.append(p)
         outputs.append(p.output_state_digest)
         digests.append(envelope.digest)
+        if p.converged:
+            break
+    if len(predicates) != len(receipts) or (len(receipts) < len(hops) and not p.converged):
+        raise ReceiptChainBroken(
+            f"expected {len(hops)} receipts for this route, got {len(receipts)}: a hop was "
+            "skipped or repeated, or the route was cut short where no station signed that "
+            "the train had converged"
+        )
     if outputs[-1] != final_state_digest:
         raise ReceiptChainBroken(
             f"the final state's digest is {final_state_digest}, the last station signed for "

@@ -28,7 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,7 @@ class Context:
     stop: int = 0  # this stop's position in the round, 0-based
     stops: int = 1  # stops per round
     rounds: int = 1
+    may_end: bool = False  # this hop ends its round (not the last): converged() may end the route
 
     @property
     def is_round_end(self) -> bool:
@@ -74,6 +75,7 @@ class Context:
             stop=int(env.get("PHT_STOP", "0")),
             stops=int(env.get("PHT_STOPS", "1")),
             rounds=int(env.get("PHT_ROUNDS", "1")),
+            may_end=env.get("PHT_MAY_END", "0") == "1",
         )
 
 
@@ -146,9 +148,17 @@ def to_json_value(value: Any) -> Any:
     )
 
 
+class Ran(NamedTuple):
+    """What one hop produced: the state written (None: none), and whether the train ended
+    the route here because it has converged (``trains/early_end.py``)."""
+
+    state: dict[str, Any] | None
+    converged: bool = False
+
+
 def run_train(
     train_dir: Path, input_dir: Path, data_dir: Path, output_dir: Path, ctx: Context
-) -> dict[str, Any] | None:
+) -> Ran:
     """One hop: the whole contract between a station's container and the train's code."""
     module = load_train_module(train_dir)
     toml = read_train_toml(train_dir)
@@ -166,14 +176,28 @@ def run_train(
         state = aggregate(load_partial_states(input_dir), ctx)
     else:
         state = module.local(data, load_state(input_dir), ctx)
+    converged = _ends_route(module, state, ctx)
     finalize = getattr(module, "finalize", None)
-    if ctx.is_last and callable(finalize):
+    if (ctx.is_last or converged) and callable(finalize):
         state = finalize(state, ctx)
     if state is None:
-        return None
+        return Ran(None, converged)
     if not isinstance(state, dict):
         raise TrainCodeError(f"local() returned a {type(state).__name__}; return a dict")
     plain = to_json_value(state)
     text = json.dumps(plain, sort_keys=True, allow_nan=False)
     (output_dir / STATE_FILE).write_text(text)
-    return plain  # type: ignore[no-any-return]
+    return Ran(plain, converged)
+
+
+def _ends_route(module: ModuleType, state: Any, ctx: Context) -> bool:
+    """At a hop that may end the route (the station says so: it ends its round and is not
+    the last), ask the train's ``converged(state, ctx)`` whether more rounds would change
+    nothing."""
+    converged = getattr(module, "converged", None)
+    if not ctx.may_end or not callable(converged):
+        return False
+    answer = converged(state, ctx)
+    if not isinstance(answer, bool):
+        raise TrainCodeError(f"converged() returned a {type(answer).__name__}; return a bool")
+    return answer

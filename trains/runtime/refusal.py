@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from typing import Final
 
-# exit codes 80-89 are reserved: 81.. a refusal (its place in this table), 89 a broken
+# exit codes 80-89 are reserved: 80 success, and the route may end here (the train has
+# converged, trains/early_end.py), 81.. a refusal (its place in this table), 89 a broken
 # contract; everything else non-zero is a plain failure
 EXIT_BASE: Final = 80
+CONVERGED_EXIT: Final = EXIT_BASE
 REFUSALS: Final[dict[str, str]] = {
     "too_few_rows": (
         "the station has fewer complete rows than the train's min_rows parameter; "

@@ -143,3 +143,9 @@ def finalize(state, ctx):
         "conf_level": conf_level,
         "coefficients": coefficients,
     }
+
+
+def converged(state, ctx):
+    """End the route early once a Newton step moved no coefficient by ``tol`` or more
+    (the station signs that the route ended here); ``stop_early = false`` runs every round."""
+    return bool(state["converged"]) and bool(ctx.params.get("stop_early", True))
