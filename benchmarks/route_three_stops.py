@@ -16,12 +16,14 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from central.client import CentralClient
 from train_builder.image import build_image, push_image
 from train_builder.localnet import LocalNet
 from train_builder.researcher import Researcher
+from train_builder.timeline import STEPS, hop_breakdown
 
 REPO = Path(__file__).resolve().parents[1]
 COHORT = REPO / "trains" / "reference" / "cohort"
@@ -90,6 +92,7 @@ def main() -> None:
         client = CentralClient(net.central_url, token.read_text().strip())
         researcher = Researcher(alice, client, trust=net.trust())
         walls, containers = [], []
+        steps: dict[str, list[float]] = defaultdict(list)  # per hop, over every route
         for i in range(args.trains):
             started = time.monotonic()
             train_id = researcher.submit(COHORT, image, HOSPITALS)
@@ -99,6 +102,10 @@ def main() -> None:
             result = researcher.result(train_id, Path(tmp) / f"r{i}")
             walls.append(wall)
             containers.append(sum(h.container_seconds for h in result.hops))
+            now, signed = researcher.timeline(train_id)
+            for hop in now["hops"]:
+                for step, seconds in hop_breakdown(hop, signed.get(hop["index"])).items():
+                    steps[step].append(seconds)
         base = baseline(image.reference, args.trains)
     print(f"routes: {args.trains}, stops per route: 3 (station poll interval 0.2 s)")
     print(
@@ -110,6 +117,10 @@ def main() -> None:
     overhead = (statistics.median(walls) - statistics.median(containers)) / 3
     print(f"pht overhead per hop (wall - container) / 3: {overhead * 1000:.0f} ms")
     print(f"ratio route / baseline: {statistics.median(walls) / statistics.median(base):.2f}")
+    print("where a hop's time goes (median per hop; station steps as signed in receipts):")
+    for step in ("queued", *STEPS, "claim_and_delivery"):
+        if steps.get(step):
+            print(f"  {step:<19} {statistics.median(steps[step]) * 1000:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,10 @@ class HopView(Message):
     status: HopState
     error: str | None
     attempts: int = Field(ge=0)
+    # central's side of the hop's timeline (the station's steps are in its receipt)
+    queued_at: AwareDatetime | None
+    claimed_at: AwareDatetime | None
+    finished_at: AwareDatetime | None
 
 
 class TrainView(Message):

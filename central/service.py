@@ -197,7 +197,7 @@ class Service(HopDesk):
                 "initial_state_digest": train.initial_state_digest,
                 "final_state_digest": train.final_state_digest,
                 "hops": [  # the columns only: a long route's receipts stay in the database
-                    row._asdict()
+                    _hop_view(row._asdict())
                     for row in db.execute(
                         select(
                             HopRow.index,
@@ -207,6 +207,9 @@ class Service(HopDesk):
                             HopRow.status,
                             HopRow.error,
                             HopRow.attempts,
+                            HopRow.queued_at,
+                            HopRow.claimed_at,
+                            HopRow.finished_at,
                         )
                         .where(HopRow.train_id == train_id)
                         .order_by(HopRow.index)
@@ -332,3 +335,11 @@ class Service(HopDesk):
             db.execute(
                 update(TrainRow).where(TrainRow.id == train_id).values(blobs_pruned_at=utcnow())
             )
+
+
+def _hop_view(row: dict[str, object]) -> dict[str, object]:
+    """A hop's columns, its times in UTC (SQLite hands them back naive)."""
+    for key in ("queued_at", "claimed_at", "finished_at"):
+        value = row[key]
+        row[key] = as_utc(value) if isinstance(value, datetime) else None
+    return row

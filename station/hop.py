@@ -32,6 +32,7 @@ from station.delivery import is_transient
 from station.outcome import check_result, contained, control_and_pack, ends_route
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
+from station.timeline import Stopwatch
 from station.verify import (
     VerifiedHop,
     check_input_digest,
@@ -174,9 +175,11 @@ def _run(
     """Verify, run, check and seal one hop; the sealed output is streamed to ``sealed_out``
     (memory stays flat whatever the state's size)."""
     started_at = datetime.now(UTC)
+    watch = Stopwatch()
     offer = record.offer
     # the checks again: time has passed since the offer (expiry), the config may have changed
     verified = verify_offer(offer, config, me.public)
+    watch.lap("verify")
     manifest, hop = verified.manifest, verified.hop
     ident = {"train_id": record.train_id, "hop": record.hop}
     config.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -188,10 +191,13 @@ def _run(
         max_bytes = manifest.resources.max_output_mb * 1024 * 1024
         # 9. the inputs: digests as the chain names them, opened with our key
         _fetch_inputs(offer, verified, me, central, work, input_dir, max_bytes)
+        watch.lap("inputs")
         image_id = _docker_call(lambda: docker.pull(manifest.image, config.pull_limits))
+        watch.lap("image")
         for name in manifest.datasets if hop.kind == "local" else []:
             datasources.materialise(config, name, data_dir / name)
         _open_for_container(work, output_dir)
+        watch.lap("data")
         audit.append("run_started", **ident, attempt=record.attempts)
         log.info("running hop %s of train %s (%s)", hop.index, manifest.train_id, manifest.name)
         hop_log = config.work_dir / f"{manifest.train_id}-hop{hop.index}.log"
@@ -209,6 +215,10 @@ def _run(
             )
         )
         hop_log.write_text(result.log)
+        watch.add("sandbox", result.sandbox_s)
+        watch.add("container", result.seconds)
+        watch.add("copy_out", result.copy_out_s)
+        watch.add("cleanup", result.cleanup_s)
         audit.append(
             "run_finished",
             **ident,
@@ -219,7 +229,9 @@ def _run(
         check_result(result, manifest.resources, me.name)
         converged = ends_route(result, manifest, hop.index)
         archive = work / "output.tar"
+        watch.restart()
         disclosure = control_and_pack(output_dir, archive, verified, max_bytes, config, hop_log)
+        watch.lap("disclosure")
         audit.append(
             "disclosure_checked",
             **ident,
@@ -252,6 +264,7 @@ def _run(
                 finished_at=datetime.now(UTC),
                 container_seconds=round(result.seconds, 3),
                 converged=converged,
+                timeline=watch.last("seal"),
             )
         )
         return sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict()

@@ -82,6 +82,11 @@ class RunResult:
     output_too_large: bool = False
     output_bytes: int = 0  # what the train wrote to /pht/output
     run_id: str = ""  # names the hop's containers and volume: pht-{hop,hold,output}-<run_id>
+    # where the rest of the run's time went (station/timeline.py): before the container
+    # started, copying its output out, removing what the run created
+    sandbox_s: float = 0.0
+    copy_out_s: float = 0.0
+    cleanup_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -167,6 +172,7 @@ class DockerRunner:
         errors (``docker.errors.DockerException``) pass through unchanged, so the caller can
         tell a refused run (4xx) from a Docker Engine in trouble (5xx, connection).
         """
+        began = time.monotonic()
         run_id = uuid.uuid4().hex[:12]
         made: list[Any] = []  # what this run created, removed in reverse order
         try:
@@ -179,6 +185,7 @@ class DockerRunner:
             result, holder = self._run(
                 run_id, made, image_id, input_dir, data_dir, settings, resources
             )
+            exited = time.monotonic()
             written, too_large = copy_output(
                 holder,
                 output_dir,
@@ -189,8 +196,16 @@ class DockerRunner:
         except BaseException:
             self._remove(made, quiet=True)  # never mask what went wrong
             raise
+        copied = time.monotonic()
         self._remove(made)
-        return replace(result, output_bytes=written, output_too_large=too_large)
+        return replace(
+            result,
+            output_bytes=written,
+            output_too_large=too_large,
+            sandbox_s=exited - began - result.seconds,
+            copy_out_s=copied - exited,
+            cleanup_s=time.monotonic() - copied,
+        )
 
     def _run(
         self,

@@ -22,6 +22,7 @@ from tests.test_reference_fedavg import run_parallel
 from tests.test_reference_in_image import assert_same
 from train_builder.localnet import LocalNet
 from train_builder.researcher import Researcher
+from train_builder.timeline import STEPS, timeline_lines
 from trains.runtime.core import read_train_toml
 
 pytestmark = pytest.mark.docker
@@ -83,6 +84,13 @@ def travel(
     assert len(result.hops) == len(route) or result.hops[-1].converged
     ended = [h["status"] for h in status["hops"]].count("not_needed")
     assert ended == len(route) - len(result.hops)
+    # every hop's timeline: each station signed all its steps (issue 15 item 1)
+    now, signed = researcher.timeline(train_id)
+    for hop in result.hops:
+        assert [p.step for p in signed[hop.hop].timeline] == list(STEPS)
+        assert signed[hop.hop].timeline[STEPS.index("container")].seconds > 0
+    summary = "\n".join(timeline_lines(now, signed))
+    assert "where the time went" in summary and "claim_and_delivery" in summary
     assert result.state is not None
     return result.state
 

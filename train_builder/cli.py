@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name in ("watch", "wait"):
             p.add_argument("--timeout", type=float, default=3600, help="seconds (default 3600)")
+        if name == "status":
+            p.add_argument(
+                "--timeline",
+                action="store_true",
+                help="where each hop's time went: queue, the station's signed steps, delivery",
+            )
 
     sub.add_parser("list", help="your trains").set_defaults(func=commands.list_trains)
 

@@ -257,13 +257,20 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    from train_builder.timeline import timeline_lines
     from train_builder.watch import headline, hop_line
 
     with researcher_of(args) as researcher:
-        current = researcher.status(researcher.resolve(args.train_id))
+        train_id = researcher.resolve(args.train_id)
+        if args.timeline:
+            current, signed = researcher.timeline(train_id)
+        else:
+            current, signed = researcher.status(train_id), {}
     print(headline(current))
-    for hop in current["hops"]:
-        print(hop_line(hop))
+    for line in (
+        timeline_lines(current, signed) if args.timeline else map(hop_line, current["hops"])
+    ):
+        print(line)
     not_needed = sum(1 for hop in current["hops"] if hop["status"] == "not_needed")
     if not_needed:
         print(f"  converged: the route ended early; {not_needed} hop(s) were not needed")

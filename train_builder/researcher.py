@@ -26,7 +26,7 @@ from central.client import CentralClient
 from train_builder.profile import Profile, resolve_profile
 from train_builder.trust import StationTrust
 from trains import state_codec
-from trains.errors import CentralError, KeyFileError, PhtError, RouteMismatch
+from trains.errors import CentralError, KeyFileError, PhtError, ReceiptChainBroken, RouteMismatch
 from trains.keys import Identity
 from trains.manifest import (
     MANIFEST_TYPE,
@@ -38,9 +38,9 @@ from trains.manifest import (
     Stop,
     expiry_from_now,
 )
-from trains.receipt import HopPredicate, check_opened, verify_chain
+from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, check_opened, verify_chain
 from trains.sealing import check_sealed_to, digest_file, open_file, output_context
-from trains.signing import open_envelope, sign
+from trains.signing import open_envelope, sign, unverified_payload
 from trains.train_spec import load_train_spec
 
 MAX_RESULT_BYTES = 4 * 1024**3
@@ -209,6 +209,29 @@ class Researcher:
 
     def status(self, train_id: str) -> dict[str, Any]:
         return self.central.status(train_id)
+
+    def timeline(self, train_id: str) -> tuple[dict[str, Any], dict[int, HopPredicate]]:
+        """The train's status and, for every finished hop, its receipt's predicate, each
+        signed by the station the manifest (signed by you) pins for that hop: where each
+        hop's time went, in the station's own signed words."""
+        status = self.central.status(train_id)
+        manifest = open_envelope(
+            self.central.manifest(train_id),
+            MANIFEST_TYPE,
+            self.identity.public,
+            Manifest,
+            "manifest (as central holds it)",
+        )
+        signed: dict[int, HopPredicate] = {}
+        for envelope in self.central.receipts(train_id):
+            claimed = unverified_payload(envelope, HopReceipt).predicate.hop
+            if not 0 <= claimed < len(manifest.hops()):
+                raise ReceiptChainBroken(f"a receipt claims hop {claimed}, outside this route")
+            stop = manifest.hop(claimed).stop.station
+            what = f"receipt of hop {claimed}"
+            receipt = open_envelope(envelope, RECEIPT_TYPE, stop, HopReceipt, what)
+            signed[receipt.predicate.hop] = receipt.predicate
+        return status, signed
 
     def list(self) -> list[dict[str, Any]]:
         """Your trains, oldest first: train_id, name, status, created_at."""

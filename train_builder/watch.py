@@ -34,7 +34,7 @@ SYMBOL = {
     "done": "✓",
     "skipped": "↷",
     "failed": "✗",
-    "not_needed": "–",
+    "not_needed": "·",
 }
 
 

@@ -29,6 +29,28 @@ class Subject(BaseModel):
     digest: dict[str, str]
 
 
+# a hop's steps at its station, in order (station/timeline.py); durations in seconds
+TimelineStep = Literal[
+    "verify",  # the offer's checks: manifest, route, policy, receipts
+    "inputs",  # download, check and open the input states
+    "image",  # pull the image (or find it) and check it
+    "data",  # materialise the datasets
+    "sandbox",  # create the volumes and containers, copy inputs and data in
+    "container",  # the train's container, start to exit
+    "copy_out",  # copy the output out of the sandbox
+    "cleanup",  # remove the containers and volumes
+    "disclosure",  # disclosure control and packing the output
+    "seal",  # seal the output to its readers and sign
+]
+
+
+class Phase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step: TimelineStep
+    seconds: float = Field(ge=0)
+
+
 class HopPredicate(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -58,6 +80,7 @@ class HopPredicate(BaseModel):
     # the train converged and ended the route here (trains/early_end.py): the output is
     # sealed to the researcher, and no hop after this one runs
     converged: bool = False
+    timeline: list[Phase] = Field(default_factory=list, max_length=16)
 
 
 class HopReceipt(BaseModel):
