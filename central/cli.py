@@ -33,6 +33,8 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "max_manifest_days",
         "max_header_bytes",
         "max_header_count",
+        "poll_recheck_s",
+        "poll_fallback_s",
     ):
         if getattr(args, name, None) is not None:
             fields[name] = getattr(args, name)
@@ -208,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--max-header-bytes", type=int, help="request headers together (16384)")
     s.add_argument("--max-header-count", type=int, help="request headers (64)")
+    s.add_argument("--poll-recheck-s", type=float, help="long-poll DB check without NOTIFY (1)")
+    s.add_argument("--poll-fallback-s", type=float, help="long-poll DB check with NOTIFY (15)")
     s.set_defaults(func=serve)
 
     db = sub.add_parser("db", help="database schema")

@@ -1,10 +1,9 @@
 """Instant wake-up for long-polling stations in one central process.
 
 A station's long poll waits on an event for its name; queuing a hop for that station rings
-it. Several central processes sharing PostgreSQL do not hear each other's bells, so every
-``poll_recheck_s`` one query per process asks which of the waiting stations have queued
-hops and rings those (one query, not one per waiting station: 500 long polls cost the
-same as one).
+it. Other central processes sharing PostgreSQL ring it through ``central.wakeup``
+(LISTEN/NOTIFY, with a slow database check behind it: one query for all waiting stations,
+so 500 long polls cost the same as one).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ class Doorbell:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
         self._lock = threading.Lock()
+        self.polls_waiting = 0  # long polls inside wait() now (a gauge in /metrics)
 
     def event(self, station: str) -> asyncio.Event:
         """The event the next ring for ``station`` sets. Take it *before* checking the
@@ -29,13 +29,15 @@ class Doorbell:
                 self._loop, self._events = loop, {}
             return self._events.setdefault(station, asyncio.Event())
 
-    @staticmethod
-    async def wait(event: asyncio.Event, timeout_s: float) -> bool:
+    async def wait(self, event: asyncio.Event, timeout_s: float) -> bool:
         """True if rung, False on timeout."""
+        self.polls_waiting += 1  # only ever changed on the event loop's thread
         try:
             await asyncio.wait_for(event.wait(), timeout_s)
         except TimeoutError:
             return False
+        finally:
+            self.polls_waiting -= 1
         return True
 
     def waiting(self) -> set[str]:

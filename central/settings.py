@@ -21,7 +21,16 @@ class CentralSettings(BaseModel):
     lease_check_s: float = Field(5.0, gt=0, description="how often expired leases are swept")
     long_poll_max_s: float = Field(30.0, ge=0, description="longest ?wait= a station may ask")
     poll_recheck_s: float = Field(
-        1.0, gt=0, description="long-poll DB re-check (another central process queued a hop)"
+        1.0,
+        gt=0,
+        description="long-poll DB check for hops queued by another central process, while "
+        "no notification can be heard (SQLite; PostgreSQL while the listener reconnects)",
+    )
+    poll_fallback_s: float = Field(
+        15.0,
+        gt=0,
+        description="the same check while PostgreSQL LISTEN/NOTIFY works: it only catches a "
+        "lost notification",
     )
     retention_h: float = Field(
         168.0, ge=0, description="keep intermediate states of finished trains this long"

@@ -230,14 +230,16 @@ def _config(args: argparse.Namespace) -> StationConfig:
 
 def _queue(args: argparse.Namespace) -> HopQueue:
     from station.queue import HopQueue
+    from station.state_version import open_state
 
-    return HopQueue(_config(args).state_dir)
+    return HopQueue(open_state(_config(args).state_dir))
 
 
 def _audit(args: argparse.Namespace) -> AuditLog:
     from station.audit import AUDIT_FILE, AuditLog
+    from station.state_version import open_state
 
-    return AuditLog(_config(args).state_dir / AUDIT_FILE)
+    return AuditLog(open_state(_config(args).state_dir) / AUDIT_FILE)
 
 
 def _expect(state: str, wanted: str, action: str) -> None:

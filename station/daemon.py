@@ -36,6 +36,7 @@ from station.audit import AUDIT_FILE, AuditLog
 from station.config import StationConfig
 from station.queue import OPEN, HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
+from station.state_version import open_state
 from trains.errors import CentralError, CentralUnreachable, HopDeferred
 from trains.keys import Identity
 from trains.sealing import sealed_size_bound
@@ -57,7 +58,7 @@ class Station:
 
     @classmethod
     def open(cls, config: StationConfig) -> Station:
-        queue = HopQueue(config.state_dir)
+        queue = HopQueue(open_state(config.state_dir))  # refuses a newer layout
         return cls(config, Identity.load(config.keys_dir), queue, AuditLog(queue.root / AUDIT_FILE))
 
     def runner(self) -> DockerRunner:

@@ -30,6 +30,7 @@ from central.metrics import Metrics
 from central.retention import collect_garbage
 from central.service import Hooks, Service
 from central.settings import CentralSettings
+from central.wakeup import Wakeups
 from trains.enrolment import StationDirectory
 
 log = logging.getLogger("pht.central")
@@ -56,7 +57,11 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
         max_lifetime_days=settings.max_manifest_days,
     )
     metrics = Metrics(service.counts)
-    service.hooks = Hooks(queued=doorbell.ring, claimed=metrics.dispatch_latency.observe)
+    wakeups = Wakeups(
+        engine, doorbell, service.queued_stations, settings.poll_recheck_s, settings.poll_fallback_s
+    )
+    service.hooks = Hooks(queued=wakeups.queued, claimed=metrics.dispatch_latency.observe)
+    wakeups.add_gauges(metrics.registry)
     blobs = BlobStore(settings.data_dir / "blobs")
     ctx = Context(settings, service, blobs, doorbell, metrics)
 
@@ -71,9 +76,6 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
             def expire() -> None:  # trains past their manifest's expiry
                 service.expire_trains()
 
-            def recheck() -> None:  # hops queued through another central process
-                doorbell.ring(service.queued_stations(doorbell.waiting()))
-
             def gc() -> None:
                 collect_garbage(service, blobs, settings.retention_h)
 
@@ -82,9 +84,8 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
                 asyncio.create_task(_every(settings.lease_check_s, sweep, settings.lease_s)),
                 asyncio.create_task(_every(settings.gc_interval_s, gc, 0.0)),
                 asyncio.create_task(_every(settings.lease_check_s, expire, 0.0)),
-                asyncio.create_task(
-                    _every(settings.poll_recheck_s, recheck, settings.poll_recheck_s)
-                ),
+                asyncio.create_task(wakeups.listen()),  # hops queued by other processes
+                asyncio.create_task(wakeups.run_checks()),  # ... if a notification is lost
             ]
         yield
         for task in tasks:
