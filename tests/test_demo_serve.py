@@ -171,3 +171,14 @@ def test_restart_keeps_port_and_stations_unless_fresh_and_sigterm_stops_all(dock
     assert "my-station" not in station_names(fresh)
     assert {"hospital-a", "hospital-b", "hospital-c"} <= station_names(fresh)
     fresh.stop(signal.SIGTERM)
+
+
+def test_a_damaged_network_file_is_named_with_what_to_do(tmp_path):
+    from train_builder.demo_serve import serve
+    from trains.errors import PhtError
+
+    kept = tmp_path / "serve" / "network.json"
+    kept.parent.mkdir()
+    kept.write_text('{"central_port": "not a port"}')
+    with pytest.raises(PhtError, match="is damaged; start a new network with --fresh"):
+        serve(tmp_path)

@@ -23,6 +23,7 @@ import time
 import tomllib
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from train_builder.demo_compare import HOSPITALS, hospital_datasets, say
 from train_builder.localnet import LocalNet, Station
@@ -110,6 +111,8 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # as the servers do: a closed connection lingering in TIME_WAIT does not count
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -117,12 +120,24 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _saved(run_dir: Path) -> dict[str, object] | None:
+def _saved(run_dir: Path) -> dict[str, Any] | None:
+    """The network kept in ``run_dir``, or None (none, or a start that never came up)."""
+    path = run_dir / NETWORK_FILE
     try:
-        saved = json.loads((run_dir / NETWORK_FILE).read_text())
-    except (FileNotFoundError, ValueError):
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
-    return saved if isinstance(saved, dict) else None
+    except ValueError:
+        saved = None
+    kinds = {"registry_port": int, "central_port": int, "researcher": str, "keys_dir": str}
+    if not (
+        isinstance(saved, dict)
+        and all(isinstance(saved.get(key), kind) for key, kind in kinds.items())
+        and isinstance(saved.get("stations"), list)
+        and all(isinstance(name, str) for name in saved["stations"])
+    ):
+        raise PhtError(f"{path} is damaged; start a new network with --fresh")
+    return saved
 
 
 def serve(workdir: Path, fresh: bool = False) -> int:
@@ -137,7 +152,7 @@ def serve(workdir: Path, fresh: bool = False) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)  # fresh, or a start that never came up
     else:
         for key in ("registry_port", "central_port"):
-            port = int(str(saved[key]))
+            port = int(saved[key])
             if not _port_free(port):
                 raise PhtError(
                     f"port {port}, kept for this demo network's {key.split('_')[0]}, is in use "
@@ -147,8 +162,8 @@ def serve(workdir: Path, fresh: bool = False) -> int:
     keys_dir = Path(os.environ.get("PHT_KEYS_DIR") or DEFAULT_KEYS_DIR).expanduser()
     with DemoNet(run_dir) as net:
         if saved is not None:
-            net.registry_port = int(str(saved["registry_port"]))
-            net.central_port = int(str(saved["central_port"]))
+            net.registry_port = int(saved["registry_port"])
+            net.central_port = int(saved["central_port"])
         net.start_registry(storage=workdir / "registry")
         net.start_central()
         if saved is None:
@@ -171,7 +186,7 @@ def serve(workdir: Path, fresh: bool = False) -> int:
         else:
             keys = Path(str(saved["keys_dir"]))
             token = run_dir / "researchers" / str(saved["researcher"]) / "token"
-            for name in (str(s) for s in saved["stations"]):  # type: ignore[attr-defined]
+            for name in saved["stations"]:
                 directory = run_dir / "stations" / name
                 net.stations[name] = Station(name, directory, Identity.load(directory / "keys"))
         for name in net.stations:
