@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from station.keys_cli import add_keys_command
 from trains.errors import ConfigError, PhtError
 from trains.keys import Identity
 from trains.text import printable
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--yes", action="store_true", help="do not ask")
     au = command("audit", audit_verify, "check the audit log's hash chain")
     au.add_argument("action", choices=["verify"])
+    add_keys_command(sub)  # pht-station keys show (station/keys_cli.py)
     return parser
 
 

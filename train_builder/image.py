@@ -69,9 +69,14 @@ def _pip_wheel(wheelhouse: Path) -> Path:
 
 
 def build_image(
-    folder: Path, registry: str, base: str = DEFAULT_BASE, wheelhouse: Path | None = None
+    folder: Path,
+    registry: str,
+    base: str = DEFAULT_BASE,
+    wheelhouse: Path | None = None,
+    tag: str | None = None,
 ) -> tuple[TrainSpec, str]:
-    """Build ``<registry>/pht/<name>:<version>`` from the train folder; return (spec, tag)."""
+    """Build ``<registry>/pht/<name>:<version>`` (or ``tag``) from the train folder; return
+    (spec, tag)."""
     spec = load_train_spec(folder)
     requirements = folder / REQUIREMENTS
     if requirements.is_file() and wheelhouse is None:
@@ -89,7 +94,7 @@ def build_image(
         raise ImageError(
             f"base image {base} is missing; build it with compose/base/build-base.sh"
         ) from None
-    tag = f"{registry}/pht/{spec.train.name}:{spec.train.version}"
+    tag = tag or f"{registry}/pht/{spec.train.name}:{spec.train.version}"
     with tempfile.TemporaryDirectory() as tmp:
         context = Path(tmp)
         code = context / "train"

@@ -6,6 +6,8 @@ only the frames of its own ``train.py``.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import traceback
 from pathlib import Path
@@ -13,10 +15,22 @@ from pathlib import Path
 from trains.errors import TrainFailed
 from trains.runtime.core import Context, TrainCodeError, run_train
 from trains.runtime.refusal import CONVERGED_EXIT
-from trains.train_spec import CODE_FILE, TrainSpec
+from trains.train_spec import CODE_FILE, TrainSpec, load_train_spec
 
 CONTAINER_UID = 10001
 LOCAL_REGISTRY = "pht-local"  # images built for local tests are tagged, never pushed
+
+
+def local_tag(folder: Path, spec: TrainSpec) -> str:
+    """``pht-local/pht/<name>:<version>-<hash>``, the hash over the folder's resolved path,
+    its files and this process: on a shared Docker daemon, two folders (or two runs) with
+    the same train name and version never run each other's code."""
+    digest = hashlib.sha256(f"{folder.resolve()}\0{os.getpid()}\0".encode())
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+            digest.update(path.read_bytes())
+    return f"{LOCAL_REGISTRY}/pht/{spec.train.name}:{spec.train.version}-{digest.hexdigest()[:16]}"
 
 
 class InProcessHop:
@@ -46,8 +60,18 @@ class DockerHop:
         from station.runner import DockerRunner
         from train_builder.image import DEFAULT_BASE, build_image
 
-        _, self.tag = build_image(folder, LOCAL_REGISTRY, base or DEFAULT_BASE, wheelhouse)
+        spec = load_train_spec(folder)
+        self.tag = local_tag(folder, spec)
+        build_image(folder, LOCAL_REGISTRY, base or DEFAULT_BASE, wheelhouse, tag=self.tag)
         self.runner = DockerRunner()
+
+    def close(self) -> None:
+        """Remove the image: it was this run's alone, and the daemon may be shared."""
+        import docker
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.DockerException):
+            docker.from_env().images.remove(self.tag, noprune=False)
 
     def run(
         self, ctx: Context, input_dir: Path, data_dir: Path, output_dir: Path, spec: TrainSpec

@@ -147,7 +147,11 @@ def run_local(
     route = _Route(hop_runner, spec, stops, rounds, on_hop, keep_hops)
     with tempfile.TemporaryDirectory(prefix="pht-test-") as tmp:
         route.tmp = Path(tmp)
-        archive = route.parallel() if parallel else route.sequential()
+        try:
+            archive = route.parallel() if parallel else route.sequential()
+        finally:
+            if isinstance(hop_runner, DockerHop):
+                hop_runner.close()
         final = Path(tmp) / "final"
         result = route.result
         result.files = state_codec.unpack(archive, final, route.max_bytes)

@@ -43,6 +43,17 @@ A Personal Health Train, started from the `{template}` template ({description}).
 `train.toml` declares the datasets the train reads, the only files it may output
 (`outputs`), the resources it needs and its parameters. Stations refuse anything else.
 
+## More than one output file
+
+The returned state becomes `state.json`. To send more (a table, a figure), declare each
+file in `outputs`, e.g. `outputs = ["state.json", "summary.csv"]`, and write it into
+`ctx.output_dir` (`(ctx.output_dir / "summary.csv").write_text(...)`). Write every declared
+file at every hop, not only in `finalize`: each station checks every hop's output against
+`outputs`, and a declared file missing at any hop, the first one included, fails that hop
+(and the train); `pht-train test` fails the same way, naming the hop and the file. Each
+hop's files replace the previous hop's, and you receive the last hop's. The next hop's
+`local` gets only the state: put whatever the next station computes with in it.
+
 ## The container contract
 
 At a station the train runs in a container with no network, a read-only file system and
