@@ -51,6 +51,9 @@ def main() -> None:
         log_level="warning",
         access_log=False,  # central logs every request itself, as JSON with its request id
         timeout_keep_alive=75,
+        # a new worker imports and migrates before its first answer; on a busy host that
+        # takes longer than uvicorn's 5 s, and the supervisor would kill it and start again
+        timeout_worker_healthcheck=60,
         # the module-level class (16 KiB of headers, serve's default): workers are started
         # by pickling uvicorn's config, and bounded_http() makes a class pickle cannot name
         http=BoundedHttpTools,
