@@ -10,11 +10,13 @@ Nothing is mocked. Every compose project, volume and image tag carries this run'
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,6 +246,18 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
 
     first, state = travel(net, train)
     assert_matches_pooled(state, pooled)
+
+    # the backup docs/deploy.md describes: a dump of the database and a tar of the blob
+    # store, both naming the train
+    assert first in central("exec", "-T", "-u", "postgres", "db", "pg_dump", "pht")
+    blobs = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{central.project}_blobs:/data:ro",
+         "pht-app:latest", "tar", "-C", "/data", "-cf", "-", "."],
+        capture_output=True, check=True, timeout=120,
+    )  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(blobs.stdout)) as tar:
+        names = tar.getnames()
+    assert any(first in name and name.endswith(".sealed") for name in names), names
 
     # everything down (the volumes stay), then up again
     for project in [*stations.values(), central]:

@@ -3,8 +3,9 @@
 # compose/base/build-base.sh makes; nothing is pulled from any image registry.
 #
 #   pht-app:latest        central (uvicorn workers) and the station daemon: the packages
-#                         uv.lock pins (installed on this machine by uv, from its cache or
-#                         the package index) and this repository's Python packages
+#     (and pht-app:HASH)  uv.lock pins (installed on this machine by uv, from its cache or
+#                         the package index) and this repository's Python packages; HASH
+#                         names its inputs, and a second run with the same inputs only tags
 #   pht-postgres:latest   Debian's postgresql, for central's database
 #   pht-registry:latest   Debian's docker-registry, the OCI registry trains are pushed to
 #
@@ -65,10 +66,28 @@ app_context() {  # assemble the app's context in $1
 for target in "${targets[@]}"; do
     case "$target" in
         app)
+            # skip the build when an image of exactly these inputs exists (a content hash,
+            # as compose/base does): the lock, the sources, these files, the OS layer's id
+            hash=$( { docker image inspect -f '{{.Id}}' "$BASE"
+                      cd "$REPO" && find uv.lock trains central station train_builder \
+                          compose/central/Dockerfile.app compose/central/central_workers.py \
+                          compose/central/central-entrypoint.sh compose/central/pht-central-here \
+                          compose/central/pht-db-password compose/central/build-images.sh \
+                          -name __pycache__ -prune -o -type f ! -name '*.pyc' -print \
+                          | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-12)
+            if docker image inspect "pht-app:$hash" >/dev/null 2>&1; then
+                docker tag "pht-app:$hash" pht-app:latest
+                say "pht-app:latest is pht-app:$hash (its inputs are unchanged)"
+                continue
+            fi
             ctx=$(mktemp -d "${PHT_BUILD_TMP:-/var/tmp}/pht-app-context.XXXXXX")
             trap 'rm -rf "$ctx"' EXIT
             app_context "$ctx"
             build app "$HERE/Dockerfile.app" "$ctx"
+            docker tag pht-app:latest "pht-app:$hash"
+            # untag the builds this one replaces (their layers go with the next prune)
+            docker images pht-app --format '{{.Tag}}' | grep -vx -e latest -e "$hash" \
+                | while read -r old; do docker rmi "pht-app:$old" >/dev/null || true; done
             rm -rf "$ctx"; trap - EXIT
             ;;
         postgres) build postgres "$HERE/Dockerfile.postgres" "$HERE" ;;
