@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,23 @@ CENTRAL_YML = REPO / "compose" / "central" / "docker-compose.yml"
 STATION_YML = REPO / "compose" / "station" / "docker-compose.yml"
 TRAIN = REPO / "trains" / "reference" / "cohort"
 STATIONS = ("hosp-a", "hosp-b")
+
+
+class Laps:
+    """Wall time of each phase, printed at the end (``-s``) for the deploy notes."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.monotonic()
+        self.laps: list[tuple[str, float]] = []
+
+    def __call__(self, phase: str) -> None:
+        now = time.monotonic()
+        self.laps.append((phase, now - self.last))
+        self.last = now
+
+    def report(self) -> str:
+        parts = [f"{phase} {seconds:.0f}s" for phase, seconds in self.laps]
+        return f"compose test {time.monotonic() - self.start:.0f}s: " + ", ".join(parts)
 
 
 class Compose:
@@ -90,8 +108,10 @@ def network(docker_required, tmp_path_factory) -> Iterator[dict[str, object]]:
         if os.environ.get("PHT_REQUIRE_DOCKER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    # cached by Docker's build cache when nothing changed; a first build takes minutes
+    laps = Laps()
+    # only tags when nothing changed; a first build takes minutes
     subprocess.run([str(REPO / "compose" / "central" / "build-images.sh")], check=True)
+    laps("images")
 
     run = uuid.uuid4().hex[:8]
     root = tmp_path_factory.mktemp("compose")
@@ -126,6 +146,7 @@ def network(docker_required, tmp_path_factory) -> Iterator[dict[str, object]]:
     try:
         central("up", "-d")
         wait_http(f"{central_url}/healthz", timeout_s=120)
+        laps("central up")
 
         network_root = NetworkRoot.generate(f"compose-{run}")
         researcher = Identity.generate(f"dr-compose-{run}")
@@ -169,6 +190,7 @@ def network(docker_required, tmp_path_factory) -> Iterator[dict[str, object]]:
                 f'network_root = "{network_root.public.signing_fingerprint}"\n'
             )
             stations[name]("up", "-d")
+        laps("parties registered, stations up")
 
         cli = ["--central", central_url, "--token-file", str(token),
                "--keys", str(root / "researcher" / "keys"),
@@ -181,6 +203,7 @@ def network(docker_required, tmp_path_factory) -> Iterator[dict[str, object]]:
             "registry": registry,
             "central_url": central_url,
             "root": root,
+            "laps": laps,
         }
     finally:
         for project in reversed(projects):
@@ -238,14 +261,17 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
     processes = central("exec", "-T", "central", "ps", "-o", "user=,args=", "-u", "pht-central")
     assert processes.count("multiprocessing.spawn") >= 2, processes
 
+    laps: Laps = net["laps"]
     train = tmp_path / "cohort"
     shutil.copytree(TRAIN, train)
     built = pht_train(net["cli"], "build", str(train), "--registry", net["registry"])
     assert built.returncode == 0, built.stderr
     image = json.loads((train / ".pht-image.json").read_text())
+    laps("train built and pushed")
 
     first, state = travel(net, train)
     assert_matches_pooled(state, pooled)
+    laps("first train")
 
     # the backup docs/deploy.md describes: a dump of the database and a tar of the blob
     # store, both naming the train
@@ -258,6 +284,7 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
     with tarfile.open(fileobj=io.BytesIO(blobs.stdout)) as tar:
         names = tar.getnames()
     assert any(first in name and name.endswith(".sealed") for name in names), names
+    laps("backup")
 
     # everything down (the volumes stay), then up again
     for project in [*stations.values(), central]:
@@ -267,6 +294,7 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
     wait_http(f"{net['central_url']}/healthz", timeout_s=120)
     for project in stations.values():
         project("up", "-d")
+    laps("down and up")
 
     # nothing was lost: the train is done, its result verifies and is the same, the image
     # is still in the registry's volume
@@ -288,3 +316,5 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
     second, again = travel(net, train)
     assert second != first
     assert_matches_pooled(again, pooled)
+    laps("second train")
+    print(laps.report())
