@@ -109,9 +109,7 @@ class Digests:
     sealed: str  # sha256 of the whole sealed file (the state digest central records)
 
 
-def start_seal(
-    target: BinaryIO, recipients: Sequence[PublicIdentity], context: str
-) -> SealWriter:
+def start_seal(target: BinaryIO, recipients: Sequence[PublicIdentity], context: str) -> SealWriter:
     """Write the header to ``target`` and return the writer of the payload; its
     ``close()`` writes the last chunk. Memory use is one batch, whatever the size."""
     if not recipients:
@@ -213,18 +211,17 @@ def start_open(source: BinaryIO, key: X25519PrivateKey, context: str) -> OpenRea
             f"this state is not sealed to our key {mine}; it is sealed to "
             + ", ".join(w.recipient for w in header.recipients)
         )
-    try:
+    try:  # a damaged base64 field is a ValueError: the same refusal as a bad tag
         file_key = _SUITE.decrypt(b64decode(entry.wrapped), key, info=_info(context))
+        cipher = _payload_cipher(file_key, header, prefix)
     except (InvalidTag, ValueError):
         raise SealError(
             "sealed state failed authentication: it was tampered with, truncated or damaged"
         ) from None
-    return OpenReader(source, _payload_cipher(file_key, header, prefix), prefix)
+    return OpenReader(source, cipher, prefix)
 
 
-def open_stream(
-    source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, context: str
-) -> Digests:
+def open_stream(source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, context: str) -> Digests:
     """Decrypt a sealed state with our sealing key, insisting on the expected context;
     return the digests of the plaintext and the sealed bytes.
 

@@ -18,6 +18,7 @@ swapped (the counter is in the nonce).
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -36,7 +37,36 @@ def chunk_nonce(counter: int, last: bool) -> bytes:
     return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
 
-def sha256(digest: hashlib._Hash) -> str:
+class Hashing:
+    """A running sha256 fed in a thread of its own: hashlib lets go of the GIL for large
+    buffers and the cipher does not, so on a machine with a second core the digests cost
+    (almost) no time next to the encryption. :meth:`update` returns at once; the caller
+    calls :meth:`wait` before it changes the bytes it handed over."""
+
+    def __init__(self, first: bytes = b"") -> None:
+        self._digest = hashlib.sha256(first)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pht-sha256")
+        self._pending: Future[None] | None = None
+
+    def update(self, data: memoryview) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._digest.update, data)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        self.wait()
+        self._pool.shutdown()
+
+    def hexdigest(self) -> str:
+        self.wait()
+        return self._digest.hexdigest()
+
+
+def sha256(digest: Hashing) -> str:
     return "sha256:" + digest.hexdigest()
 
 
@@ -56,8 +86,8 @@ class SealWriter:
         self._counter = 0
         self._closed = False
         self.size = 0
-        self.plain = hashlib.sha256()
-        self.sealed = hashlib.sha256(prefix)
+        self.plain = Hashing()
+        self.sealed = Hashing(prefix)
         target.write(prefix)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -95,28 +125,34 @@ class SealWriter:
     def close(self) -> None:
         """Seal what is left as the last chunk (an empty one for an empty payload)."""
         if not self._closed:
-            self._flush(final=True)
             self._closed = True
+            try:
+                self._flush(final=True)
+            finally:
+                self.plain.close()
+                self.sealed.close()
 
     def _flush(self, final: bool) -> None:
         # all full chunks but the last, unless final: the last may yet be the final chunk
         count = (self._fill + CHUNK - 1) // CHUNK if final else self._fill // CHUNK - 1
         count = max(count, 1) if final else count
+        done = min(count * CHUNK, self._fill)
+        self.plain.update(self._view[:done])  # hashed while the chunks are encrypted
+        self.sealed.wait()  # the output buffer is about to be overwritten
         out = 0
         for i in range(count):
             start = i * CHUNK
             end = min(start + CHUNK, self._fill)
             last = final and i == count - 1
             nonce = chunk_nonce(self._counter, last)
-            self._cipher.encrypt_into(  # type: ignore[attr-defined]
+            self._cipher.encrypt_into(
                 nonce, self._view[start:end], None, self._out[out : out + end - start + TAG]
             )
             out += end - start + TAG
             self._counter += 1
-        done = min(count * CHUNK, self._fill)
-        self.plain.update(self._view[:done])
-        self.sealed.update(self._out[:out])
+        self.sealed.update(self._out[:out])  # hashed while written
         self._target.write(self._out[:out])
+        self.plain.wait()  # the input buffer is about to be overwritten
         # the held-back chunk moves to the front (at most 64 KiB: one small copy a batch)
         rest = self._fill - done
         self._view[:rest] = self._view[done : self._fill]
@@ -139,8 +175,8 @@ class OpenReader:
         self._pos = self._end = 0
         self._counter = 0
         self._done = False
-        self.plain = hashlib.sha256()
-        self.sealed = hashlib.sha256(prefix)
+        self.plain = Hashing()
+        self.sealed = Hashing(prefix)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         """Fill ``buffer`` with authenticated plaintext; 0 at the end of the payload."""
@@ -179,14 +215,18 @@ class OpenReader:
     def _refill(self) -> bool:
         """Decrypt the next batch into the output buffer; False once all is handed out."""
         if self._done:
+            self.plain.close()
+            self.sealed.close()
             return False
+        fresh = self._have
         while not self._eof and self._have < len(self._in):
             got = self._source.readinto(self._in[self._have :])  # type: ignore[attr-defined]
             if not got:
                 self._eof = True
                 break
-            self.sealed.update(self._in[self._have : self._have + got])
             self._have += got
+        self.sealed.update(self._in[fresh : self._have])  # hashed while decrypted
+        self.plain.wait()  # the output buffer is about to be overwritten
         pos = out = 0
         try:
             # a chunk is "not last" only if a byte follows it
@@ -201,7 +241,8 @@ class OpenReader:
             raise SealError(
                 "sealed state failed authentication: it was tampered with, truncated or damaged"
             ) from None
-        self.plain.update(self._out[:out])
+        self.plain.update(self._out[:out])  # hashed while the caller takes it
+        self.sealed.wait()  # the input buffer is about to be overwritten
         # the undecided chunk moves to the front (at most one chunk: a small copy)
         rest = self._have - pos
         self._in[:rest] = self._in[pos : self._have]
@@ -212,7 +253,7 @@ class OpenReader:
     def _decrypt(self, pos: int, length: int, out: int, last: bool) -> None:
         if length < TAG:
             raise InvalidTag  # an empty or cut last chunk: no tag to check
-        self._cipher.decrypt_into(  # type: ignore[attr-defined]
+        self._cipher.decrypt_into(
             chunk_nonce(self._counter, last),
             self._in[pos : pos + length],
             None,

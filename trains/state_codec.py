@@ -41,6 +41,8 @@ MAX_HEADER = 64 * 1024  # bytes in one pax or GNU long-name header
 RESERVED = ".pht/"  # names under it belong to the codec, never to a train
 NONCE = RESERVED + "nonce"  # 32 random bytes in every packed state (see above)
 NONCE_BYTES = 32
+_PIECE = 1 << 20  # bytes per read and write when packing and unpacking
+_ENCODING, _ERRORS = "utf-8", "surrogateescape"  # tarfile's own on this platform
 _EXTENSION_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _LONG_NAME_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
@@ -106,29 +108,61 @@ def pack(folder: Path, files: Iterable[str], max_bytes: int) -> bytes:
 
 def pack_to(folder: Path, files: Iterable[str], max_bytes: int, target: BinaryIO) -> None:
     """Tar a fresh nonce and exactly ``files`` from ``folder`` into ``target`` (streamed):
-    sorted, owner 0, mtime 0, so equal folders give equal bytes but for the nonce."""
+    sorted, owner 0, mtime 0, so equal folders give equal bytes but for the nonce.
+
+    The bytes are those ``tarfile`` writes (pax headers from ``TarInfo.tobuf``, 512-byte
+    blocks, a 10240-byte record at the end); the contents are read in 1 MiB pieces, or
+    straight into a sealing writer's buffer (``write_from``) when ``target`` is one."""
+    written = 0
+
+    def emit(data: bytes | memoryview) -> None:
+        nonlocal written
+        target.write(data)
+        written += len(data)
+
+    nonce = tarfile.TarInfo(NONCE)
+    nonce.size, nonce.mode, nonce.mtime = NONCE_BYTES, 0o644, 0
+    emit(nonce.tobuf(tarfile.PAX_FORMAT, _ENCODING, _ERRORS))
+    emit(os.urandom(NONCE_BYTES) + tarfile.NUL * (tarfile.BLOCKSIZE - NONCE_BYTES))
     total = 0
-    with tarfile.open(fileobj=target, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        nonce = tarfile.TarInfo(NONCE)
-        nonce.size, nonce.mode, nonce.mtime = NONCE_BYTES, 0o644, 0
-        tar.addfile(nonce, io.BytesIO(os.urandom(NONCE_BYTES)))
-        for name in sorted(set(files)):
-            _check_name(name)
-            path = folder / name
-            if path.is_symlink() or not path.is_file():
-                raise StateInvalid(f"{name} is missing or is not a regular file")
-            size = path.stat().st_size
+    for name in sorted(set(files)):
+        _check_name(name)
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            raise StateInvalid(f"{name} is missing or is not a regular file")
+        with path.open("rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
             total += size
             if total > max_bytes:
                 raise StateTooLarge(
                     f"the state exceeds {max_bytes} bytes at {name}; write less or raise the cap"
                 )
             info = tarfile.TarInfo(name)
-            info.size = size
-            info.mode = 0o644
-            info.mtime = 0
-            with path.open("rb") as handle:
-                tar.addfile(info, handle)
+            info.size, info.mode, info.mtime = size, 0o644, 0
+            emit(info.tobuf(tarfile.PAX_FORMAT, _ENCODING, _ERRORS))
+            _copy_content(handle, size, target)
+        written += size
+        if size % tarfile.BLOCKSIZE:
+            emit(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+    emit(tarfile.NUL * (2 * tarfile.BLOCKSIZE))  # the end of the archive, as tarfile writes
+    if written % tarfile.RECORDSIZE:
+        emit(tarfile.NUL * (tarfile.RECORDSIZE - written % tarfile.RECORDSIZE))
+
+
+def _copy_content(source: BinaryIO, size: int, target: BinaryIO) -> None:
+    """Exactly ``size`` bytes of ``source`` to ``target``; a file that shrank is refused."""
+    write_from = getattr(target, "write_from", None)
+    if write_from is not None:
+        write_from(source, size)
+        return
+    buffer = memoryview(bytearray(min(size, _PIECE) or 1))
+    left = size
+    while left > 0:
+        got = source.readinto(buffer[: min(left, len(buffer))])  # type: ignore[attr-defined]
+        if not got:
+            raise StateInvalid("a file of the state shrank while it was packed")
+        target.write(buffer[:got])
+        left -= got
 
 
 def unpack(archive: bytes, folder: Path, max_bytes: int) -> list[str]:
@@ -157,7 +191,9 @@ def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
     total, nonces = 0, 0
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        tar = tarfile.open(fileobj=source, mode="r|", tarinfo=_BoundedInfo)  # noqa: SIM115
+        tar = tarfile.open(  # noqa: SIM115
+            fileobj=source, mode="r|", tarinfo=_BoundedInfo, bufsize=_PIECE
+        )
         with tar:
             for member in tar:
                 if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
@@ -176,7 +212,7 @@ def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
                 if content is None:
                     raise StateInvalid(f"state archive entry {member.name!r} has no content")
                 with content, target.open("xb") as out:
-                    while chunk := content.read(1 << 20):
+                    while chunk := content.read(_PIECE):
                         out.write(chunk)
                 names.append(rel.as_posix())
                 files.add(rel.as_posix())
