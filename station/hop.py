@@ -39,7 +39,6 @@ from station.verify import (
     empty_state_changed,
     verify_offer,
 )
-from trains import state_codec
 from trains.errors import (
     CentralError,
     ConfigError,
@@ -50,8 +49,9 @@ from trains.errors import (
 )
 from trains.keys import Identity
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, readers_of
-from trains.sealing import check_sealed_to, digest_file, open_file, output_context, seal_file
+from trains.sealing import check_sealed_to, digest_file, output_context, seal_stream
 from trains.signing import Envelope, sign
+from trains.statepipe import open_and_unpack
 
 log = logging.getLogger("pht.station")
 CONTAINER_UID = 10001
@@ -227,9 +227,11 @@ def _run(
         )
         # sealed once, to every stop that reads it (the researcher after the last hop)
         recipients = manifest.recipients_after(hop.index)
-        output_digest = seal_file(
-            archive, sealed_out, recipients, output_context(manifest.train_id, hop.index)
-        )
+        with archive.open("rb") as plain, sealed_out.open("wb") as sealed:
+            # one pass: the archive's digest (the commitment) and the sealed file's
+            digests = seal_stream(
+                plain, sealed, recipients, output_context(manifest.train_id, hop.index)
+            )
         receipt = HopReceipt.for_hop(
             HopPredicate(
                 train_id=manifest.train_id,
@@ -241,8 +243,8 @@ def _run(
                 manifest_digest=verified.manifest_digest,
                 image_digest=manifest.image.digest,
                 input_state_digests=[i.digest for i in offer.inputs],
-                output_state_digest=output_digest,
-                output_commitment=digest_file(archive),
+                output_state_digest=digests.sealed,
+                output_commitment=digests.plain,
                 output_sealed_to=[r.sealing_fingerprint for r in recipients],
                 previous_receipt_digests=verified.previous_receipt_digests,
                 started_at=started_at,
@@ -270,21 +272,20 @@ def _fetch_inputs(
     aggregate = verified.hop.kind == "aggregate"
     for position, source in enumerate(offer.inputs):
         sealed_path = work / f"input-{position}.sealed"
-        _central(partial(central.download_input, train_id, index, sealed_path, position))
-        check_input_digest(digest_file(sealed_path), source.digest)
+        # the digest of the bytes written, taken while they streamed
+        digest = _central(partial(central.download_input, train_id, index, sealed_path, position))
+        check_input_digest(digest, source.digest)
         # 9. and sealed to exactly the readers the manifest names (the header, not the
         # receipt's word): a key wrapped for anyone else means it was also handed elsewhere
         check_sealed_to(sealed_path, readers_of(verified.manifest, source.hop), "the input state")
-        archive = work / f"input-{position}.tar"
-        open_file(sealed_path, archive, me.sealing, output_context(train_id, source.hop))
+        target = input_dir / str(position) if aggregate else input_dir
+        # opened and unpacked in one pass (a failure removes ``target``; the hop fails)
+        opened, names = open_and_unpack(
+            sealed_path, target, max_bytes, me.sealing, output_context(train_id, source.hop)
+        )
         sealed_path.unlink()
         # 10. the state the receipts commit to, every skip on the way passing it on as read
-        must_be_empty = check_opened_input(offer, verified.manifest, position, digest_file(archive))
-        target = input_dir / str(position) if aggregate else input_dir
-        target.mkdir(exist_ok=True)
-        with archive.open("rb") as stream:
-            names = state_codec.unpack_from(stream, target, max_bytes)
-        archive.unlink()
+        must_be_empty = check_opened_input(offer, verified.manifest, position, opened.plain)
         if must_be_empty and names:
             raise empty_state_changed(source.hop)
 
