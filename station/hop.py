@@ -345,6 +345,8 @@ def _docker_call(call: Callable[[], T]) -> T:
 def _open_for_container(work: Path, output_dir: Path) -> None:
     """The container's user may read inputs and data and write only the output folder."""
     for path in work.rglob("*"):
+        if path.is_file() and path.stat().st_nlink > 1:
+            continue  # a read-only dataset linked in (datasources.place_file): the source
         path.chmod(0o755 if path.is_dir() else 0o644)
     work.chmod(0o755)
     os.chown(output_dir, CONTAINER_UID, CONTAINER_UID)
