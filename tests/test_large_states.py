@@ -151,3 +151,42 @@ def test_a_swapped_flipped_or_extended_state_fails_through_the_pipe(bob, tmp_pat
     with pytest.raises(SealError):
         open_and_unpack(tmp_path / "bad.sealed", tmp_path / "in", 1 << 20, bob.sealing, "c")
     assert not (tmp_path / "in").exists()
+
+
+def tar_of(members: dict[str, bytes], fmt: int) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_and_unicode_names_unpack_from_any_tar_format(tmp_path, fmt):
+    """The unpacker reads headers with tarfile (pax records, GNU long names) and the
+    contents itself: every format tarfile writes comes out the same."""
+    long_name = "/".join(["d" * 60] * 3) + "/w.npy" if fmt != tarfile.USTAR_FORMAT else "w.npy"
+    members = {long_name: os.urandom(70_000), "Größe.json": b"{}", "e.csv": b""}
+    if fmt == tarfile.USTAR_FORMAT:
+        members.pop("Größe.json")
+    names = state_codec.unpack(tar_of(members, fmt), tmp_path / "out", 1 << 20)
+    assert sorted(names) == sorted(members)
+    for name, data in members.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+
+
+def test_a_global_pax_header_or_a_cut_member_is_refused(tmp_path):
+    out = io.BytesIO()
+    with tarfile.open(
+        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "x"}
+    ) as tar:
+        info = tarfile.TarInfo("a.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(state_codec.StateInvalid, match="global pax header"):
+        state_codec.unpack(out.getvalue(), tmp_path / "g", 1 << 20)
+    archive = tar_of({"w.npy": os.urandom(5000)}, tarfile.PAX_FORMAT)
+    with pytest.raises(state_codec.StateInvalid, match="cut short"):
+        state_codec.unpack(archive[:3000], tmp_path / "c", 1 << 20)

@@ -43,6 +43,8 @@ NONCE = RESERVED + "nonce"  # 32 random bytes in every packed state (see above)
 NONCE_BYTES = 32
 _PIECE = 1 << 20  # bytes per read and write when packing and unpacking
 _ENCODING, _ERRORS = "utf-8", "surrogateescape"  # tarfile's own on this platform
+_END_BLOCK = bytes(tarfile.BLOCKSIZE)
+_MAX_CHAIN = 8  # extension headers before one member (we write at most one)
 _EXTENSION_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _LONG_NAME_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
@@ -184,43 +186,92 @@ class _BoundedInfo(tarfile.TarInfo):
 def unpack_from(source: BinaryIO, folder: Path, max_bytes: int) -> list[str]:
     """Extract a state archive (streamed) into ``folder``, refusing anything but plain
     files with names that neither repeat nor collide (see the bounds above). The nonce
-    is checked and left out: the folder holds the state's files only."""
+    is checked and left out: the folder holds the state's files only.
+
+    Headers are parsed by ``tarfile`` (:func:`_next_member`); a member's content is read
+    from ``source`` straight into one buffer and written out, without tarfile's stream
+    copies. Reading stops at the archive's end marker."""
     names: list[str] = []
     files: set[str] = set()
     folders: set[PurePosixPath] = set()
     total, nonces = 0, 0
     folder.mkdir(parents=True, exist_ok=True)
+    buffer = memoryview(bytearray(_PIECE))
     try:
-        tar = tarfile.open(  # noqa: SIM115
-            fileobj=source, mode="r|", tarinfo=_BoundedInfo, bufsize=_PIECE
-        )
-        with tar:
-            for member in tar:
-                if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-                    raise StateInvalid(f"state archive entry {member.name!r} is not a regular file")
-                if member.name == NONCE and member.size == NONCE_BYTES and not nonces:
-                    nonces += 1
-                    continue
-                rel = _check_name(member.name)
-                _check_place(rel, files, folders)
-                total += member.size
-                if total > max_bytes:
-                    raise StateTooLarge(f"the state archive unpacks to more than {max_bytes} bytes")
-                target = folder.joinpath(*rel.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                content = tar.extractfile(member)
-                if content is None:
-                    raise StateInvalid(f"state archive entry {member.name!r} has no content")
-                with content, target.open("xb") as out:
-                    while chunk := content.read(_PIECE):
-                        out.write(chunk)
-                names.append(rel.as_posix())
-                files.add(rel.as_posix())
+        while (member := _next_member(source, first=not (names or nonces))) is not None:
+            if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                raise StateInvalid(f"state archive entry {member.name!r} is not a regular file")
+            padded = -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            if member.name == NONCE and member.size == NONCE_BYTES and not nonces:
+                nonces += 1
+                _read_exact(source, padded)
+                continue
+            rel = _check_name(member.name)
+            _check_place(rel, files, folders)
+            total += member.size
+            if total > max_bytes:
+                raise StateTooLarge(f"the state archive unpacks to more than {max_bytes} bytes")
+            target = folder.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("xb") as out:
+                left = member.size
+                while left > 0:
+                    got = source.readinto(buffer[: min(left, _PIECE)])  # type: ignore[attr-defined]
+                    if not got:
+                        raise StateInvalid(f"state archive entry {member.name!r} is cut short")
+                    out.write(buffer[:got])
+                    left -= got
+            _read_exact(source, padded - member.size)
+            names.append(rel.as_posix())
+            files.add(rel.as_posix())
     except (tarfile.TarError, EOFError, UnicodeError) as exc:
         raise StateInvalid(
             f"state archive is not a valid tar file ({type(exc).__name__})"
         ) from None
     return names
+
+
+def _next_member(source: BinaryIO, first: bool) -> tarfile.TarInfo | None:
+    """The next member's header, its extension headers (pax, GNU long names: each at most
+    MAX_HEADER bytes, checked before it is read, at most _MAX_CHAIN of them) applied by
+    tarfile; None at the end marker."""
+    chain = bytearray()
+    for _ in range(_MAX_CHAIN):
+        block = _read_exact(source, tarfile.BLOCKSIZE, short_ok=True)
+        if len(block) < tarfile.BLOCKSIZE and not chain and not first:
+            return None  # no end marker: tarfile ends the archive here too
+        if block == _END_BLOCK:  # a block of zeros: the end marker
+            if chain:
+                raise StateInvalid("state archive ends inside a member's headers")
+            return None
+        info = _BoundedInfo.frombuf(block, _ENCODING, _ERRORS)
+        chain += block
+        if info.type == tarfile.XGLTYPE:
+            raise StateInvalid("state archive has a global pax header; states never do")
+        if info.type not in _EXTENSION_TYPES + _LONG_NAME_TYPES:
+            if len(chain) == tarfile.BLOCKSIZE:
+                return info
+            with tarfile.open(fileobj=io.BytesIO(chain), mode="r|", tarinfo=_BoundedInfo) as tar:
+                member = tar.next()
+            if member is None:
+                raise StateInvalid("state archive has extension headers but no member")
+            return member
+        if info.size > MAX_HEADER:
+            raise StateInvalid(
+                f"state archive has a tar header of {info.size} bytes, above {MAX_HEADER}"
+            )
+        chain += _read_exact(source, -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+    raise StateInvalid(f"state archive has more than {_MAX_CHAIN} headers for one member")
+
+
+def _read_exact(source: BinaryIO, size: int, short_ok: bool = False) -> bytes:
+    """``size`` bytes of ``source``; fewer only at its end and only if ``short_ok``."""
+    data = source.read(size)
+    while len(data) < size and (more := source.read(size - len(data))):
+        data += more
+    if len(data) < size and not short_ok:
+        raise StateInvalid("state archive is cut short")
+    return data
 
 
 def _check_place(rel: PurePosixPath, files: set[str], folders: set[PurePosixPath]) -> None:
