@@ -49,7 +49,7 @@ from trains.errors import (
 )
 from trains.keys import Identity
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, readers_of
-from trains.sealing import check_sealed_to, digest_file, output_context, seal_stream
+from trains.sealing import check_sealed_to, output_context, seal_stream
 from trains.signing import Envelope, sign
 from trains.statepipe import open_and_unpack
 
@@ -115,7 +115,9 @@ def run(
         record.state, record.attempts = HopState.RUNNING, record.attempts + 1
         queue.save(record)
         incoming = queue.sealed_path(record).with_suffix(".incoming")
-        receipt_env, disclosure = _run(record, config, me, central, docker, audit, incoming)
+        receipt_env, disclosure, output_digest = _run(
+            record, config, me, central, docker, audit, incoming
+        )
     except HopDeferred as exc:
         log.warning("hop %s of train %s deferred: %s", record.hop, record.train_id, exc)
         audit.append("deferred", **ident, reason=str(exc))
@@ -131,7 +133,7 @@ def run(
         return fail(record, f"ConfigError: {reason}", queue, audit)
     except PhtError as exc:
         return fail(record, f"{type(exc).__name__}: {exc}", queue, audit)
-    record.output_digest = digest_file(incoming)
+    record.output_digest = output_digest  # taken while it was sealed
     queue.store_output(record, incoming, receipt_env)
     record.disclosure = disclosure
     if config.policy.release == "manual":
@@ -169,7 +171,7 @@ def _run(
     docker: DockerRunner,
     audit: AuditLog,
     sealed_out: Path,
-) -> tuple[Envelope, dict[str, Any]]:
+) -> tuple[Envelope, dict[str, Any], str]:
     """Verify, run, check and seal one hop; the sealed output is streamed to ``sealed_out``
     (memory stays flat whatever the state's size)."""
     started_at = datetime.now(UTC)
@@ -252,7 +254,7 @@ def _run(
                 container_seconds=round(result.seconds, 3),
             )
         )
-        return sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict()
+        return sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict(), digests.sealed
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -281,7 +283,7 @@ def _fetch_inputs(
         target = input_dir / str(position) if aggregate else input_dir
         # opened and unpacked in one pass (a failure removes ``target``; the hop fails)
         opened, names = open_and_unpack(
-            sealed_path, target, max_bytes, me.sealing, output_context(train_id, source.hop)
+            sealed_path, target, max_bytes, me.sealing, output_context(train_id, source.hop), False
         )
         sealed_path.unlink()
         # 10. the state the receipts commit to, every skip on the way passing it on as read

@@ -81,7 +81,7 @@ def test_the_digests_taken_while_streaming_are_those_of_the_bytes(bob, tmp_path)
     assert digests.sealed == "sha256:" + hashlib.sha256(out.getvalue()).hexdigest()
     (tmp_path / "s").write_bytes(out.getvalue())
     opened = open_file(tmp_path / "s", tmp_path / "p", bob.sealing, "c")
-    assert opened == digests
+    assert (opened.plain, opened.sealed) == (digests.plain, digests.sealed)
     assert (tmp_path / "p").read_bytes() == plain
 
 
@@ -106,7 +106,7 @@ def test_tar_and_seal_in_one_pipe_round_trips_with_the_receipts_digests(bob, tmp
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         assert tar.getnames() == [state_codec.NONCE, "sub/metrics.json", "weights.npy"]
     opened, names = open_and_unpack(sealed, tmp_path / "in", 1 << 30, bob.sealing, "c")
-    assert opened == written
+    assert (opened.plain, opened.sealed) == (written.plain, written.sealed)
     assert sorted(names) == sorted(files)
     for name in files:
         assert (tmp_path / "in" / name).read_bytes() == (tmp_path / "state" / name).read_bytes()

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from trains.errors import SealedToOthers, SealError
 from trains.keys import PublicIdentity, b64decode, b64encode, fingerprint
-from trains.sealstream import CHUNK, TAG, OpenReader, SealWriter, sha256
+from trains.sealstream import CHUNK, TAG, OpenReader, SealWriter, sha256, sha256_if_wanted
 
 MAGIC = b"PHTSEAL2"
 SUITE_NAME = "HPKE(X25519,HKDF-SHA256,AES-256-GCM)+age-STREAM(ChaCha20-Poly1305,64KiB)"
@@ -103,10 +103,18 @@ def _payload_cipher(file_key: bytes, header: SealHeader, prefix: bytes) -> ChaCh
 
 @dataclass(frozen=True)
 class Digests:
-    """The digests of one sealed payload, taken while it streamed (no second read)."""
+    """The digests of a payload sealed, taken while it streamed (no second read)."""
 
     plain: str  # sha256 of the plaintext (a state's archive: the receipt's commitment)
     sealed: str  # sha256 of the whole sealed file (the state digest central records)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The digests of a payload opened, taken while it streamed."""
+
+    plain: str  # sha256 of the plaintext
+    sealed: str | None  # of the sealed file; None where the caller took it (downloading)
 
 
 def start_seal(target: BinaryIO, recipients: Sequence[PublicIdentity], context: str) -> SealWriter:
@@ -189,7 +197,9 @@ def check_sealed_to(path: Path, required: Sequence[PublicIdentity], what: str) -
     )
 
 
-def start_open(source: BinaryIO, key: X25519PrivateKey, context: str) -> OpenReader:
+def start_open(
+    source: BinaryIO, key: X25519PrivateKey, context: str, hash_sealed: bool = True
+) -> OpenReader:
     """Check a sealed state's header (version, context, that it is sealed to ``key``)
     and return the reader of its plaintext. Each chunk is authenticated before any of
     its bytes are read; a truncated or reordered stream fails (SealError) when reached,
@@ -218,10 +228,10 @@ def start_open(source: BinaryIO, key: X25519PrivateKey, context: str) -> OpenRea
         raise SealError(
             "sealed state failed authentication: it was tampered with, truncated or damaged"
         ) from None
-    return OpenReader(source, cipher, prefix)
+    return OpenReader(source, cipher, prefix, hash_sealed)
 
 
-def open_stream(source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, context: str) -> Digests:
+def open_stream(source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, context: str) -> Opened:
     """Decrypt a sealed state with our sealing key, insisting on the expected context;
     return the digests of the plaintext and the sealed bytes.
 
@@ -231,7 +241,7 @@ def open_stream(source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, conte
     """
     reader = start_open(source, key, context)
     reader.copy_to(target)
-    return Digests(sha256(reader.plain), sha256(reader.sealed))
+    return Opened(sha256(reader.plain), sha256_if_wanted(reader.sealed))
 
 
 def seal_file(
@@ -239,10 +249,11 @@ def seal_file(
 ) -> str:
     """Seal a file into another; return the sealed file's digest."""
     with source.open("rb") as src, target.open("wb") as dst:
-        return seal_stream(src, dst, recipients, context).sealed
+        digests = seal_stream(src, dst, recipients, context)
+    return digests.sealed
 
 
-def open_file(source: Path, target: Path, key: X25519PrivateKey, context: str) -> Digests:
+def open_file(source: Path, target: Path, key: X25519PrivateKey, context: str) -> Opened:
     """Open a sealed file; ``target`` appears only if every byte authenticated. Returns
     the digests of both files, taken while they streamed."""
     partial = target.with_name(target.name + ".partial")

@@ -43,12 +43,15 @@ class Hashing:
     (almost) no time next to the encryption. :meth:`update` returns at once; the caller
     calls :meth:`wait` before it changes the bytes it handed over."""
 
-    def __init__(self, first: bytes = b"") -> None:
+    def __init__(self, first: bytes = b"", wanted: bool = True) -> None:
+        self.wanted = wanted  # False: updates are dropped (the digest is taken elsewhere)
         self._digest = hashlib.sha256(first)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pht-sha256")
         self._pending: Future[None] | None = None
 
     def update(self, data: memoryview) -> None:
+        if not self.wanted:
+            return
         self.wait()
         self._pending = self._pool.submit(self._digest.update, data)
 
@@ -68,6 +71,10 @@ class Hashing:
 
 def sha256(digest: Hashing) -> str:
     return "sha256:" + digest.hexdigest()
+
+
+def sha256_if_wanted(digest: Hashing) -> str | None:
+    return sha256(digest) if digest.wanted else None
 
 
 class SealWriter:
@@ -166,7 +173,9 @@ class OpenReader:
     ``sealed`` digest the plaintext and the sealed bytes (``prefix`` included) as they
     pass; they are complete once :meth:`finish` has read ``source`` to its end."""
 
-    def __init__(self, source: BinaryIO, cipher: ChaCha20Poly1305, prefix: bytes) -> None:
+    def __init__(
+        self, source: BinaryIO, cipher: ChaCha20Poly1305, prefix: bytes, hash_sealed: bool
+    ) -> None:
         self._source, self._cipher = source, cipher
         self._in = memoryview(bytearray(BATCH * SEALED_CHUNK))
         self._have = 0
@@ -176,7 +185,7 @@ class OpenReader:
         self._counter = 0
         self._done = False
         self.plain = Hashing()
-        self.sealed = Hashing(prefix)
+        self.sealed = Hashing(prefix, wanted=hash_sealed)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         """Fill ``buffer`` with authenticated plaintext; 0 at the end of the payload."""

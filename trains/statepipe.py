@@ -18,8 +18,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from trains.keys import PublicIdentity
-from trains.sealing import Digests, start_open, start_seal
-from trains.sealstream import sha256
+from trains.sealing import Digests, Opened, start_open, start_seal
+from trains.sealstream import sha256, sha256_if_wanted
 from trains.state_codec import pack_to, unpack_from
 
 
@@ -46,18 +46,24 @@ def pack_and_seal(
 
 
 def open_and_unpack(
-    sealed: Path, folder: Path, max_bytes: int, key: X25519PrivateKey, context: str
-) -> tuple[Digests, list[str]]:
+    sealed: Path,
+    folder: Path,
+    max_bytes: int,
+    key: X25519PrivateKey,
+    context: str,
+    hash_sealed: bool = True,
+) -> tuple[Opened, list[str]]:
     """Open ``sealed`` with ``key`` and unpack its archive into ``folder`` (as
     :func:`unpack_from`, with its bounds); return the digests of the archive and of the
-    sealed file, and the names unpacked. On any failure (a chunk that does not
+    sealed file (None unless ``hash_sealed``: a station took it while downloading), and
+    the names unpacked. On any failure (a chunk that does not
     authenticate, an archive refused) ``folder`` is removed with whatever it holds."""
     try:
         with sealed.open("rb", buffering=0) as source:
-            reader = start_open(source, key, context)
+            reader = start_open(source, key, context, hash_sealed)
             names = unpack_from(reader, folder, max_bytes)  # type: ignore[arg-type]
             reader.finish()
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return Digests(sha256(reader.plain), sha256(reader.sealed)), names
+    return Opened(sha256(reader.plain), sha256_if_wanted(reader.sealed)), names
