@@ -13,7 +13,7 @@ runs them:
   pack      the output packed into the hop's archive file (station/outcome.py)
   seal      the archive sealed to the next reader, both digests in the same pass
   receipt   build and sign the hop receipt
-  outbox    the sealed output's digest for the record, then the file fsynced into the outbox
+  outbox    the sealed output fsynced into the outbox (``--old``: after a digest pass over it)
 
 ``--old`` runs the same steps the way the station ran them before issue 18 (a digest pass
 over the sealed input, open to a file, a digest pass over the archive, unpack; a copy of
@@ -159,12 +159,14 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
         # what the container would have written (a file of its own, as copied out)
         shutil.copyfile(root / "cohort.csv", out_dir / "state.npy")
         timings: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         results: dict[str, Any] = {}
 
         def timed(name: str, step: Callable[[], Any]) -> None:
-            started = time.perf_counter()
+            started, used = time.perf_counter(), cpu_seconds()
             results[name] = step()
             timings[name] = time.perf_counter() - started
+            cpu[name] = cpu_seconds() - used
 
         def open_input() -> None:
             context = output_context(manifest.train_id, 0)
@@ -179,8 +181,10 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
                 return
             check_input_digest(input_digest, offer.inputs[0].digest)  # taken by the download
             check_sealed_to(sealed_in, [b.public], "the input state")
-            digests, _ = open_and_unpack(sealed_in, root / "input", size * 2, b.sealing, context)
-            results["commitment"] = digests.plain
+            opened, _ = open_and_unpack(
+                sealed_in, root / "input", size * 2, b.sealing, context, False
+            )
+            results["commitment"] = opened.plain
 
         sealed_out = root / "out.sealed"
         packed = root / "out.tar"
@@ -199,7 +203,8 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
             return digests.sealed, digests.plain
 
         def outbox() -> None:
-            digest_file(sealed_out)  # process_hop's record.output_digest
+            if old:
+                digest_file(sealed_out)  # process_hop's record.output_digest, before
             queue.store_output(record, sealed_out, results["receipt"])
 
         timed("verify", lambda: verify_offer(offer, config, b.public))
@@ -228,19 +233,28 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
     return {
         "size_mb": size_mb,
         "steps": timings,
+        "cpu": cpu,
         "baselines": baselines,
         "peak_rss_mb": peak_kb / 1024,
         "rss_growth_mb": (peak_kb - start_kb) / 1024,
     }
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads, user and system (the kernel's copying too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure_baselines(source: Path, scratch: Path) -> dict[str, float]:
-    """Seconds for one copy of ``source`` with and without fsync, and one sha256 of it."""
+    """Seconds for one copy of ``source`` with and without fsync, and one sha256 of it;
+    and the CPU seconds of the copy without fsync (``cache_cpu``)."""
     from trains.sealing import digest_file
 
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     shutil.copyfile(source, scratch)
     cache = time.perf_counter() - started
+    cache_cpu = cpu_seconds() - used
     scratch.unlink()
     started = time.perf_counter()
     shutil.copyfile(source, scratch)
@@ -250,7 +264,8 @@ def measure_baselines(source: Path, scratch: Path) -> dict[str, float]:
     scratch.unlink()
     started = time.perf_counter()
     digest_file(source)
-    return {"copy": copy, "cache": cache, "sha256": time.perf_counter() - started}
+    sha = time.perf_counter() - started
+    return {"copy": copy, "cache": cache, "sha256": sha, "cache_cpu": cache_cpu}
 
 
 def write_random(path: Path, size: int) -> None:
@@ -321,6 +336,8 @@ def main() -> None:
             print_row(size, json.loads(done.stdout))
     print("in/cp: input / copy (target 2x); p+s/cp: pack + seal / copy (target 2x); hop/cp:")
     print("total / copy (target 4x). growth: peak RSS minus RSS after imports (target 128 MB).")
+    print("cpu s: CPU seconds of each step (all threads), ratios against the CPU seconds of")
+    print("the page-cache copy: steadier than wall time while other work shares the cores.")
 
 
 def print_row(size: int, row: dict[str, Any]) -> None:
@@ -333,6 +350,13 @@ def print_row(size: int, row: dict[str, Any]) -> None:
         f"{base['sha256']:>7.3f} | {steps['input'] / copy:>5.1f}x "
         f"{(steps['pack'] + steps['seal']) / copy:>5.1f}x {total / copy:>5.1f}x | "
         f"{row['rss_growth_mb']:>4.0f}MB"
+    )
+    used, base_cpu = row["cpu"], max(base["cache_cpu"], 1e-6)
+    cells = " ".join(f"{used[s]:>8.3f}" for s in STEPS)
+    print(
+        f"{'cpu s':>7} {cells} {sum(used.values()):>8.3f} | {'':>7} {base_cpu:>7.3f} {'':>7} | "
+        f"{used['input'] / base_cpu:>5.1f}x {(used['pack'] + used['seal']) / base_cpu:>5.1f}x "
+        f"{sum(used.values()) / base_cpu:>5.1f}x |"
     )
 
 
