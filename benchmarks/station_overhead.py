@@ -1,21 +1,32 @@
 """Station overhead per hop, without the container run: what a hop costs the station itself.
 
 For each state size, in a fresh subprocess (so peak RSS is that size's own), one hop 1 of a
-two-stop route at station B, with real keys and real files:
+two-stop route at station B, with real keys and real files, step by step as station/hop.py
+runs them:
 
   verify    verify_offer: manifest signature, policy, route, previous receipt
-  input     check the input's digest, open it (HPKE + age STREAM), unpack it, all streamed
-  data      materialise a dataset of the same size (a file copy)
+  input     the downloaded input (its digest was taken while it downloaded): its header's
+            recipients checked, opened (HPKE + age STREAM) and unpacked in one pass, with
+            the archive's digest for the commitment check
+  data      place a dataset of the same size in the work folder (read-only source: a link)
   disclose  disclosure control on the output folder
-  seal      pack the output and seal it to the next reader
+  pack      the output packed into the hop's archive file (station/outcome.py)
+  seal      the archive sealed to the next reader, both digests in the same pass
   receipt   build and sign the hop receipt
-  outbox    write sealed output and receipt to the outbox (fsynced), as the daemon does
+  outbox    the sealed output fsynced into the outbox (``--old``: after a digest pass over it)
 
-Baseline, measured in the same process on the same bytes: one sha256 over the state. The
-ratio says how many "hash the state once" the station spends per hop.
+``--old`` runs the same steps the way the station ran them before issue 18 (a digest pass
+over the sealed input, open to a file, a digest pass over the archive, unpack; a copy of
+the dataset; seal, then a digest pass over the sealed file and one over the archive):
+run it against the old code (PYTHONPATH) for a before/after table.
+
+Baselines, measured in the same process on the same bytes just before the hop: ``copy``
+(cp: shutil.copyfile of the state, then fsync, like ``cp && sync``), ``cache`` (the same
+copy without fsync: page cache only) and ``sha256`` once over the state. Targets (issue
+18): input and pack+seal each within 2x a copy; the whole hop within 4x.
 
     python3 benchmarks/station_overhead.py                 # 1 MB and 100 MB
-    python3 benchmarks/station_overhead.py --sizes 1 100 1024
+    python3 benchmarks/station_overhead.py --sizes 1 100 1024 [--old] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,10 +45,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-STEPS = ("verify", "input", "data", "disclose", "seal", "receipt", "outbox")
+STEPS = ("verify", "input", "data", "disclose", "pack", "seal", "receipt", "outbox")
 
 
-def one(size_mb: int) -> dict[str, Any]:
+def one(size_mb: int, old: bool) -> dict[str, Any]:
     from central.messages import HopInput, HopOffer
     from station.config import CsvSource, Policy, StationConfig, StationInfo
     from station.datasources import materialise
@@ -57,6 +69,10 @@ def one(size_mb: int) -> dict[str, Any]:
     from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
     from trains.sealing import digest_file, open_file, output_context, seal_file
     from trains.signing import sign
+
+    if not old:
+        from trains.sealing import check_sealed_to, seal_stream
+        from trains.statepipe import open_and_unpack
 
     size = size_mb * 1024 * 1024
     alice, a, b = (
@@ -82,8 +98,10 @@ def one(size_mb: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pht-bench-", dir="/var/tmp") as tmp:
         root = Path(tmp)
         write_random(root / "cohort.csv", size)
+        # a dataset source as an admin keeps it: read-only (see docs/performance.md)
+        (root / "cohort.csv").chmod(0o444)
         (root / "in").mkdir()
-        (root / "in" / "state.npy").hardlink_to(root / "cohort.csv")
+        shutil.copyfile(root / "cohort.csv", root / "in" / "state.npy")
         with (root / "in.tar").open("wb") as target:
             state_codec.pack_to(root / "in", ["state.npy"], size * 2, target)
         sealed_in = root / "in.sealed"
@@ -104,6 +122,7 @@ def one(size_mb: int) -> dict[str, Any]:
                     image_digest=manifest.image.digest,
                     input_state_digests=[],
                     output_state_digest=input_digest,
+                    output_commitment=digest_file(root / "in.tar"),
                     output_sealed_to=[b.public.sealing_fingerprint],
                     previous_receipt_digests=[],
                     started_at=now,
@@ -128,40 +147,65 @@ def one(size_mb: int) -> dict[str, Any]:
             datasets={"cohort": CsvSource(path=root / "cohort.csv")},
             policy=Policy(
                 trusted_signers=[alice.public.signing_fingerprint],
-                allowed_registries=["127.0.0.1"],
+                allowed_registries=["127.0.0.1:5000"],
                 caps=Resources(max_output_mb=size_mb * 2 + 1),
             ),
             base_dir=root,
         )
+        baselines = measure_baselines(root / "cohort.csv", root / "baseline")
         queue = HopQueue(root / "state")
         out_dir = root / "output"
         out_dir.mkdir()
-        # what the container would have written
-        (out_dir / "state.npy").hardlink_to(root / "cohort.csv")
+        # what the container would have written (a file of its own, as copied out)
+        shutil.copyfile(root / "cohort.csv", out_dir / "state.npy")
         timings: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         results: dict[str, Any] = {}
 
         def timed(name: str, step: Callable[[], Any]) -> None:
-            started = time.perf_counter()
+            started, used = time.perf_counter(), cpu_seconds()
             results[name] = step()
             timings[name] = time.perf_counter() - started
+            cpu[name] = cpu_seconds() - used
 
         def open_input() -> None:
-            check_input_digest(digest_file(sealed_in), offer.inputs[0].digest)
-            opened = root / "opened.tar"
-            open_file(sealed_in, opened, b.sealing, output_context(manifest.train_id, 0))
-            with opened.open("rb") as source:
-                state_codec.unpack_from(source, root / "input", size * 2)
+            context = output_context(manifest.train_id, 0)
+            if old:
+                check_input_digest(digest_file(sealed_in), offer.inputs[0].digest)
+                opened = root / "opened.tar"
+                open_file(sealed_in, opened, b.sealing, context)
+                results["commitment"] = digest_file(opened)
+                with opened.open("rb") as source:
+                    state_codec.unpack_from(source, root / "input", size * 2)
+                opened.unlink()
+                return
+            check_input_digest(input_digest, offer.inputs[0].digest)  # taken by the download
+            check_sealed_to(sealed_in, [b.public], "the input state")
+            opened, _ = open_and_unpack(
+                sealed_in, root / "input", size * 2, b.sealing, context, False
+            )
+            results["commitment"] = opened.plain
 
         sealed_out = root / "out.sealed"
+        packed = root / "out.tar"
 
-        def seal_output() -> str:
-            packed = root / "out.tar"
+        def pack_output() -> None:
             with packed.open("wb") as target:
                 state_codec.pack_to(out_dir, ["state.npy"], size * 2, target)
-            return seal_file(
-                packed, sealed_out, [alice.public], output_context(manifest.train_id, 1)
-            )
+
+        def seal_output() -> tuple[str, str]:
+            context = output_context(manifest.train_id, 1)
+            if old:
+                sealed = seal_file(packed, sealed_out, [alice.public], context)
+                return sealed, digest_file(packed)
+            with packed.open("rb") as plain, sealed_out.open("wb") as target:
+                digests = seal_stream(plain, target, [alice.public], context)
+            return digests.sealed, digests.plain
+
+        def outbox() -> None:
+            if old:
+                digest_file(sealed_out)  # process_hop's record.output_digest, before
+            queue.store_output(record, sealed_out, results["receipt"])
 
         timed("verify", lambda: verify_offer(offer, config, b.public))
         timed("input", open_input)
@@ -170,13 +214,13 @@ def one(size_mb: int) -> dict[str, Any]:
             "disclose",
             lambda: check_output(out_dir, ["state.npy"], size * 2, config.policy.disclosure),
         )
+        timed("pack", pack_output)
         timed("seal", seal_output)
-        output_digest: str = results["seal"]
 
         def sign_receipt() -> Any:
             return sign(
                 HopReceipt.for_hop(
-                    previous_receipt_predicate(previous, b, output_digest, offer, alice)
+                    previous_receipt_predicate(previous, b, results["seal"], offer, alice)
                 ),
                 RECEIPT_TYPE,
                 b.signing,
@@ -184,18 +228,44 @@ def one(size_mb: int) -> dict[str, Any]:
 
         timed("receipt", sign_receipt)
         record = HopRecord.from_offer(offer, HopState.RUNNING)
-        timed("outbox", lambda: queue.store_output(record, sealed_out, results["receipt"]))
-        started = time.perf_counter()
-        digest_file(root / "cohort.csv")
-        baseline = time.perf_counter() - started
+        timed("outbox", outbox)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "size_mb": size_mb,
         "steps": timings,
-        "baseline": baseline,
+        "cpu": cpu,
+        "baselines": baselines,
         "peak_rss_mb": peak_kb / 1024,
         "rss_growth_mb": (peak_kb - start_kb) / 1024,
     }
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads, user and system (the kernel's copying too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_baselines(source: Path, scratch: Path) -> dict[str, float]:
+    """Seconds for one copy of ``source`` with and without fsync, and one sha256 of it;
+    and the CPU seconds of the copy without fsync (``cache_cpu``)."""
+    from trains.sealing import digest_file
+
+    started, used = time.perf_counter(), cpu_seconds()
+    shutil.copyfile(source, scratch)
+    cache = time.perf_counter() - started
+    cache_cpu = cpu_seconds() - used
+    scratch.unlink()
+    started = time.perf_counter()
+    shutil.copyfile(source, scratch)
+    with scratch.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    copy = time.perf_counter() - started
+    scratch.unlink()
+    started = time.perf_counter()
+    digest_file(source)
+    sha = time.perf_counter() - started
+    return {"copy": copy, "cache": cache, "sha256": sha, "cache_cpu": cache_cpu}
 
 
 def write_random(path: Path, size: int) -> None:
@@ -207,7 +277,7 @@ def write_random(path: Path, size: int) -> None:
 
 
 def previous_receipt_predicate(
-    previous: Any, me: Any, output_digest: str, offer: Any, reader: Any
+    previous: Any, me: Any, digests: tuple[str, str], offer: Any, reader: Any
 ) -> Any:
     from trains.receipt import HopPredicate
 
@@ -222,7 +292,8 @@ def previous_receipt_predicate(
         manifest_digest=offer.manifest.digest,
         image_digest="sha256:" + "ab" * 32,
         input_state_digests=[i.digest for i in offer.inputs],
-        output_state_digest=output_digest,
+        output_state_digest=digests[0],
+        output_commitment=digests[1],
         output_sealed_to=[reader.public.sealing_fingerprint],
         previous_receipt_digests=[previous.digest],
         started_at=now,
@@ -234,35 +305,59 @@ def previous_receipt_predicate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100], help="state sizes, MB")
+    parser.add_argument("--old", action="store_true", help="the steps as before issue 18")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each size")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(one(args.one)))
+        print(json.dumps(one(args.one, args.old)))
         return
-    print("station overhead per hop (no container run); baseline = sha256 over the state")
-    header = f"{'state':>8} " + " ".join(f"{s:>9}" for s in STEPS)
-    print(f"{header} {'total':>9} {'baseline':>9} {'ratio':>7} {'peak RSS':>9} {'growth':>8}")
+    print(
+        f"station overhead per hop ({'old' if args.old else 'new'} steps, no container run), "
+        "seconds; baselines of the same run: copy = cp + fsync, cache = cp without fsync"
+    )
+    header = f"{'state':>7} " + " ".join(f"{s:>8}" for s in STEPS)
+    print(
+        f"{header} {'total':>8} | {'copy':>7} {'cache':>7} {'sha256':>7} | "
+        f"{'in/cp':>6} {'p+s/cp':>6} {'hop/cp':>6} | {'growth':>6}"
+    )
     for size in args.sizes:
-        done = subprocess.run(
-            [sys.executable, __file__, "--one", str(size)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            print(f"{size:>6}MB failed: {done.stderr.strip().splitlines()[-1]}")
-            continue
-        row = json.loads(done.stdout)
-        steps = row["steps"]
-        total = sum(steps.values())
-        cells = " ".join(f"{steps[s]:>8.3f}s" for s in STEPS)
-        print(
-            f"{size:>6}MB {cells} {total:>8.3f}s {row['baseline']:>8.3f}s "
-            f"{total / row['baseline']:>6.1f}x {row['peak_rss_mb']:>7.0f}MB "
-            f"{row['rss_growth_mb']:>6.0f}MB"
-        )
-    print("peak RSS: the whole process; growth: peak RSS minus RSS after imports, i.e. what")
-    print("the hop itself held. States are streamed through files: growth stays flat.")
+        for _ in range(args.repeat):
+            command = [sys.executable, __file__, "--one", str(size)]
+            done = subprocess.run(
+                command + (["--old"] if args.old else []),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                print(f"{size:>5}MB failed: {done.stderr.strip().splitlines()[-1]}")
+                continue
+            print_row(size, json.loads(done.stdout))
+    print("in/cp: input / copy (target 2x); p+s/cp: pack + seal / copy (target 2x); hop/cp:")
+    print("total / copy (target 4x). growth: peak RSS minus RSS after imports (target 128 MB).")
+    print("cpu s: CPU seconds of each step (all threads), ratios against the CPU seconds of")
+    print("the page-cache copy: steadier than wall time while other work shares the cores.")
+
+
+def print_row(size: int, row: dict[str, Any]) -> None:
+    steps, base = row["steps"], row["baselines"]
+    total = sum(steps.values())
+    cells = " ".join(f"{steps[s]:>8.3f}" for s in STEPS)
+    copy = base["copy"]
+    print(
+        f"{size:>5}MB {cells} {total:>8.3f} | {copy:>7.3f} {base['cache']:>7.3f} "
+        f"{base['sha256']:>7.3f} | {steps['input'] / copy:>5.1f}x "
+        f"{(steps['pack'] + steps['seal']) / copy:>5.1f}x {total / copy:>5.1f}x | "
+        f"{row['rss_growth_mb']:>4.0f}MB"
+    )
+    used, base_cpu = row["cpu"], max(base["cache_cpu"], 1e-6)
+    cells = " ".join(f"{used[s]:>8.3f}" for s in STEPS)
+    print(
+        f"{'cpu s':>7} {cells} {sum(used.values()):>8.3f} | {'':>7} {base_cpu:>7.3f} {'':>7} | "
+        f"{used['input'] / base_cpu:>5.1f}x {(used['pack'] + used['seal']) / base_cpu:>5.1f}x "
+        f"{sum(used.values()) / base_cpu:>5.1f}x |"
+    )
 
 
 if __name__ == "__main__":

@@ -10,18 +10,20 @@ other uploads for the same name race it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from trains.errors import StateTooLarge
 from trains.manifest import TRAIN_ID_PATTERN
+from trains.sealstream import Hashing
 
 _TRAIN = re.compile(TRAIN_ID_PATTERN)
+PIECE = 1 << 20  # bytes hashed and written at a time
 _BLOB = re.compile(r"^(initial|output-[0-9]{5,6})\.sealed$")
 
 
@@ -71,19 +73,29 @@ class BlobStore:
         target = self.path(train_id, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{name}.{uuid.uuid4().hex}.part")  # unique per upload
-        digest = hashlib.sha256()
+        # hashed in a thread of its own (hashlib lets go of the GIL), in 1 MiB pieces, so
+        # the event loop goes on receiving meanwhile; bytes pieces never change under it
+        digest = Hashing()
         size = 0
+        pending: list[bytes] = []
+        held = 0
         try:
             with tmp.open("wb") as out:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > max_bytes:
                         raise StateTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
-                    digest.update(chunk)
-                    out.write(chunk)
+                    pending.append(chunk)
+                    held += len(chunk)
+                    if held >= PIECE:
+                        _absorb(pending, digest, out)
+                        pending, held = [], 0
+                _absorb(pending, digest, out)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        finally:
+            digest.close()
         return Upload(tmp, target, "sha256:" + digest.hexdigest())
 
     def usage(self, train_id: str) -> int:
@@ -107,6 +119,12 @@ class BlobStore:
         with contextlib.suppress(OSError):  # an upload that arrived meanwhile keeps it
             folder.rmdir()
         return freed
+
+
+def _absorb(pending: list[bytes], digest: Hashing, out: BinaryIO) -> None:
+    piece = b"".join(pending)
+    digest.update(memoryview(piece))
+    out.write(piece)
 
 
 def _size(path: Path) -> int:

@@ -37,6 +37,7 @@ from trains.errors import (
 )
 from trains.keys import PublicIdentity
 from trains.manifest import MAX_HOPS, TRAIN_ID_PATTERN
+from trains.sealstream import Hashing
 from trains.signing import Envelope
 
 T = TypeVar("T")
@@ -188,21 +189,23 @@ class CentralClient:
         response = self._request("POST", f"{_hop(train_id, hop)}/heartbeat")
         return self._parse(response, Heartbeat).train_status
 
-    def download_input(self, train_id: str, hop: int, target: Path, position: int) -> None:
-        """Stream input ``position`` (in the offer's order) of a hop we run to ``target``."""
+    def download_input(self, train_id: str, hop: int, target: Path, position: int) -> str:
+        """Stream input ``position`` (the offer's order) of our hop to ``target``; its sha256."""
         _index(position, "input position")
         url = f"{_hop(train_id, hop)}/inputs/{position}"
-        self._download(url, target, f"input {position} of hop {hop}")
+        return self._download(url, target, f"input {position} of hop {hop}")
 
-    def download_result(self, train_id: str, target: Path) -> None:
-        """Stream the final sealed state of a finished train into ``target``."""
-        self._download(f"{_train(train_id)}/result", target, "the result")
+    def download_result(self, train_id: str, target: Path) -> str:
+        """Stream a finished train's final sealed state into ``target``; its sha256."""
+        return self._download(f"{_train(train_id)}/result", target, "the result")
 
-    def _download(self, url: str, target: Path, what: str) -> None:
+    def _download(self, url: str, target: Path, what: str) -> str:
         """Stream ``url`` into ``target``, at most ``max_download_bytes``: central or a
         man-in-the-middle cannot fill this machine's disk (past the bound, the file is
-        removed and StateTooLarge raised)."""
+        removed and StateTooLarge raised). Returns the sha256 of what was written, hashed
+        in a thread of its own while the next piece arrives (no second read)."""
         limit = self.max_download_bytes
+        digest = Hashing()
         try:
             with self._http.stream("GET", url) as response:
                 if response.status_code >= 400:
@@ -213,6 +216,7 @@ class CentralClient:
                         written += len(chunk)
                         if limit is not None and written > limit:
                             break
+                        digest.update(memoryview(chunk))  # bytes: never changed meanwhile
                         out.write(chunk)
                 if limit is not None and written > limit:
                     target.unlink(missing_ok=True)
@@ -222,6 +226,9 @@ class CentralClient:
                     )
         except httpx.HTTPError as exc:
             raise CentralUnreachable(f"downloading {what} failed: {exc}") from None
+        finally:
+            digest.close()
+        return "sha256:" + digest.hexdigest()
 
     def deliver(
         self, train_id: str, hop: int, sealed: bytes | Path, receipt: Envelope

@@ -1,13 +1,22 @@
 """Data sources by name: each is materialised afresh, for one run only, as one file.
 
-A train sees ``/pht/data/<name>/data.csv`` or ``/pht/data/<name>/data.parquet``. Files are
-copied (never linked), queries are run at materialisation time, so a run sees a snapshot
-and nothing it does reaches the source.
+A train sees ``/pht/data/<name>/data.csv`` or ``/pht/data/<name>/data.parquet``. Queries
+are run at materialisation time. A file source is put into the hop's work folder without
+a copy where the filesystem allows it, else copied (:func:`place_file`): a reflink (a
+copy-on-write clone: a true snapshot), else a hard link when the source is read-only to
+everyone (mode without write bits: it cannot change without its owner's chmod first),
+else a copy. A linked file is the source itself: nothing may write or chmod it (the hop
+leaves files with more than one link as they are). The train never sees this folder:
+``station/input_volume.py`` copies it into a Docker volume the train mounts read-only,
+so nothing it does reaches the source.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +25,10 @@ from trains.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+READABLE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH  # the container's user reads it as is
 
 
 def materialise(config: StationConfig, name: str, target: Path) -> Path:
@@ -26,7 +39,7 @@ def materialise(config: StationConfig, name: str, target: Path) -> Path:
         path = config.resolve(source.path)
         out = target / f"data.{source.type}"
         try:
-            shutil.copyfile(path, out)
+            place_file(path, out)
         except OSError as exc:
             raise ConfigError(
                 f"dataset {name!r}: cannot read {path} ({exc.strerror}); check the file "
@@ -40,6 +53,42 @@ def materialise(config: StationConfig, name: str, target: Path) -> Path:
     else:
         _to_parquet(name, frame, out)
     return out
+
+
+def place_file(source: Path, target: Path) -> str:
+    """Put ``source``'s bytes at ``target`` (a new name) the cheapest safe way; return how:
+    ``reflink``, ``link`` (a source readable by all and writable by none) or ``copy``."""
+    with source.open("rb") as src:
+        if _reflink(src.fileno(), target):
+            return "reflink"
+        opened = os.fstat(src.fileno())
+        if not opened.st_mode & WRITABLE and opened.st_mode & READABLE == READABLE:
+            try:
+                os.link(source, target)
+            except OSError:  # another filesystem, protected_hardlinks: copy
+                pass
+            else:
+                linked = target.stat()
+                if (linked.st_dev, linked.st_ino) == (opened.st_dev, opened.st_ino):
+                    return "link"
+                target.unlink()  # the path now names another file than we checked: copy
+        with target.open("xb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    return "copy"
+
+
+def _reflink(source_fd: int, target: Path) -> bool:
+    """Clone ``source_fd`` into a new ``target`` (FICLONE: btrfs, xfs, ...); False where
+    the filesystem cannot (ext4, tmpfs, across filesystems), leaving no ``target``."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fcntl.ioctl(fd, FICLONE, source_fd)
+    except OSError:
+        os.close(fd)
+        target.unlink()
+        return False
+    os.close(fd)
+    return True
 
 
 def check_readable(config: StationConfig, name: str) -> str:

@@ -40,7 +40,6 @@ from station.verify import (
     empty_state_changed,
     verify_offer,
 )
-from trains import state_codec
 from trains.early_end import early_end_refused, sealed_to_after
 from trains.errors import (
     CentralError,
@@ -52,8 +51,9 @@ from trains.errors import (
 )
 from trains.keys import Identity
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, readers_of
-from trains.sealing import check_sealed_to, digest_file, open_file, output_context, seal_file
+from trains.sealing import check_sealed_to, output_context, seal_stream
 from trains.signing import Envelope, sign
+from trains.statepipe import open_and_unpack
 
 log = logging.getLogger("pht.station")
 CONTAINER_UID = 10001
@@ -117,7 +117,9 @@ def run(
         record.state, record.attempts = HopState.RUNNING, record.attempts + 1
         queue.save(record)
         incoming = queue.sealed_path(record).with_suffix(".incoming")
-        receipt_env, disclosure = _run(record, config, me, central, docker, audit, incoming)
+        receipt_env, disclosure, output_digest = _run(
+            record, config, me, central, docker, audit, incoming
+        )
     except HopDeferred as exc:
         log.warning("hop %s of train %s deferred: %s", record.hop, record.train_id, exc)
         audit.append("deferred", **ident, reason=str(exc))
@@ -133,7 +135,7 @@ def run(
         return fail(record, f"ConfigError: {reason}", queue, audit)
     except PhtError as exc:
         return fail(record, f"{type(exc).__name__}: {exc}", queue, audit)
-    record.output_digest = digest_file(incoming)
+    record.output_digest = output_digest  # taken while it was sealed
     queue.store_output(record, incoming, receipt_env)
     record.disclosure = disclosure
     if config.policy.release == "manual":
@@ -171,7 +173,7 @@ def _run(
     docker: DockerRunner,
     audit: AuditLog,
     sealed_out: Path,
-) -> tuple[Envelope, dict[str, Any]]:
+) -> tuple[Envelope, dict[str, Any], str]:
     """Verify, run, check and seal one hop; the sealed output is streamed to ``sealed_out``
     (memory stays flat whatever the state's size)."""
     started_at = datetime.now(UTC)
@@ -242,9 +244,11 @@ def _run(
         # sealed once, to every stop that reads it (the researcher after the last hop, or
         # after a hop where the converged train ended the route)
         recipients = sealed_to_after(manifest, hop.index, converged)
-        output_digest = seal_file(
-            archive, sealed_out, recipients, output_context(manifest.train_id, hop.index)
-        )
+        with archive.open("rb") as plain, sealed_out.open("wb") as sealed:
+            # one pass: the archive's digest (the commitment) and the sealed file's
+            digests = seal_stream(
+                plain, sealed, recipients, output_context(manifest.train_id, hop.index)
+            )
         receipt = HopReceipt.for_hop(
             HopPredicate(
                 train_id=manifest.train_id,
@@ -256,8 +260,8 @@ def _run(
                 manifest_digest=verified.manifest_digest,
                 image_digest=manifest.image.digest,
                 input_state_digests=[i.digest for i in offer.inputs],
-                output_state_digest=output_digest,
-                output_commitment=digest_file(archive),
+                output_state_digest=digests.sealed,
+                output_commitment=digests.plain,
                 output_sealed_to=[r.sealing_fingerprint for r in recipients],
                 previous_receipt_digests=verified.previous_receipt_digests,
                 started_at=started_at,
@@ -267,7 +271,7 @@ def _run(
                 timeline=watch.last("seal"),
             )
         )
-        return sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict()
+        return sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict(), digests.sealed
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -287,21 +291,20 @@ def _fetch_inputs(
     aggregate = verified.hop.kind == "aggregate"
     for position, source in enumerate(offer.inputs):
         sealed_path = work / f"input-{position}.sealed"
-        _central(partial(central.download_input, train_id, index, sealed_path, position))
-        check_input_digest(digest_file(sealed_path), source.digest)
+        # the digest of the bytes written, taken while they streamed
+        digest = _central(partial(central.download_input, train_id, index, sealed_path, position))
+        check_input_digest(digest, source.digest)
         # 9. and sealed to exactly the readers the manifest names (the header, not the
         # receipt's word): a key wrapped for anyone else means it was also handed elsewhere
         check_sealed_to(sealed_path, readers_of(verified.manifest, source.hop), "the input state")
-        archive = work / f"input-{position}.tar"
-        open_file(sealed_path, archive, me.sealing, output_context(train_id, source.hop))
+        target = input_dir / str(position) if aggregate else input_dir
+        # opened and unpacked in one pass (a failure removes ``target``; the hop fails)
+        opened, names = open_and_unpack(
+            sealed_path, target, max_bytes, me.sealing, output_context(train_id, source.hop), False
+        )
         sealed_path.unlink()
         # 10. the state the receipts commit to, every skip on the way passing it on as read
-        must_be_empty = check_opened_input(offer, verified.manifest, position, digest_file(archive))
-        target = input_dir / str(position) if aggregate else input_dir
-        target.mkdir(exist_ok=True)
-        with archive.open("rb") as stream:
-            names = state_codec.unpack_from(stream, target, max_bytes)
-        archive.unlink()
+        must_be_empty = check_opened_input(offer, verified.manifest, position, opened.plain)
         if must_be_empty and names:
             raise empty_state_changed(source.hop)
 
@@ -362,6 +365,8 @@ def _docker_call(call: Callable[[], T]) -> T:
 def _open_for_container(work: Path, output_dir: Path) -> None:
     """The container's user may read inputs and data and write only the output folder."""
     for path in work.rglob("*"):
+        if path.is_file() and path.stat().st_nlink > 1:
+            continue  # a read-only dataset linked in (datasources.place_file): the source
         path.chmod(0o755 if path.is_dir() else 0o644)
     work.chmod(0o755)
     os.chown(output_dir, CONTAINER_UID, CONTAINER_UID)

@@ -10,6 +10,7 @@
   16-byte nonce). We add the SHA-256 of the header to HKDF's ``info``, so no byte of the
   header (recipients, context) can change without the payload failing to open. Streaming
   keeps memory flat for a state of any size; truncation and reordering are detected.
+  The chunks are moved in batches, digests taken on the way (:mod:`trains.sealstream`).
 
 File layout: ``PHTSEAL2`` | header length (4 bytes, big endian) | header JSON | chunks.
 """
@@ -22,6 +23,7 @@ import json
 import os
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,11 +36,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from trains.errors import SealedToOthers, SealError
 from trains.keys import PublicIdentity, b64decode, b64encode, fingerprint
+from trains.sealstream import CHUNK, TAG, OpenReader, SealWriter, sha256, sha256_if_wanted
 
 MAGIC = b"PHTSEAL2"
 SUITE_NAME = "HPKE(X25519,HKDF-SHA256,AES-256-GCM)+age-STREAM(ChaCha20-Poly1305,64KiB)"
-CHUNK = 64 * 1024
-TAG = 16
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _MAX_HEADER = 1 << 20
 
@@ -100,15 +101,25 @@ def _payload_cipher(file_key: bytes, header: SealHeader, prefix: bytes) -> ChaCh
     return ChaCha20Poly1305(payload_key)
 
 
-def _chunk_nonce(counter: int, last: bool) -> bytes:
-    return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+@dataclass(frozen=True)
+class Digests:
+    """The digests of a payload sealed, taken while it streamed (no second read)."""
+
+    plain: str  # sha256 of the plaintext (a state's archive: the receipt's commitment)
+    sealed: str  # sha256 of the whole sealed file (the state digest central records)
 
 
-def seal_stream(
-    source: BinaryIO, target: BinaryIO, recipients: Sequence[PublicIdentity], context: str
-) -> None:
-    """Encrypt ``source`` into ``target`` so that each recipient (and no one else) can open
-    it. Memory use is one chunk, whatever the size."""
+@dataclass(frozen=True)
+class Opened:
+    """The digests of a payload opened, taken while it streamed."""
+
+    plain: str  # sha256 of the plaintext
+    sealed: str | None  # of the sealed file; None where the caller took it (downloading)
+
+
+def start_seal(target: BinaryIO, recipients: Sequence[PublicIdentity], context: str) -> SealWriter:
+    """Write the header to ``target`` and return the writer of the payload; its
+    ``close()`` writes the last chunk. Memory use is one batch, whatever the size."""
     if not recipients:
         raise SealError("a state must be sealed to at least one recipient")
     file_key = os.urandom(32)
@@ -122,17 +133,20 @@ def seal_stream(
     header = SealHeader(context=context, nonce=b64encode(os.urandom(16)), recipients=wrapped)
     header_bytes = header.model_dump_json().encode()
     prefix = MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes
-    target.write(prefix)
-    cipher = _payload_cipher(file_key, header, prefix)
-    counter = 0
-    chunk = source.read(CHUNK)
-    while True:
-        following = source.read(CHUNK) if len(chunk) == CHUNK else b""
-        last = not following
-        target.write(cipher.encrypt(_chunk_nonce(counter, last), chunk, None))
-        if last:
-            return
-        chunk, counter = following, counter + 1
+    return SealWriter(target, _payload_cipher(file_key, header, prefix), prefix)
+
+
+def seal_stream(
+    source: BinaryIO, target: BinaryIO, recipients: Sequence[PublicIdentity], context: str
+) -> Digests:
+    """Encrypt ``source`` into ``target`` so that each recipient (and no one else) can open
+    it; return the digests of both. Memory use is one batch, whatever the size."""
+    writer = start_seal(target, recipients, context)
+    buffer = memoryview(bytearray(1 << 20))
+    while got := source.readinto(buffer):  # type: ignore[attr-defined]
+        writer.write(buffer[:got])
+    writer.close()
+    return Digests(sha256(writer.plain), sha256(writer.sealed))
 
 
 def read_header_from(source: BinaryIO) -> tuple[SealHeader, bytes]:
@@ -183,13 +197,13 @@ def check_sealed_to(path: Path, required: Sequence[PublicIdentity], what: str) -
     )
 
 
-def open_stream(source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, context: str) -> None:
-    """Decrypt a sealed state with our sealing key, insisting on the expected context.
-
-    Each chunk is authenticated before it is written; a truncated or reordered stream
-    fails. On failure ``target`` may hold a prefix: write to a temporary file and keep it
-    only on success (:func:`open_file` does).
-    """
+def start_open(
+    source: BinaryIO, key: X25519PrivateKey, context: str, hash_sealed: bool = True
+) -> OpenReader:
+    """Check a sealed state's header (version, context, that it is sealed to ``key``)
+    and return the reader of its plaintext. Each chunk is authenticated before any of
+    its bytes are read; a truncated or reordered stream fails (SealError) when reached,
+    so what was read of a stream that then fails must be thrown away."""
     header, prefix = read_header_from(source)
     if header.version != 2 or header.suite != SUITE_NAME:
         raise SealError(f"unsupported sealed state version {header.version} / {header.suite}")
@@ -207,22 +221,27 @@ def open_stream(source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, conte
             f"this state is not sealed to our key {mine}; it is sealed to "
             + ", ".join(w.recipient for w in header.recipients)
         )
-    try:
+    try:  # a damaged base64 field is a ValueError: the same refusal as a bad tag
         file_key = _SUITE.decrypt(b64decode(entry.wrapped), key, info=_info(context))
         cipher = _payload_cipher(file_key, header, prefix)
-        counter = 0
-        chunk = source.read(CHUNK + TAG)
-        while True:
-            following = source.read(CHUNK + TAG) if len(chunk) == CHUNK + TAG else b""
-            last = not following
-            target.write(cipher.decrypt(_chunk_nonce(counter, last), chunk, None))
-            if last:
-                return
-            chunk, counter = following, counter + 1
     except (InvalidTag, ValueError):
         raise SealError(
             "sealed state failed authentication: it was tampered with, truncated or damaged"
         ) from None
+    return OpenReader(source, cipher, prefix, hash_sealed)
+
+
+def open_stream(source: BinaryIO, target: BinaryIO, key: X25519PrivateKey, context: str) -> Opened:
+    """Decrypt a sealed state with our sealing key, insisting on the expected context;
+    return the digests of the plaintext and the sealed bytes.
+
+    Each chunk is authenticated before it is written; a truncated or reordered stream
+    fails. On failure ``target`` may hold a prefix: write to a temporary file and keep it
+    only on success (:func:`open_file` does).
+    """
+    reader = start_open(source, key, context)
+    reader.copy_to(target)
+    return Opened(sha256(reader.plain), sha256_if_wanted(reader.sealed))
 
 
 def seal_file(
@@ -230,17 +249,19 @@ def seal_file(
 ) -> str:
     """Seal a file into another; return the sealed file's digest."""
     with source.open("rb") as src, target.open("wb") as dst:
-        seal_stream(src, dst, recipients, context)
-    return digest_file(target)
+        digests = seal_stream(src, dst, recipients, context)
+    return digests.sealed
 
 
-def open_file(source: Path, target: Path, key: X25519PrivateKey, context: str) -> None:
-    """Open a sealed file; ``target`` appears only if every byte authenticated."""
+def open_file(source: Path, target: Path, key: X25519PrivateKey, context: str) -> Opened:
+    """Open a sealed file; ``target`` appears only if every byte authenticated. Returns
+    the digests of both files, taken while they streamed."""
     partial = target.with_name(target.name + ".partial")
     try:
         with source.open("rb") as src, partial.open("wb") as dst:
-            open_stream(src, dst, key, context)
+            digests = open_stream(src, dst, key, context)
         os.replace(partial, target)
+        return digests
     finally:
         partial.unlink(missing_ok=True)
 
@@ -271,7 +292,8 @@ def digest_bytes(data: bytes) -> str:
 
 def digest_file(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            h.update(chunk)
+    buffer = memoryview(bytearray(1 << 20))
+    with path.open("rb", buffering=0) as handle:
+        while got := handle.readinto(buffer):
+            h.update(buffer[:got])
     return "sha256:" + h.hexdigest()

@@ -1,0 +1,69 @@
+"""A state's folder to a sealed file and back, in one pass each: tar and seal in one pipe,
+open and untar in one pipe, the digests a receipt needs taken on the way.
+
+``pack_and_seal`` = :func:`trains.state_codec.pack_to` into a sealing writer: the files'
+bytes are read straight into the cipher's buffer, and no archive file is written.
+``open_and_unpack`` = :func:`trains.state_codec.unpack_from` reading an opening reader:
+every chunk is authenticated before tarfile sees a byte of it, and the rest of the
+payload after the archive's end is read too, so a cut stream still fails and the
+digests cover every byte. The sealed format is :mod:`trains.sealing`'s, unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from trains.keys import PublicIdentity
+from trains.sealing import Digests, Opened, start_open, start_seal
+from trains.sealstream import sha256, sha256_if_wanted
+from trains.state_codec import pack_to, unpack_from
+
+
+def pack_and_seal(
+    folder: Path,
+    files: Iterable[str],
+    max_bytes: int,
+    target: Path,
+    recipients: Sequence[PublicIdentity],
+    context: str,
+) -> Digests:
+    """Pack ``files`` of ``folder`` (as :func:`pack_to`) sealed to ``recipients`` into
+    ``target``; return the archive's digest (the receipt's commitment) and the sealed
+    file's. On failure ``target`` is removed (a half-sealed file never stays)."""
+    try:
+        with target.open("wb") as out:
+            writer = start_seal(out, recipients, context)
+            pack_to(folder, files, max_bytes, writer)  # type: ignore[arg-type]
+            writer.close()
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return Digests(sha256(writer.plain), sha256(writer.sealed))
+
+
+def open_and_unpack(
+    sealed: Path,
+    folder: Path,
+    max_bytes: int,
+    key: X25519PrivateKey,
+    context: str,
+    hash_sealed: bool = True,
+) -> tuple[Opened, list[str]]:
+    """Open ``sealed`` with ``key`` and unpack its archive into ``folder`` (as
+    :func:`unpack_from`, with its bounds); return the digests of the archive and of the
+    sealed file (None unless ``hash_sealed``: a station took it while downloading), and
+    the names unpacked. On any failure (a chunk that does not
+    authenticate, an archive refused) ``folder`` is removed with whatever it holds."""
+    try:
+        with sealed.open("rb", buffering=0) as source:
+            reader = start_open(source, key, context, hash_sealed)
+            names = unpack_from(reader, folder, max_bytes)  # type: ignore[arg-type]
+            reader.finish()
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return Opened(sha256(reader.plain), sha256_if_wanted(reader.sealed)), names
