@@ -2,8 +2,9 @@
 # One-shot setup of a fresh Debian/Ubuntu machine for pht, as root. Idempotent: a second
 # run only checks and takes a few seconds.
 #
-#   1. apt: install whichever of docker.io, docker-registry, debootstrap, postgresql, runsc
-#      are missing (apt-get update only when something has to be installed)
+#   1. apt: install whichever of docker.io, docker-registry, debootstrap, postgresql, runsc,
+#      chromium, chromium-driver are missing (apt-get update only when something has to be
+#      installed)
 #   2. python: install uv (pinned in scripts/pyenv.sh) with pip into a venv of its own, then
 #      `uv sync --locked`: this repository and exactly the versions in uv.lock, dev extras
 #      included, into the project venv <repo>/.venv (skipped when uv.lock, pyproject.toml,
@@ -45,7 +46,7 @@ t_start=$SECONDS
 pkg_installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
-for p in docker.io docker-registry debootstrap postgresql runsc; do
+for p in docker.io docker-registry debootstrap postgresql runsc chromium chromium-driver; do
     pkg_installed "$p" || missing+=("$p")
 done
 # The commands may also come from elsewhere (e.g. Docker's own packages): only the
@@ -60,6 +61,9 @@ for p in "${missing[@]}"; do
         postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || want+=("$p") ;;
         # gVisor: the runtime a station may choose for its trains (station.toml's runtime)
         runsc) command -v runsc >/dev/null 2>&1 || want+=("$p") ;;
+        # Chromium and its WebDriver: the station console's browser tests (Selenium)
+        chromium) command -v chromium >/dev/null 2>&1 || want+=("$p") ;;
+        chromium-driver) command -v chromedriver >/dev/null 2>&1 || want+=("$p") ;;
     esac
 done
 # uv's own venv is made with the interpreter's venv module (Debian: python3-venv)
@@ -74,7 +78,7 @@ if [ ${#want[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 else
-    say "apt: docker.io, docker-registry, debootstrap, postgresql, runsc present"
+    say "apt: docker.io, docker-registry, debootstrap, postgresql, runsc, chromium present"
 fi
 
 # --- 2. the Python environment: <repo>/.venv from uv.lock ------------------------------------

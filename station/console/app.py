@@ -26,7 +26,6 @@ from station.service import StationService, manifest_of
 from trains.errors import PhtError
 
 HERE = Path(__file__).parent
-COOKIE = "pht_console"
 # what a browser may do with these pages: nothing from elsewhere, no framing, no scripts
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -46,6 +45,8 @@ def create_app(config: StationConfig) -> FastAPI:
     users = Users(config.state_dir)
     sessions = Sessions(lifetime)
     code = CodeCache(config)
+    # cookies are per host, not per port: two stations' consoles on one machine keep apart
+    cookie = f"pht_console_{config.station.name}"
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
@@ -58,7 +59,7 @@ def create_app(config: StationConfig) -> FastAPI:
     def _finish(response: Response, session: Session) -> Response:
         response.headers.update(HEADERS)
         response.set_cookie(
-            COOKIE, session.id, httponly=True, samesite="strict", max_age=int(lifetime), path="/"
+            cookie, session.id, httponly=True, samesite="strict", max_age=int(lifetime), path="/"
         )
         return response
 
@@ -69,7 +70,7 @@ def create_app(config: StationConfig) -> FastAPI:
         return _finish(RedirectResponse(target, status_code=303), session)
 
     def current(request: Request) -> Session:
-        return sessions.get_or_start(request.cookies.get(COOKIE))
+        return sessions.get_or_start(request.cookies.get(cookie))
 
     async def checked_form(request: Request, session: Session) -> dict[str, str] | None:
         """The form, if the session is logged in and the form carries its CSRF token."""
