@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from station.config import StationConfig
 from station.console.sessions import Session, Sessions, csrf_ok
 from station.console.users import Users
-from station.console.views import CodeCache, hop_view
+from station.console.views import CodeCache, code_diff, hop_view, last_approved
 from station.queue import HopState
 from station.service import StationService, manifest_of
 from trains.errors import PhtError
@@ -103,8 +103,7 @@ def create_app(config: StationConfig) -> FastAPI:
         user = user if isinstance(user, str) else ""
         client = f"ip:{request.client.host if request.client else '?'}"
         keys = (f"user:{user[:64]}", client)
-        if sessions.locked(*keys):
-            service.audit.append("console_login", user=user[:64], result="locked")
+        if sessions.locked(*keys):  # not audited: a guesser could fill the log
             return go("/login", session, "Too many failed logins: wait 15 minutes.")
         if not users.check(user, password if isinstance(password, str) else ""):
             sessions.failed(*keys)
@@ -156,10 +155,17 @@ def create_app(config: StationConfig) -> FastAPI:
         files: dict[str, str] = {}
         why = None
         manifest = manifest_of(record)
+        diff = compared = None
         if manifest is not None and record.state == HopState.PENDING:
             files, why = code.files(manifest.image)
+            previous = last_approved(record, service.history())
+            earlier = manifest_of(previous) if previous is not None else None
+            if previous is not None and earlier is not None and not why:
+                before, _ = code.files(earlier.image)
+                compared = {"id": previous.id, "version": earlier.version}
+                diff = code_diff(before, files, earlier.version, manifest.version)
         return page(request, session, "hop.html", hop=view, files=files, files_error=why,
-                    note=note)  # fmt: skip
+                    note=note, diff=diff, compared=compared)  # fmt: skip
 
     @app.post("/hops/{rid}/{action}")
     async def act(request: Request, rid: str, action: str) -> Response:

@@ -94,6 +94,9 @@ class Sessions:
     def failed(self, *keys: str) -> None:
         now = time.monotonic()
         with self._lock:
+            if len(self._failures) >= MAX_SESSIONS:  # many names tried: forget the stale
+                for stale in [k for k, t in self._failures.items() if now - t[-1] >= LOCK_S]:
+                    del self._failures[stale]
             for key in keys:
                 self._failures.setdefault(key, []).append(now)
                 del self._failures[key][:-MAX_FAILURES]

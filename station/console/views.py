@@ -4,6 +4,7 @@ suppressed), never a value."""
 
 from __future__ import annotations
 
+import difflib
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,3 +120,36 @@ class CodeCache:
         with self._lock:
             self._files[image.digest] = files
         return files, None
+
+
+def last_approved(record: HopRecord, history: list[HopRecord]) -> HopRecord | None:
+    """The newest hop of another train of the same name from the same signer that this
+    station approved (by policy or by hand), to compare the code with."""
+    manifest = manifest_of(record)
+    if manifest is None:
+        return None
+    for other in history:  # newest first
+        if other.train_id == record.train_id or other.approved_by is None:
+            continue
+        theirs = manifest_of(other)
+        if (
+            theirs is not None
+            and theirs.name == manifest.name
+            and theirs.researcher.signing_fingerprint == manifest.researcher.signing_fingerprint
+        ):
+            return other
+    return None
+
+
+def code_diff(before: dict[str, str], after: dict[str, str], old: str, new: str) -> str:
+    """A unified diff of two trains' files, file by file ("" when they are the same)."""
+    lines: list[str] = []
+    for name in sorted(set(before) | set(after)):
+        lines += difflib.unified_diff(
+            before.get(name, "").splitlines(),
+            after.get(name, "").splitlines(),
+            f"{old}/{name}",
+            f"{new}/{name}",
+            lineterm="",
+        )
+    return "\n".join(lines)
