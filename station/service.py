@@ -181,7 +181,13 @@ class StationService:
         image, free disk, and the last error the audit log recorded."""
         from station.doctor import run_checks
 
-        checks = [Check(f.check, f.ok, f.detail) for f in run_checks(self.config)]
+        checks = [
+            # a database's error text may quote a row: the details stay in the shell
+            Check(f.check, f.ok, f.detail)
+            if f.ok or not f.check.startswith("dataset")
+            else Check(f.check, False, "cannot be read; 'pht-station doctor' says why")
+            for f in run_checks(self.config)
+        ]
         checks.append(_base_image())
         free = shutil.disk_usage(self.config.state_dir).free
         checks.append(

@@ -36,6 +36,10 @@ TRAIN_PY = """
 def local(data, state, ctx):
     return {"rows": len(data["cohort"]) + (state or {}).get("rows", 0)}
 """
+CHANGE = """
+def finalize(state, ctx):
+    return {"rows": state["rows"], "note": "sent home"}
+"""
 TRAIN_TOML = """datasets = ["cohort"]
 outputs = ["state.json"]
 
@@ -132,18 +136,30 @@ def world(localnet, image_for, tmp_path_factory):
     (folder / "train.toml").write_text(TRAIN_TOML)
     (folder / "train.py").write_text(TRAIN_PY)
     image = image_for(folder)
+    changed = root / "roundcount-changed"  # the next version: what the admin should see
+    changed.mkdir()
+    (changed / "train.toml").write_text(TRAIN_TOML.replace('"0.1.0"', '"0.2.0"'))
+    (changed / "train.py").write_text(TRAIN_PY + CHANGE)
+    images = {folder: image, changed: image_for(changed)}
     a = console_station(localnet, "st-console-a", data, researcher, 'approval = "manual"')
     b = console_station(localnet, "st-console-b", data, researcher, 'release = "manual"')
 
-    def submit(station: Station, rounds: int = 1) -> str:
+    def submit(station: Station, rounds: int = 1, train: Path = folder) -> str:
         stops = researcher.route_stops([station.name])
         return researcher.submit_manifest(
-            researcher.make_manifest(folder, image, stops, rounds=rounds)
+            researcher.make_manifest(train, images[train], stops, rounds=rounds)
         )
 
     cli = ["--central", localnet.central_url, "--token-file", str(token), "--keys", str(keys),
            "--network-root", localnet.network_root]  # fmt: skip
-    yield {"a": a, "b": b, "submit": submit, "researcher": researcher, "cli": cli}
+    yield {
+        "a": a,
+        "b": b,
+        "submit": submit,
+        "changed": changed,
+        "researcher": researcher,
+        "cli": cli,
+    }
     researcher.close()
 
 
@@ -153,7 +169,26 @@ def log_in(browser, station: Station, password: str = PASSWORD) -> None:
     browser.get(f"{station.url}/login")  # type: ignore[attr-defined]
     browser.find_element(By.ID, "user").send_keys("steward")
     browser.find_element(By.ID, "password").send_keys(password)
-    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    click(browser, browser.find_element(By.CSS_SELECTOR, "form.login button"))
+
+
+def click(browser, element) -> None:
+    """Click a link or a form's button and wait until the next page has loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 60).until(expected_conditions.staleness_of(page))
+
+
+def shoot(browser, path: Path) -> None:
+    """A screenshot of the whole page (the window grown to its height, then back)."""
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, min(max(height, 600), 4000))
+    browser.save_screenshot(str(path))
+    browser.set_window_size(1280, 1000)
 
 
 def no_patient_data(browser) -> None:
@@ -171,15 +206,15 @@ def test_log_in_see_the_code_approve_once_and_every_round_runs(browser, world, s
     log_in(browser, a)
     assert "Hops waiting here" in browser.page_source
     browser.save_screenshot(str(shots / "console-pending.png"))
-    browser.find_element(By.CSS_SELECTOR, f'a[href="/hops/{first.id}"]').click()
+    click(browser, browser.find_element(By.CSS_SELECTOR, f'a[href="/hops/{first.id}"]'))
     page = browser.page_source
     assert "roundcount 0.1.0" in page and "train.py" in page and "def local" in page
     assert world["researcher"].identity.public.signing_fingerprint in page
     assert a.identity.public.signing_fingerprint in page  # each stop's key on the route
     no_patient_data(browser)
-    browser.save_screenshot(str(shots / "console-hop.png"))
+    shoot(browser, shots / "console-hop.png")
 
-    browser.find_element(By.ID, "approve-train").click()
+    click(browser, browser.find_element(By.ID, "approve-train"))
     assert "Approved train" in browser.page_source
     status = world["researcher"].wait(train_id, timeout_s=300)
     assert status["status"] == "done", status
@@ -192,15 +227,19 @@ def test_log_in_see_the_code_approve_once_and_every_round_runs(browser, world, s
     browser.save_screenshot(str(shots / "console-history.png"))
 
 
-def test_reject_with_a_reason_that_reaches_pht_train_status(browser, world):
+def test_reject_with_a_reason_that_reaches_pht_train_status(browser, world, shots):
     from selenium.webdriver.common.by import By
 
     a = world["a"]
-    train_id = world["submit"](a)
+    train_id = world["submit"](a, train=world["changed"])  # a new version of the train
     hop = wait_for(lambda: pending_of(a, train_id), "a pending hop", a)
     browser.get(f"{a.url}/hops/{hop.id}")
+    diff = browser.find_element(By.ID, "code-diff").text  # against 0.1.0, approved before
+    assert '+    return {"rows": state["rows"], "note": "sent home"}' in diff
+    assert '-version = "0.1.0"' in diff and '+version = "0.2.0"' in diff
+    shoot(browser, shots / "console-diff.png")
     browser.find_element(By.ID, "reason").send_keys("no ethics approval for this cohort yet")
-    browser.find_element(By.ID, "reject").click()
+    click(browser, browser.find_element(By.ID, "reject"))
     assert "rejected" in browser.find_element(By.ID, "hop-state").text
     world["researcher"].wait(train_id, timeout_s=120)
     status = subprocess.run(
@@ -234,7 +273,7 @@ def test_a_post_without_the_csrf_token_is_refused(browser, world):
         assert HopQueue(a.directory / "state").get(hop.id).state == HopState.PENDING
     # the same page's own form works: the token was what was missing
     browser.get(f"{a.url}/hops/{hop.id}")
-    browser.find_element(By.ID, "approve-hop").click()
+    click(browser, browser.find_element(By.ID, "approve-hop"))
     assert world["researcher"].wait(train_id, timeout_s=120)["status"] == "done"
 
 
@@ -249,8 +288,8 @@ def test_release_a_held_output_and_the_audit_log_verifies(browser, world, shots)
     page = browser.page_source
     assert "Output (summary only: no values)" in page and "state.json" in page
     no_patient_data(browser)
-    browser.save_screenshot(str(shots / "console-release.png"))
-    browser.find_element(By.ID, "release").click()
+    shoot(browser, shots / "console-release.png")
+    click(browser, browser.find_element(By.ID, "release"))
     assert world["researcher"].wait(train_id, timeout_s=120)["status"] == "done"
 
     browser.get(f"{b.url}/audit")
