@@ -3,7 +3,8 @@
 # run only checks and takes a few seconds.
 #
 #   1. apt: install whichever of docker.io, docker-registry, debootstrap, postgresql, runsc,
-#      docker-compose are missing (apt-get update only when something has to be installed)
+#      docker-compose, chromium, chromium-driver are missing (apt-get update only when
+#      something has to be installed)
 #   2. python: install uv (pinned in scripts/pyenv.sh) with pip into a venv of its own, then
 #      `uv sync --locked`: this repository and exactly the versions in uv.lock, dev extras
 #      included, into the project venv <repo>/.venv (skipped when uv.lock, pyproject.toml,
@@ -45,7 +46,8 @@ t_start=$SECONDS
 pkg_installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
-for p in docker.io docker-registry debootstrap postgresql runsc docker-compose; do
+for p in docker.io docker-registry debootstrap postgresql runsc docker-compose chromium \
+    chromium-driver; do
     pkg_installed "$p" || missing+=("$p")
 done
 # The commands may also come from elsewhere (e.g. Docker's own packages): only the
@@ -62,6 +64,9 @@ for p in "${missing[@]}"; do
         runsc) command -v runsc >/dev/null 2>&1 || want+=("$p") ;;
         # the compose stacks of compose/central and compose/station (docs/deploy.md)
         docker-compose) command -v docker-compose >/dev/null 2>&1 || want+=("$p") ;;
+        # Chromium and its WebDriver: the station console's browser tests (Selenium)
+        chromium) command -v chromium >/dev/null 2>&1 || want+=("$p") ;;
+        chromium-driver) command -v chromedriver >/dev/null 2>&1 || want+=("$p") ;;
     esac
 done
 # uv's own venv is made with the interpreter's venv module (Debian: python3-venv)
@@ -76,7 +81,8 @@ if [ ${#want[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 else
-    say "apt: docker.io, docker-registry, debootstrap, postgresql, runsc, docker-compose present"
+    say "apt: docker.io, docker-registry, debootstrap, postgresql, runsc, docker-compose," \
+        "chromium present"
 fi
 
 # --- 2. the Python environment: <repo>/.venv from uv.lock ------------------------------------

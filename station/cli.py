@@ -14,9 +14,8 @@ from trains.keys import Identity
 from trains.text import printable
 
 if TYPE_CHECKING:
-    from station.audit import AuditLog
     from station.config import StationConfig
-    from station.queue import HopQueue
+    from station.service import StationService
 
 TEMPLATE = """\
 # pht station configuration. Paths are relative to this file.
@@ -65,6 +64,11 @@ release = "auto"            # "manual": every output waits for 'pht-station rele
 # name = "dr-alice"         # for you; the fingerprint is what counts
 # datasets = ["cohort"]     # the datasets this researcher's trains may use
 # auto_approve = false      # true: run without asking (if the image is allowed)
+
+[console]                   # web pages for approving and releasing (docs/station-admin.md)
+host = "127.0.0.1"          # only this machine; another address needs a TLS reverse proxy
+port = 8470                 # users: 'pht-station console-user add NAME'
+session_minutes = 30
 
 [policy.caps]               # the most a train may ask for
 memory_mb = 2048
@@ -125,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def pending(args: argparse.Namespace) -> int:
-    from station.queue import OPEN, HopState, summary_line
+    from station.queue import HopState, summary_line
 
-    queue = _queue(args)
-    shown = [r for r in queue.all() if args.all or r.state in {*OPEN, HopState.QUARANTINED}]
+    service = _service(args)
+    shown = service.history()[::-1] if args.all else service.waiting()
     if not shown:
         print("no hops waiting" if not args.all else "no hops yet")
     for record in shown:
@@ -145,40 +149,36 @@ def pending(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     from station.show import describe
 
-    config, queue = _config(args), _queue(args)
-    print(describe(queue.get(args.id), config, with_files=not args.no_files))
+    service = _service(args)
+    print(describe(service.get(args.id), service.config, with_files=not args.no_files))
     return 0
 
 
 def approve(args: argparse.Namespace) -> int:
-    from station.queue import HopState
+    """A whole train (every hop of it here, until its manifest expires), or one hop: with
+    ``--hop N``, or given a hop's id as ``pending`` prints it."""
+    from station.queue import is_record_id, record_id
 
-    queue, audit = _queue(args), _audit(args)
-    record = queue.get(args.id)
-    _expect(record.state, HopState.PENDING, "approve")
-    record.state, record.approved_by = HopState.APPROVED, "admin"
-    queue.save(record)
-    audit.append("approved", train_id=record.train_id, hop=record.hop, by="admin")
-    print(f"approved {record.id}; the daemon runs it on its next loop")
+    service = _service(args)
+    if args.hop is not None or is_record_id(args.id):
+        rid = args.id if args.hop is None else record_id(service.train_id(args.id), args.hop)
+        record = service.approve_hop(rid, by="admin")
+        print(f"approved hop {record.id}; the daemon runs it on its next loop")
+        return 0
+    approval, approved = service.approve_train(args.id, by="admin")
+    print(
+        f"approved train {approval.train_id} at this station until "
+        f"{approval.expires_at:%Y-%m-%d %H:%M}Z (manifest {approval.manifest_digest[:19]}..., "
+        f"signer {approval.signer_key[:19]}...)"
+    )
+    for record in approved:
+        print(f"  hop {record.hop} runs on the daemon's next loop")
+    print("  its later hops here run without asking; a changed manifest still waits")
     return 0
 
 
 def reject(args: argparse.Namespace) -> int:
-    from station.queue import HopState
-
-    config, queue, audit = _config(args), _queue(args), _audit(args)
-    record = queue.get(args.id)
-    if record.state not in (HopState.PENDING, HopState.HELD):
-        raise ConfigError(f"hop {record.id} is {record.state}; only pending or held hops")
-    what = "its output" if record.state == HopState.HELD else "the hop"
-    record.state = HopState.REJECTED
-    record.reason = f"PolicyRejected: the admin of station {config.station.name} rejected " + (
-        f"{what}: {args.reason}"
-    )
-    record.reported = False
-    queue.clear_output(record)
-    queue.save(record)
-    audit.append("rejected", train_id=record.train_id, hop=record.hop, by="admin")
+    record = _service(args).reject(args.id, args.reason, by="admin")
     print(f"rejected {record.id}; the daemon tells central, and the researcher sees the reason")
     return 0
 
@@ -187,33 +187,24 @@ def release(args: argparse.Namespace) -> int:
     from station.queue import HopState
     from station.show import describe_disclosure
 
-    queue, audit = _queue(args), _audit(args)
-    record = queue.get(args.id)
-    _expect(record.state, HopState.HELD, "release")
-    print(describe_disclosure(record))
-    if not args.yes:
+    service = _service(args)
+    record = service.get(args.id)
+    if record.state == HopState.HELD:
+        print(describe_disclosure(record))
+    if record.state == HopState.HELD and not args.yes:
         answer = input("release this output to the next stop? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             print("not released")
             return 1
-    record.state = HopState.SEALED
-    queue.save(record)
-    audit.append(
-        "output_released",
-        train_id=record.train_id,
-        hop=record.hop,
-        by="admin",
-        output_digest=record.output_digest,
-    )
+    record = service.release(record.id, by="admin")
     print(f"released {record.id}; the daemon uploads it on its next loop")
     return 0
 
 
 def audit_verify(args: argparse.Namespace) -> int:
-    from station.audit import verify
-
-    path = _audit(args).path
-    problems = verify(path)
+    service = _service(args)
+    path = service.audit.path
+    problems = service.verify_audit()
     for problem in problems:
         print(f"{path}:{problem.line}: {problem.message}")
     if problems:
@@ -223,29 +214,36 @@ def audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def console_user(args: argparse.Namespace) -> int:
+    import getpass
+
+    from station.console.users import Users
+
+    users = Users(_config(args).state_dir)
+    if args.action == "remove":
+        users.remove(args.user)
+        print(f"removed console user {args.user}")
+        return 0
+    password = args.password_stdin and sys.stdin.readline().rstrip("\n")
+    if not password:
+        password = getpass.getpass(f"password for {args.user}: ")
+        if password != getpass.getpass("again: "):
+            raise ConfigError("the two passwords differ; nothing changed")
+    users.add(args.user, password)
+    print(f"console user {args.user} can log in ('pht-station run' serves the console)")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> StationConfig:
     from station.config import load_config
 
     return load_config(Path(args.config))
 
 
-def _queue(args: argparse.Namespace) -> HopQueue:
-    from station.queue import HopQueue
-    from station.state_version import open_state
+def _service(args: argparse.Namespace) -> StationService:
+    from station.service import StationService
 
-    return HopQueue(open_state(_config(args).state_dir))
-
-
-def _audit(args: argparse.Namespace) -> AuditLog:
-    from station.audit import AUDIT_FILE, AuditLog
-    from station.state_version import open_state
-
-    return AuditLog(open_state(_config(args).state_dir) / AUDIT_FILE)
-
-
-def _expect(state: str, wanted: str, action: str) -> None:
-    if state != wanted:
-        raise ConfigError(f"only a {wanted} hop can be {action}d; this one is {state}")
+    return StationService(_config(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("show", show, "everything about one hop, with the train's code")
     s.add_argument("id")
     s.add_argument("--no-files", action="store_true", help="do not pull the image")
-    a = command("approve", approve, "let a pending hop run")
-    a.add_argument("id")
+    a = command("approve", approve, "let a train run here (every hop, until it expires)")
+    a.add_argument("id", help="a train id (or its start), or one hop's id as 'pending' prints")
+    a.add_argument("--hop", type=int, help="approve only this hop of the train")
     j = command("reject", reject, "refuse a pending hop or a held output, with a reason")
     j.add_argument("id")
     j.add_argument("--reason", required=True, help="what the researcher will read")
@@ -283,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     au = command("audit", audit_verify, "check the audit log's hash chain")
     au.add_argument("action", choices=["verify"])
     add_keys_command(sub)  # pht-station keys show (station/keys_cli.py)
+    cu = command("console-user", console_user, "add or remove a login of the web console")
+    cu.add_argument("action", choices=["add", "remove"])
+    cu.add_argument("user")
+    cu.add_argument("--password-stdin", action="store_true", help="read it from stdin")
     return parser
 
 

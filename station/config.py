@@ -47,6 +47,17 @@ class StationInfo(BaseModel):
     runtime: Literal["runc", "runsc"] = "runc"
 
 
+class ConsoleSettings(BaseModel):
+    """The web console the daemon serves (``station.console``; docs/station-admin.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # 127.0.0.1: only this machine; for another address put a TLS reverse proxy in front
+    host: str = "127.0.0.1"
+    port: int = Field(8470, ge=1, le=65535)
+    session_minutes: float = Field(30.0, gt=0, le=24 * 60)
+
+
 class CsvSource(BaseModel):
     """A CSV file, handed to trains as it is."""
 
@@ -173,6 +184,7 @@ class StationConfig(BaseModel):
     station: StationInfo
     datasets: dict[str, Dataset] = Field(default_factory=dict)
     policy: Policy = Policy()
+    console: ConsoleSettings | None = None  # no [console] table: the daemon serves none
     base_dir: Path = Path(".")
     source: Path | None = None  # the file this was read from, for messages
 

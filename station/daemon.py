@@ -34,6 +34,7 @@ from station import delivery, passage
 from station import hop as hops
 from station.audit import AUDIT_FILE, AuditLog
 from station.config import StationConfig
+from station.console.server import start_console
 from station.queue import OPEN, HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from station.state_version import open_state
@@ -295,10 +296,13 @@ def run_daemon(config: StationConfig, once: bool = False) -> None:
     interval, ceiling = config.station.poll_interval_s, config.station.max_backoff_s
     heartbeat = Heartbeat(station)
     heartbeat.start()
+    console = None if once else start_console(config)  # [console] in station.toml
     try:
         _loop(station, once, interval, ceiling)
     finally:
         heartbeat.stopping.set()
+        if console is not None:
+            console.stop()
 
 
 def _loop(station: Station, once: bool, interval: float, ceiling: float) -> None:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from central.client import CentralClient
 from central.messages import HopOffer
 from station import datasources
+from station.approvals import StandingApprovals
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
@@ -84,6 +85,12 @@ def admit(
         image=verified.manifest.image.reference,
         needs_approval=list(verified.needs_approval),
     )
+    standing = StandingApprovals(queue.root).covering(
+        offer.train_id, verified.manifest_digest, signer.signing_fingerprint
+    )
+    if verified.needs_approval and standing is not None:  # the admin approved the train
+        audit.append("approved", **ident, by=standing.by, standing=True)
+        return queue.save(HopRecord.from_offer(offer, HopState.APPROVED, approved_by=standing.by))
     if verified.needs_approval:
         log.info("hop %s of train %s waits for approval", offer.hop, offer.train_id)
         record = HopRecord.from_offer(

@@ -199,6 +199,11 @@ class HopQueue:
         self.receipt_path(record).unlink(missing_ok=True)
 
 
+def is_record_id(text: str) -> bool:
+    """``text`` is a whole hop id (``<train id>-<hop>``), not a train id or a start of one."""
+    return _RECORD_ID.fullmatch(text) is not None
+
+
 def _split(rid: str) -> tuple[str, int]:
     train_id, _, hop = rid.rpartition("-")
     if not (_RECORD_ID.fullmatch(rid) and hop.isdigit()):

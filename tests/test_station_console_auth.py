@@ -1,0 +1,102 @@
+"""The console's login, sessions and CSRF checks, in process (fast); the browser flows are
+in test_station_console.py."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from station.config import ConsoleSettings, StationConfig, StationInfo
+from station.console.app import create_app
+from station.console.sessions import Sessions
+from station.console.users import Users
+from station.service import StationService
+from trains.errors import ConfigError
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def console(tmp_path):
+    config = StationConfig(
+        station=StationInfo(
+            name="st-auth", central_url="http://127.0.0.1:1", state_dir=tmp_path / "state"
+        ),
+        console=ConsoleSettings(port=9),
+    )
+    Users(config.state_dir).add("steward", PASSWORD)
+    return config, TestClient(create_app(config))
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+def log_in(client: TestClient, password: str = PASSWORD):
+    token = csrf_of(client.get("/login").text)
+    return client.post("/login", data={"csrf": token, "user": "steward", "password": password})
+
+
+def test_pages_need_a_login_and_logging_in_starts_a_new_session(console):
+    config, client = console
+    assert client.get("/audit").url.path == "/login"
+    before = client.cookies.get("pht_console_st-auth")
+    assert log_in(client).url.path == "/"
+    after = client.cookies.get("pht_console_st-auth")
+    assert before and after and before != after  # no session fixation
+    page = client.get("/audit")
+    assert page.status_code == 200 and "Verified" in page.text
+    assert "script-src" not in page.headers["content-security-policy"]  # none allowed
+    assert page.headers["x-frame-options"] == "DENY"
+    events = StationService(config).audit_entries()
+    assert [(e["event"], e["result"]) for e in events] == [("console_login", "ok")]
+
+
+def test_a_login_form_without_its_token_is_refused(console):
+    _, client = console
+    client.get("/login")
+    refused = client.post("/login", data={"user": "steward", "password": PASSWORD})
+    assert refused.status_code == 403
+    assert client.get("/").url.path == "/login"
+
+
+def test_a_post_of_a_logged_out_visitor_changes_nothing(console):
+    _, client = console
+    token = csrf_of(client.get("/login").text)
+    refused = client.post("/hops/x-0/approve-train", data={"csrf": token})
+    assert refused.status_code == 403
+
+
+def test_sessions_end_after_their_lifetime():
+    sessions = Sessions(lifetime_s=0.2)
+    session = sessions.log_in(sessions.get_or_start(None), "steward")
+    assert sessions.get_or_start(session.id).user == "steward"
+    time.sleep(0.3)
+    again = sessions.get_or_start(session.id)
+    assert again.user is None and again.id != session.id
+
+
+def test_the_limit_refuses_the_right_password_after_five_wrong_ones(console):
+    config, client = console
+    for _ in range(5):
+        assert "Wrong user name" in log_in(client, "wrong password here").text
+    assert "Too many failed logins" in log_in(client).text
+    failed = [e for e in StationService(config).audit_entries() if e["result"] == "failed"]
+    assert len(failed) == 5
+
+
+def test_passwords_are_argon2_hashes_and_short_ones_refused(tmp_path):
+    users = Users(tmp_path)
+    users.add("steward", PASSWORD)
+    stored = users.path.read_text()
+    assert "$argon2id$" in stored and PASSWORD not in stored
+    assert oct(users.path.stat().st_mode & 0o777) == "0o600"
+    assert users.check("steward", PASSWORD) and not users.check("steward", PASSWORD + "x")
+    assert not users.check("nobody", PASSWORD)
+    with pytest.raises(ConfigError, match="at least 12"):
+        users.add("other", "short")
