@@ -13,7 +13,10 @@ A train is a ``train.py`` with plain functions:
   the very last hop, e.g. to turn sufficient statistics into the published result.
 
 The returned dict is written as ``state.json``; numpy values become plain JSON numbers and
-NaN becomes null. A train may also write declared files to ``ctx.output_dir`` itself.
+NaN becomes null. At the release hop a train that published typed quantities
+(``ctx.publish``, see ``trains.runtime.publish``) releases only those, as
+``published.json``: its returned state is then written as ``{}``. A train may also write
+declared files to ``ctx.output_dir`` itself.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trains.runtime.publish import PUBLISHED_FILE, Publisher
 from trains.runtime.refusal import Refusal
 
 STATE_FILE = "state.json"
@@ -56,6 +60,8 @@ class Context:
     stop: int = 0  # this stop's position in the round, 0-based
     stops: int = 1  # stops per round
     rounds: int = 1
+    # typed outputs (trains.runtime.publish): written as published.json at the release hop
+    publish: Publisher = field(default_factory=Publisher)
 
     @property
     def is_round_end(self) -> bool:
@@ -169,6 +175,11 @@ def run_train(
     finalize = getattr(module, "finalize", None)
     if ctx.is_last and callable(finalize):
         state = finalize(state, ctx)
+    if ctx.is_last and ctx.publish.quantities:
+        # at the release hop only the typed quantities leave; the state stays here
+        text = json.dumps(ctx.publish.document(), sort_keys=True, allow_nan=False)
+        (output_dir / PUBLISHED_FILE).write_text(text)
+        state = {}
     if state is None:
         return None
     if not isinstance(state, dict):
