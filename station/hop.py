@@ -29,6 +29,7 @@ from station import datasources
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
+from station.disclosure import Disclosure
 from station.outcome import check_result, contained, control_and_pack
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
@@ -134,7 +135,9 @@ def run(
     record.output_digest = digest_file(incoming)
     queue.store_output(record, incoming, receipt_env)
     record.disclosure = disclosure
-    if config.policy.release == "manual":
+    # untyped files at the release point are held too (station.release, policy.disclosure)
+    held = record.disclosure is not None and Disclosure.from_dict(record.disclosure).held
+    if config.policy.release == "manual" or held:
         record.state = HopState.HELD
         audit.append("output_held", **ident, output_digest=record.output_digest)
     else:

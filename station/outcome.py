@@ -85,9 +85,11 @@ def control_and_pack(
     """
     outputs = verified.manifest.outputs
     try:
-        disclosure = check_output(output_dir, outputs, max_bytes, config.policy.disclosure)
-        with archive.open("wb") as target:
-            state_codec.pack_to(output_dir, outputs, max_bytes, target)
+        disclosure = check_output(
+            output_dir, outputs, max_bytes, config.policy.disclosure, verified.hop.is_last
+        )
+        with archive.open("wb") as target:  # the checked files (+ published.json at release)
+            state_codec.pack_to(output_dir, [f.name for f in disclosure.files], max_bytes, target)
     except Exception as exc:
         with hop_log.open("a") as handle:
             handle.write(f"\npht station: the output was refused: {type(exc).__name__}: {exc}\n")

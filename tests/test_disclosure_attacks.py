@@ -1,0 +1,187 @@
+"""Attacks on the release point's disclosure control (issue 12), each of which must fail.
+
+The attack trains (tests/attack_trains/disclosure_*) run in real containers (runc) from
+``pht-base:latest``, write what a train that over-shares would write, and the station's own
+check (``station.disclosure.check_output`` at the release point, with its child parser)
+decides what leaves. The attack train writes ``published.json`` itself: the runtime's API
+is a convenience, not a gate, so the station must hold whatever the bytes say.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from station.config import DisclosurePolicy
+from station.disclosure import check_output
+from trains.errors import DisclosureRefused
+from trains.published import PUBLISHED_FILE
+
+MB = 1024 * 1024
+ATTACKS = Path(__file__).parent / "attack_trains"
+
+
+def published(folder: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((folder / PUBLISHED_FILE).read_text())
+    return loaded
+
+
+def release(folder: Path, declared: list[str], **policy: Any):
+    return check_output(folder, declared, MB, DisclosurePolicy(**policy), release=True)
+
+
+def write_published(folder: Path, *quantities: dict[str, Any]) -> None:
+    (folder / PUBLISHED_FILE).write_text(json.dumps({"format": 1, "quantities": list(quantities)}))
+    (folder / "state.json").write_text("{}")
+
+
+def table(name: str, counts: list[Any], rows: list[str] | None = None) -> dict[str, Any]:
+    rows = rows or [f"g{i}" for i in range(len(counts))]
+    return {
+        "type": "frequency_table",
+        "name": name,
+        "rows": rows,
+        "columns": ["n"],
+        "counts": [[c] for c in counts],
+    }
+
+
+# --- small cells in disguise: refused, never passed -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cell", [2.0, "2", -2, {"n": 2}, [2], True, 1e308, float("nan")], ids=repr
+)
+def test_a_count_that_is_not_a_non_negative_integer_is_refused(tmp_path, cell):
+    counts = [50, cell, 40]
+    text = json.dumps({"format": 1, "quantities": [table("ward", counts)]})
+    (tmp_path / PUBLISHED_FILE).write_text(text)
+    (tmp_path / "state.json").write_text("{}")
+    with pytest.raises(DisclosureRefused, match="non-negative integer count"):
+        release(tmp_path, ["state.json"])
+
+
+def test_a_small_cell_is_suppressed_with_its_margin_partner(tmp_path):
+    write_published(tmp_path, table("ward", [50, 2, 40, 30]))
+    disclosure = release(tmp_path, ["state.json"])
+    doc = published(tmp_path)
+    counts = [row[0] for row in doc["quantities"][0]["counts"]]
+    # the small cell and the smallest other one: the total cannot give the first away
+    assert counts == [50, None, 40, None]
+    rules = {(n["what"], n["rule"].split(":")[0]) for n in doc["release"]["suppressed"]}
+    assert rules == {("cell [g1, n]", "threshold"), ("cell [g3, n]", "secondary")}
+    assert disclosure.release is not None and disclosure.release.suppressed == 2
+    assert not disclosure.held
+
+
+def test_two_way_table_no_line_keeps_a_single_hidden_cell(tmp_path):
+    counts = [[30, 3, 25], [40, 35, 20], [50, 45, 60]]
+    quantity = {**table("t", [0, 0, 0]), "columns": ["a", "b", "c"], "counts": counts}
+    write_published(tmp_path, quantity)
+    release(tmp_path, ["state.json"])
+    out = published(tmp_path)["quantities"][0]["counts"]
+    hidden = {(i, j) for i in range(3) for j in range(3) if out[i][j] is None}
+    assert (0, 1) in hidden
+    for line in [*([(i, j) for j in range(3)] for i in range(3)), *([(i, j) for i in range(3)] for j in range(3))]:
+        assert sum(c in hidden for c in line) != 1
+
+
+def test_differencing_two_tables_over_almost_the_same_patients(tmp_path):
+    everyone = table("all", [120, 80])
+    all_but_one = table("all_but_one", [119, 80])
+    write_published(tmp_path, everyone, all_but_one)
+    release(tmp_path, ["state.json"])
+    doc = published(tmp_path)
+    assert doc["quantities"][0]["counts"] == [[120], [80]]
+    assert doc["quantities"][1]["counts"] == [[None], [None]]
+    assert doc["release"]["suppressed"][0]["rule"].startswith("differencing")
+
+
+def test_a_median_over_a_tiny_group_is_suppressed(tmp_path):
+    median = {"type": "statistic", "name": "median_age", "kind": "median", "value": 63.0, "n": 3}
+    quantile = {**median, "name": "q90", "kind": "quantile", "value": 80.0}
+    write_published(tmp_path, median, quantile)
+    release(tmp_path, ["state.json"])
+    assert [q["value"] for q in published(tmp_path)["quantities"]] == [None, None]
+
+
+def test_a_regression_on_one_patient_is_suppressed(tmp_path):
+    fit = {
+        "type": "regression",
+        "name": "ols",
+        "terms": ["intercept", "age"],
+        "coefficients": [1.0, 0.5],
+        "standard_errors": [0.0, 0.0],
+        "n": 1,
+        "residual_df": 0,
+    }
+    write_published(tmp_path, fit)
+    release(tmp_path, ["state.json"])
+    q = published(tmp_path)["quantities"][0]
+    assert q["coefficients"] == [None, None] and q["standard_errors"] == [None, None]
+
+
+def test_model_parameters_of_a_tiny_site_are_withheld(tmp_path):
+    weights = {"type": "model_parameters", "name": "w", "weights": [0.1, 2.0], "n": 500,
+               "site_min_n": 2}
+    write_published(tmp_path, weights)
+    release(tmp_path, ["state.json"])
+    assert published(tmp_path)["quantities"][0]["weights"] == [None, None]
+
+
+def test_a_train_cannot_bring_its_own_median_or_release_section(tmp_path):
+    curve = {"type": "survival_curve", "name": "km", "times": [1.0, 2.0], "at_risk": [50, 40],
+             "events": [1, 1], "median": 654.0}
+    write_published(tmp_path, curve)
+    release(tmp_path, ["state.json"])
+    assert published(tmp_path)["quantities"][0]["median"] is None  # recomputed: not reached
+    doc = {"format": 1, "quantities": [], "release": {"suppressed": []}}
+    (tmp_path / PUBLISHED_FILE).write_text(json.dumps(doc))
+    with pytest.raises(DisclosureRefused, match="published.json"):
+        release(tmp_path, ["state.json"])
+
+
+# --- untyped files go to the policy: held (default) or refused --------------------------------
+
+
+UNTYPED = {
+    "cells.csv": b"ward,n\na,2\nb,40\n",
+    "names.csv": b"ward_a_has_2_patients\n1\n",  # a small count as a column name
+    "state.json": json.dumps({"median": 654.0, "n_events": 3}).encode(),
+    "cells.npz": b"PK\x03\x04 an npz is a zip of arrays",
+    "cells.parquet": b"PAR1 parquet bytes PAR1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNTYPED))
+def test_untyped_files_are_held_by_default_and_refused_on_request(tmp_path, name):
+    (tmp_path / name).write_bytes(UNTYPED[name])
+    disclosure = release(tmp_path, [name])
+    assert disclosure.held
+    assert disclosure.release is not None
+    assert [u["name"] for u in disclosure.release.untyped] == [name]
+    assert published(tmp_path)["release"]["untyped"] == [name]
+    shutil.rmtree(tmp_path)
+    tmp_path.mkdir()
+    (tmp_path / name).write_bytes(UNTYPED[name])
+    with pytest.raises(DisclosureRefused, match="untyped files"):
+        release(tmp_path, [name], untyped="refuse")
+
+
+def test_an_empty_state_beside_published_is_not_untyped(tmp_path):
+    write_published(tmp_path, table("ward", [50, 40]))
+    disclosure = release(tmp_path, ["state.json"])
+    assert not disclosure.held
+    assert {f.name for f in disclosure.files} == {"state.json", PUBLISHED_FILE}
+
+
+def test_intermediate_hops_never_see_the_typed_rules(tmp_path):
+    write_published(tmp_path, table("ward", [50, 2]))
+    from trains.errors import StateInvalid
+
+    with pytest.raises(StateInvalid, match="undeclared"):
+        check_output(tmp_path, ["state.json"], MB, DisclosurePolicy(), release=False)
