@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from station.config import DisclosurePolicy
 from train_builder.local_hop import DockerHop, InProcessHop
 from trains import state_codec
-from trains.errors import ConfigError, StateInvalid
+from trains.errors import ConfigError, DisclosureRefused, StateInvalid
+from trains.published import PUBLISHED_FILE
 from trains.runtime.core import STATE_FILE, Context
 from trains.train_spec import TrainSpec, load_train_spec
 
@@ -58,6 +60,8 @@ class LocalResult:
     hops: list[LocalHop] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     state: dict[str, Any] | None = None
+    # published.json after the stations' default rules: quantities and the release report
+    published: dict[str, Any] | None = None
 
 
 def parse_data(values: list[str], spec: TrainSpec) -> list[LocalStop]:
@@ -136,6 +140,7 @@ def run_local(
     on_hop: HopCallback | None = None,
     parallel: bool = False,
     keep_hops: Path | None = None,
+    disclosure: DisclosurePolicy | None = None,
 ) -> LocalResult:
     """Run every hop of the route; return the final state (kept in ``out_dir``). With
     ``keep_hops``, every hop's output is also kept, unpacked, in ``keep_hops/<hop>/``."""
@@ -144,6 +149,7 @@ def run_local(
         raise ConfigError("--rounds must be at least 1")
     hop_runner = DockerHop(folder, base, wheelhouse) if in_docker else InProcessHop(folder)
     route = _Route(hop_runner, spec, stops, rounds, on_hop, keep_hops)
+    route.disclosure = disclosure or DisclosurePolicy()
     with tempfile.TemporaryDirectory(prefix="pht-test-") as tmp:
         route.tmp = Path(tmp)
         archive = route.parallel() if parallel else route.sequential()
@@ -152,6 +158,8 @@ def run_local(
         result.files = state_codec.unpack(archive, final, route.max_bytes)
         if (final / STATE_FILE).is_file():
             result.state = json.loads((final / STATE_FILE).read_text())
+        if (final / PUBLISHED_FILE).is_file():
+            result.published = json.loads((final / PUBLISHED_FILE).read_text())
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             for name in result.files:
@@ -177,6 +185,7 @@ class _Route:
         self.max_bytes = spec.resources.max_output_mb * 1024 * 1024
         self.result = LocalResult()
         self.tmp = Path(".")
+        self.disclosure = DisclosurePolicy()
 
     def sequential(self) -> bytes:
         n, total = len(self.stops), len(self.stops) * self.rounds
@@ -241,6 +250,8 @@ class _Route:
         self.runner.run(ctx, input_dir, data_dir, output_dir, self.spec)
         seconds = time.monotonic() - started
         files = _declared_outputs(output_dir, self.spec, ctx)
+        if ctx.is_last:  # the release point: the same typed rules a station applies
+            files = release_locally(output_dir, files, self.disclosure)
         archive = state_codec.pack(output_dir, files, self.max_bytes)
         if self.keep_hops is not None:
             state_codec.unpack(archive, self.keep_hops / str(ctx.hop), self.max_bytes)
@@ -256,7 +267,8 @@ def _declared_outputs(output_dir: Path, spec: TrainSpec, ctx: Context) -> list[s
     """What a station lets leave: exactly the declared files (the same check it makes)."""
     where = f"hop {ctx.hop} ({ctx.station}, round {ctx.round})"
     written = state_codec.list_state_files(output_dir)
-    undeclared = sorted(set(written) - set(spec.outputs))
+    allowed = {*spec.outputs, PUBLISHED_FILE} if ctx.is_last else set(spec.outputs)
+    undeclared = sorted(set(written) - allowed)
     if undeclared:
         raise StateInvalid(
             f"at {where} the train wrote undeclared files {undeclared}; a station would refuse "
@@ -269,3 +281,21 @@ def _declared_outputs(output_dir: Path, spec: TrainSpec, ctx: Context) -> list[s
             "state from local() or write the files to ctx.output_dir"
         )
     return written
+
+
+def release_locally(output_dir: Path, files: list[str], policy: DisclosurePolicy) -> list[str]:
+    """The stations' release rules (default: their default ``[policy.disclosure]``),
+    in-process on the researcher's own sample data: ``published.json`` gets the same
+    ``release`` report a station writes, so ``pht-train test`` shows what would be suppressed
+    and which files a station would hold as untyped."""
+    from station.disclosure_rules import Rules
+    from station.output_parse import _shape
+    from station.release_check import check_release
+
+    rules = Rules(policy.k, policy.min_df, policy.nk_k, policy.p_ratio, policy.zeros_disclosive)
+    answer = check_release(
+        output_dir, files, rules, True, lambda p: json.loads(p.read_text()), _shape
+    )
+    if "refused" in answer:
+        raise DisclosureRefused(f"a station would refuse this result: {answer['refused']}")
+    return state_codec.list_state_files(output_dir)
