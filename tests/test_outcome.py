@@ -174,6 +174,9 @@ def test_an_output_over_the_cap_does_not_say_its_size(hop):
 def test_a_clean_output_is_packed(hop):
     verified, config, output, archive, log = hop
     disclosure = control_and_pack(output, archive, verified, 1 << 20, config, log)
-    assert [f.name for f in disclosure.files] == ["state.json", "table.counts.csv"]
+    # a one-hop route: this is the release point, which adds its report (published.json)
+    names = ["published.json", "state.json", "table.counts.csv"]
+    assert [f.name for f in disclosure.files] == names
+    assert disclosure.held  # the untyped files wait for the admin (policy.disclosure.untyped)
     assert archive.stat().st_size > 0
     assert Path(log).exists() is False  # nothing to say

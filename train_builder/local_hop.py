@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import traceback
 from pathlib import Path
+from typing import Any
 
 from trains.errors import TrainFailed
 from trains.runtime.core import Context, TrainCodeError, run_train
@@ -26,9 +27,11 @@ class InProcessHop:
 
     def run(
         self, ctx: Context, input_dir: Path, data_dir: Path, output_dir: Path, spec: TrainSpec
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        """The hop; returns the state the train returned (at the release hop, more than
+        leaves when it publishes typed quantities)."""
         try:
-            run_train(self.folder, input_dir, data_dir, output_dir, ctx)
+            return run_train(self.folder, input_dir, data_dir, output_dir, ctx)
         except TrainCodeError as exc:
             raise TrainFailed(f"{_where(ctx)}: {exc}") from None
         except Exception as exc:  # the train's own code raised: show its traceback

@@ -62,6 +62,9 @@ class LocalResult:
     state: dict[str, Any] | None = None
     # published.json after the stations' default rules: quantities and the release report
     published: dict[str, Any] | None = None
+    # in-process only: what the train returned at the last hop, before only its published
+    # quantities leave (pht-train test shows both; a station releases only the latter)
+    finalized: dict[str, Any] | None = None
 
 
 def parse_data(values: list[str], spec: TrainSpec) -> list[LocalStop]:
@@ -247,7 +250,9 @@ class _Route:
             (data_dir / name).mkdir()
             shutil.copyfile(file, data_dir / name / f"data{file.suffix}")
         started = time.monotonic()
-        self.runner.run(ctx, input_dir, data_dir, output_dir, self.spec)
+        returned = self.runner.run(ctx, input_dir, data_dir, output_dir, self.spec)
+        if ctx.is_last and isinstance(returned, dict):
+            self.result.finalized = returned
         seconds = time.monotonic() - started
         files = _declared_outputs(output_dir, self.spec, ctx)
         if ctx.is_last:  # the release point: the same typed rules a station applies

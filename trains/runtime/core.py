@@ -175,16 +175,18 @@ def run_train(
     finalize = getattr(module, "finalize", None)
     if ctx.is_last and callable(finalize):
         state = finalize(state, ctx)
-    if ctx.is_last and ctx.publish.quantities:
-        # at the release hop only the typed quantities leave; the state stays here
-        text = json.dumps(ctx.publish.document(), sort_keys=True, allow_nan=False)
-        (output_dir / PUBLISHED_FILE).write_text(text)
-        state = {}
     if state is None:
         return None
     if not isinstance(state, dict):
         raise TrainCodeError(f"local() returned a {type(state).__name__}; return a dict")
     plain = to_json_value(state)
-    text = json.dumps(plain, sort_keys=True, allow_nan=False)
+    written = plain
+    if ctx.is_last and ctx.publish.quantities:
+        # at the release hop only the typed quantities leave; the state stays here (and is
+        # returned to an in-process caller such as pht-train test)
+        text = json.dumps(ctx.publish.document(), sort_keys=True, allow_nan=False)
+        (output_dir / PUBLISHED_FILE).write_text(text)
+        written = {}
+    text = json.dumps(written, sort_keys=True, allow_nan=False)
     (output_dir / STATE_FILE).write_text(text)
     return plain  # type: ignore[no-any-return]
