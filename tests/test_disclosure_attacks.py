@@ -197,3 +197,93 @@ def test_intermediate_hops_never_see_the_typed_rules(tmp_path):
 
     with pytest.raises(StateInvalid, match="undeclared"):
         check_output(tmp_path, ["state.json"], MB, DisclosurePolicy(), release=False)
+
+
+# --- the same attacks from a real container ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def disclosure_image(docker_required):
+    """tests/attack_trains/disclosure built FROM pht-base:latest; removed afterwards."""
+    import contextlib
+    import io
+    import tarfile
+
+    import docker
+
+    client = docker.from_env(timeout=300)
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        dockerfile = b"FROM pht-base:latest\nCOPY --chown=0:0 train/ /opt/train/\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+        for path in sorted((ATTACKS / "disclosure").glob("train.*")):
+            tar.add(path, arcname=f"train/{path.name}")
+    context.seek(0)
+    tag = "pht-disclosure-attack/disclosure:test"
+    image, _ = client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    yield str(image.id)
+    with contextlib.suppress(docker.errors.APIError):
+        client.images.remove(tag)
+
+
+def run_attack(image_id: str, tmp_path: Path, attack: str) -> Path:
+    from station.runner import DockerRunner, SandboxLimits
+    from trains.manifest import Resources
+
+    dirs = [tmp_path / n for n in ("input", "data", "output")]
+    for d in dirs:
+        d.mkdir()
+    (dirs[0] / "state.json").write_text(json.dumps({"attack": attack}))
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    runner = DockerRunner(SandboxLimits(pids=64, tmp_mb=16, shm_mb=8, log_mb=1), runtime="runc")
+    env = {
+        "PHT_MODE": "local",
+        "PHT_STATION": "attacked",
+        "PHT_ROUND": "0",
+        "PHT_HOP": "0",
+        "PHT_LAST_HOP": "1",
+    }
+    resources = Resources(memory_mb=256, cpus=0.5, timeout_s=60, max_output_mb=8)
+    result = runner.run(
+        image_id,
+        input_dir=dirs[0],
+        data_dir=dirs[1],
+        output_dir=dirs[2],
+        env=env,
+        resources=resources,
+    )
+    assert result.exit_code == 0, result.log[-2000:]
+    return dirs[2]
+
+
+DECLARED = ["state.json", "cells.csv", "cells.npz", "cells.parquet"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("attack", ["float", "string", "negative", "nested"])
+def test_a_container_publishing_a_disguised_count_is_refused(disclosure_image, tmp_path, attack):
+    output = run_attack(disclosure_image, tmp_path, attack)
+    with pytest.raises(DisclosureRefused, match="non-negative integer count"):
+        release(output, DECLARED)
+
+
+@pytest.mark.docker
+def test_a_containers_small_cells_are_suppressed_and_its_files_held(disclosure_image, tmp_path):
+    output = run_attack(disclosure_image, tmp_path, "plain")
+    disclosure = release(output, DECLARED)
+    assert published(output)["quantities"][0]["counts"] == [[50], [None], [None]]
+    assert disclosure.held  # csv, npz, parquet and a state with a median: for the admin
+    assert disclosure.release is not None
+    assert sorted(u["name"] for u in disclosure.release.untyped) == sorted(DECLARED)
+    shown = json.dumps(disclosure.to_dict())
+    assert "654" not in shown and "ward_b_has_2" not in shown  # no value, no column name
+
+
+@pytest.mark.docker
+def test_a_containers_untyped_files_are_refused_on_request(disclosure_image, tmp_path):
+    output = run_attack(disclosure_image, tmp_path, "plain")
+    with pytest.raises(DisclosureRefused, match="untyped files"):
+        release(output, DECLARED, untyped="refuse")
