@@ -157,6 +157,22 @@ def test_a_train_cannot_bring_its_own_median_or_release_section(tmp_path):
         release(tmp_path, ["state.json"])
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested deeper"),  # never a RecursionError
+        ('{"format": 1, "quantities": [' + ",".join(["{}"] * 1001) + "]}", "more than 1000"),
+        ("x" * (17 * MB), "above the"),  # beyond the parse bound: refused unread
+    ],
+    ids=["deep", "many", "huge"],
+)
+def test_a_hostile_published_json_is_refused_within_bounds(tmp_path, body, message):
+    (tmp_path / PUBLISHED_FILE).write_text(body)
+    (tmp_path / "state.json").write_text("{}")
+    with pytest.raises(DisclosureRefused, match=message):
+        check_output(tmp_path, ["state.json"], 64 * MB, DisclosurePolicy(), release=True)
+
+
 # --- untyped files go to the policy: held (default) or refused --------------------------------
 
 
