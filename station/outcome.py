@@ -21,6 +21,7 @@ import requests.exceptions
 
 from station.config import StationConfig
 from station.disclosure import Disclosure, check_output
+from station.release import ReleaseRefused
 from station.runner import RunResult
 from station.verify import VerifiedHop
 from trains import state_codec
@@ -100,6 +101,8 @@ def control_and_pack(
 def output_refusal(exc: Exception, resources: Resources) -> PhtError:
     """The rule an output broke, in fixed words (the same error class, without details)."""
     where = "the hop's log at the station says which file (ask the station admin)"
+    if isinstance(exc, ReleaseRefused):  # the release point's typed rules (issue 12)
+        return DisclosureRefused(f"{exc.fixed}; {where}")
     if isinstance(exc, DisclosureRefused):
         return DisclosureRefused(
             "a count file of the output holds cells below the station's minimum; aggregate "

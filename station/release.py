@@ -34,6 +34,26 @@ from trains.published import PUBLISHED_FILE
 PARSE_TIMEOUT_S = 600.0
 
 
+class ReleaseRefused(DisclosureRefused):
+    """The release point refused the output; ``fixed`` is what central and the researcher
+    hear (fixed words: the detailed message quotes names the train chose, for the log)."""
+
+    def __init__(self, message: str, fixed: str) -> None:
+        super().__init__(message)
+        self.fixed = fixed
+
+
+INVALID = (
+    "published.json does not follow the typed output format (a count that is not a "
+    "non-negative integer, a number that is not finite, an unknown field or type); publish "
+    "through ctx.publish and resubmit"
+)
+UNTYPED = (
+    "the output holds untyped files and this station releases typed outputs only "
+    '(untyped = "refuse"); publish results with ctx.publish and resubmit'
+)
+
+
 @dataclass(frozen=True)
 class ReleaseSummary:
     """What the admin's summary and the audit log show of a release: never a value."""
@@ -73,7 +93,7 @@ def release_output(
     }
     answer = _child(request)
     if "refused" in answer:
-        raise DisclosureRefused(str(answer["refused"]))
+        raise ReleaseRefused(str(answer["refused"]), INVALID)
     raw = answer["release"]
     summary = ReleaseSummary(
         quantities=raw["quantities"],
@@ -83,9 +103,10 @@ def release_output(
     )
     if summary.untyped and policy.untyped == "refuse":
         names = ", ".join(u["name"] for u in summary.untyped)
-        raise DisclosureRefused(
+        raise ReleaseRefused(
             f"the output holds untyped files ({names}) and this station releases typed outputs "
-            "only; publish results with ctx.publish (docs/researcher.md) and resubmit"
+            "only; publish results with ctx.publish (docs/researcher.md) and resubmit",
+            UNTYPED,
         )
     _privacy(output_dir, policy)
     return summary

@@ -303,3 +303,17 @@ def test_a_containers_untyped_files_are_refused_on_request(disclosure_image, tmp
     output = run_attack(disclosure_image, tmp_path, "plain")
     with pytest.raises(DisclosureRefused, match="untyped files"):
         release(output, DECLARED, untyped="refuse")
+
+
+def test_central_hears_fixed_words_not_the_names_a_train_chose(tmp_path):
+    from station.outcome import output_refusal
+    from trains.manifest import Resources
+
+    quantity = {**table("ZZCHANNEL_2_patients", [50, 40]), "counts": [[50], [2.0]]}
+    write_published(tmp_path, quantity)
+    with pytest.raises(DisclosureRefused) as caught:
+        release(tmp_path, ["state.json"])
+    assert "ZZCHANNEL" in str(caught.value)  # for the hop's log at the station
+    told = output_refusal(caught.value, Resources())
+    assert isinstance(told, DisclosureRefused) and "ZZCHANNEL" not in str(told)
+    assert "typed output format" in str(told)
