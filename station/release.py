@@ -12,8 +12,9 @@ every hop gets (declared files, size) and before sealing:
 2. untyped files (anything but ``published.json`` and an empty ``state.json``) go to the
    station's policy: ``untyped = "hold"`` (default) keeps the output for the admin's manual
    release, ``"refuse"`` fails the hop;
-3. differential privacy, if the station's policy asks for it: see ``_privacy`` (the hook
-   the dp work plugs into).
+3. then (not here) differential privacy, if the station's policy asks for it: the dp work
+   (issue 12 item 6) calls ``privatize_at_release`` in ``station.outcome.control_and_pack``
+   right after ``check_output``, on the ``published.json`` rewritten here, before packing.
 
 The daemon sees names, types, shapes and counts of suppressions, never a value.
 """
@@ -108,17 +109,7 @@ def release_output(
             "only; publish results with ctx.publish (docs/researcher.md) and resubmit",
             UNTYPED,
         )
-    _privacy(output_dir, policy)
     return summary
-
-
-def _privacy(output_dir: Path, policy: DisclosurePolicy) -> None:
-    """Hook for differential privacy (issue 12 item 6, the dp work): when the station's
-    privacy policy asks for noisy release, read ``published.json`` (written by the child
-    above, so already valid), call ``apply_dp(quantities, policy, ledger, signer, datasets)``,
-    append its notes to ``release.suppressed`` and rewrite the file. TODO(lead): wire it when
-    merging the dp branch (its policy lives in ``[policy.privacy]``)."""
-    _ = output_dir, policy
 
 
 def _child(request: dict[str, Any]) -> dict[str, Any]:
