@@ -30,6 +30,7 @@ import statsmodels.api as sm
 from lifelines import KaplanMeierFitter
 from lifelines.datasets import load_lung
 from lifelines.statistics import multivariate_logrank_test
+from release_quality import release_markdown, release_rows  # run as: python3 benchmarks/quality.py
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import roc_auc_score
@@ -38,6 +39,8 @@ from train_builder.local_run import run_local, stops_from_frames
 from trains.runtime.core import load_train_module, read_train_toml
 
 ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED: dict[str, dict[str, Any]] = {}  # per train: its published.json after the rules
+FULL: dict[str, dict[str, Any]] = {}  # per train: what finalize returned
 REFERENCE = ROOT / "trains" / "reference"
 DOCS = ROOT / "docs"
 EXACT = 1e-6  # target: exact trains equal pooled to this relative difference
@@ -70,8 +73,12 @@ def run_route(
     dataset = read_train_toml(train_dir)["datasets"][0]
     with tempfile.TemporaryDirectory() as tmp:
         stops = stops_from_frames(frames, dataset, Path(tmp), prefix="station")
-        state = run_local(train_dir, stops, rounds, parallel=parallel).state
-    assert state is not None
+        result = run_local(train_dir, stops, rounds, parallel=parallel)
+    # the whole federated result (finalized) is compared to pooled here; what a station
+    # releases of it (published) is compared in release_quality.py
+    state = result.finalized or result.state
+    assert state is not None and result.published is not None
+    PUBLISHED[train_dir.name], FULL[train_dir.name] = result.published, state
     return state
 
 
@@ -685,8 +692,15 @@ def main() -> int:
             f"{r['train']:7} {r['quantity']:32} {fmt_diff(r):>14}  "
             f"{'yes' if r['ok'] else 'NO':4} {r['alone']}  {r['note']}"
         )
+    released = release_rows(PUBLISHED, FULL, km["fitted"])
+    print(f"\n{'train':7} {'quantities':>10} {'released':>9} {'suppressed':>10}  released vs exact")
+    for r in released:
+        print(
+            f"{r['train']:7} {r['quantities']:>10} {r['released']:>9} {r['suppressed']:>10}  "
+            f"{r['worst']:.1e}"
+        )
     DOCS.mkdir(exist_ok=True)
-    (DOCS / "quality.md").write_text(markdown(rows, seconds))
+    (DOCS / "quality.md").write_text(markdown(rows, seconds) + release_markdown(released))
     plot(km, cox, sgd, fed, DOCS / "quality.png")
     print(f"wrote {DOCS / 'quality.md'} and {DOCS / 'quality.png'} ({seconds:.0f} s)")
     # the exact trains must meet their target; sgd is reported (see docs/quality.md)

@@ -80,6 +80,8 @@ max_output_mb = 1024
 min_cell = 5                # counts 1..min_cell-1 in count files are small cells
 small_cells = "suppress"    # or "refuse": fail the hop instead of blanking them
 count_files = ["*.counts.csv", "*.counts.json"]
+k = 10                      # at the release point: fewer records behind a number: suppressed
+untyped = "hold"            # or "refuse": files other than published.json at the release point
 """
 
 

@@ -111,6 +111,16 @@ class DisclosurePolicy(BaseModel):
         default_factory=lambda: ["*.counts.csv", "*.counts.json"],
         description="glob patterns of output files whose numbers are counts",
     )
+    # typed outputs at the release point (station.release, station.disclosure_rules); the
+    # defaults are ACRO's (SACRO guidelines), see docs/station-admin.md
+    k: int = Field(10, ge=1, le=1_000_000, description="minimum records behind a number")
+    min_df: int = Field(10, ge=1, le=1_000_000, description="minimum residual df")
+    nk_k: float = Field(0.9, gt=0, le=1, description="(2, k) dominance share")
+    p_ratio: float = Field(0.1, ge=0, le=1, description="p-ratio rule")
+    zeros_disclosive: bool = False
+    untyped: Literal["hold", "refuse"] = Field(
+        "hold", description="files other than published.json at the release point"
+    )
 
 
 class Policy(BaseModel):

@@ -10,6 +10,9 @@ glob patterns; by default ``*.counts.csv`` and ``*.counts.json``, the convention
 follow). In a count file every integer cell is a count: in CSV every cell that is a whole
 number, in JSON every integer (not boolean) anywhere in the document.
 
+At the release point (the route's last hop) ``station.release`` adds the typed rules of
+issue 12: ``published.json`` checked per type, untyped files to the station's policy.
+
 The summary an admin sees before a manual release names files, sizes and shapes and how many
 cells were suppressed; it never shows a value.
 
@@ -31,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from station.config import DisclosurePolicy
+from station.release import ReleaseSummary, release_output
 from trains import state_codec
 from trains.errors import DisclosureRefused, StateInvalid, StateTooLarge
+from trains.published import PUBLISHED_FILE
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,12 @@ class FileSummary:
 @dataclass(frozen=True)
 class Disclosure:
     files: list[FileSummary]
+    release: ReleaseSummary | None = None  # at the release point only (station.release)
+
+    @property
+    def held(self) -> bool:
+        """Untyped files at the release point, kept for the admin's manual release."""
+        return self.release is not None and self.release.held
 
     @property
     def total_bytes(self) -> int:
@@ -57,19 +68,29 @@ class Disclosure:
         return sum(f.suppressed_cells for f in self.files)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"files": [asdict(f) for f in self.files]}
+        release = None if self.release is None else self.release.to_dict()
+        return {"files": [asdict(f) for f in self.files], "release": release}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Disclosure:
-        return cls([FileSummary(**f) for f in raw["files"]])
+        release = raw.get("release")
+        summary = None if release is None else ReleaseSummary.from_dict(release)
+        return cls([FileSummary(**f) for f in raw["files"]], summary)
 
 
 def check_output(
-    output_dir: Path, declared: list[str], max_bytes: int, policy: DisclosurePolicy
+    output_dir: Path,
+    declared: list[str],
+    max_bytes: int,
+    policy: DisclosurePolicy,
+    release: bool = False,
 ) -> Disclosure:
-    """Run checks 1-3 on ``output_dir`` in place; suppression rewrites count files."""
+    """Run checks 1-3 on ``output_dir`` in place; suppression rewrites count files. At the
+    release point (``release``) also the typed rules of ``station.release``, which may write
+    ``published.json`` (the runtime's file, never declared by a train)."""
     written = state_codec.list_state_files(output_dir)
-    undeclared = sorted(set(written) - set(declared))
+    allowed = {*declared, PUBLISHED_FILE} if release else set(declared)
+    undeclared = sorted(set(written) - allowed)
     if undeclared:
         raise StateInvalid(
             f"the train wrote undeclared files {undeclared}; declare them in train.toml outputs"
@@ -83,6 +104,8 @@ def check_output(
             f"the output is {total} bytes, above the cap of {max_bytes}; write less or ask "
             "for a larger max_output_mb"
         )
+    summary = release_output(output_dir, written, policy) if release else None
+    written = state_codec.list_state_files(output_dir)
     counted = {n: any(fnmatch.fnmatch(n, p) for p in policy.count_files) for n in written}
     parsed = _parse_in_child(output_dir, counted, policy)
     files = []
@@ -90,7 +113,7 @@ def check_output(
         shape, suppressed = parsed[name]
         size = (output_dir / name).stat().st_size
         files.append(FileSummary(name, size, shape, counted[name], suppressed))
-    return Disclosure(files)
+    return Disclosure(files, summary)
 
 
 PARSE_TIMEOUT_S = 600.0  # wall clock for one output's parse (its CPU limit is lower)

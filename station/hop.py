@@ -30,6 +30,7 @@ from station.approvals import StandingApprovals
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
+from station.disclosure import Disclosure
 from station.outcome import check_result, contained, control_and_pack, ends_route
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
@@ -145,7 +146,9 @@ def run(
     record.output_digest = output_digest  # taken while it was sealed
     queue.store_output(record, incoming, receipt_env)
     record.disclosure = disclosure
-    if config.policy.release == "manual":
+    # untyped files at the release point are held too (station.release, policy.disclosure)
+    held = record.disclosure is not None and Disclosure.from_dict(record.disclosure).held
+    if config.policy.release == "manual" or held:
         record.state = HopState.HELD
         audit.append("output_held", **ident, output_digest=record.output_digest)
     else:
@@ -239,7 +242,10 @@ def _run(
         converged = ends_route(result, manifest, hop.index)
         archive = work / "output.tar"
         watch.restart()
-        disclosure = control_and_pack(output_dir, archive, verified, max_bytes, config, hop_log)
+        release = hop.is_last or converged  # what leaves goes to the researcher
+        disclosure = control_and_pack(
+            output_dir, archive, verified, max_bytes, config, hop_log, release
+        )
         watch.lap("disclosure")
         audit.append(
             "disclosure_checked",

@@ -21,6 +21,7 @@ import requests.exceptions
 
 from station.config import StationConfig
 from station.disclosure import Disclosure, check_output
+from station.release import ReleaseRefused
 from station.runner import RunResult
 from station.verify import VerifiedHop
 from trains import state_codec
@@ -88,8 +89,10 @@ def control_and_pack(
     max_bytes: int,
     config: StationConfig,
     hop_log: Path,
+    release: bool,
 ) -> Disclosure:
-    """Disclosure control on the output, then pack it into ``archive``.
+    """Disclosure control on the output, then pack it into ``archive``; ``release``: this
+    hop is the release point (the last hop, or where a converged train ended the route).
 
     Their own errors quote what the train chose (an undeclared file's name, a size, how
     many cells were small): that goes to the hop's log, here. Central and the researcher
@@ -98,9 +101,9 @@ def control_and_pack(
     """
     outputs = verified.manifest.outputs
     try:
-        disclosure = check_output(output_dir, outputs, max_bytes, config.policy.disclosure)
-        with archive.open("wb") as target:
-            state_codec.pack_to(output_dir, outputs, max_bytes, target)
+        disclosure = check_output(output_dir, outputs, max_bytes, config.policy.disclosure, release)
+        with archive.open("wb") as target:  # the checked files (+ published.json at release)
+            state_codec.pack_to(output_dir, [f.name for f in disclosure.files], max_bytes, target)
     except Exception as exc:
         with hop_log.open("a") as handle:
             handle.write(f"\npht station: the output was refused: {type(exc).__name__}: {exc}\n")
@@ -111,6 +114,8 @@ def control_and_pack(
 def output_refusal(exc: Exception, resources: Resources) -> PhtError:
     """The rule an output broke, in fixed words (the same error class, without details)."""
     where = "the hop's log at the station says which file (ask the station admin)"
+    if isinstance(exc, ReleaseRefused):  # the release point's typed rules (issue 12)
+        return DisclosureRefused(f"{exc.fixed}; {where}")
     if isinstance(exc, DisclosureRefused):
         return DisclosureRefused(
             "a count file of the output holds cells below the station's minimum; aggregate "

@@ -58,6 +58,18 @@ def describe_disclosure(record: HopRecord) -> str:
         kind = "count file" if f.count_file else "file"
         name, shape = printable(f.name), printable(f.shape)
         lines.append(f"    {name:<28} {f.bytes:>10} bytes  {shape}  ({kind})")
+    release = disclosure.release
+    if release is not None:  # the release point: typed quantities, types and shapes only
+        held = "; HELD: untyped files wait for a manual release" if release.held else ""
+        lines.append(
+            f"  release    {len(release.quantities)} typed quantities, {release.suppressed} "
+            f"parts suppressed by the rules, {len(release.untyped)} untyped files{held}"
+        )
+        for q in release.quantities:
+            name, kind, shape = (printable(q[k]) for k in ("name", "type", "shape"))
+            lines.append(f"    {name:<28} {kind:<18} {shape}")
+        for u in release.untyped:
+            lines.append(f"    {printable(u['name']):<28} {'untyped':<18} {printable(u['shape'])}")
     return "\n".join(lines)
 
 

@@ -128,8 +128,8 @@ def logreg(tmp_path: Path, stop_early: bool) -> tuple[dict, int]:
     frames = [pd.read_csv(p) for p in sorted((folder / "sample").glob("*.csv"))]
     stops = stops_from_frames(frames, "cohort", tmp_path / f"data-{stop_early}")
     result = run_local(folder, stops, rounds=10)
-    assert result.state is not None
-    return result.state, len(result.hops)
+    assert result.finalized is not None  # what finalize returned, before only the
+    return result.finalized, len(result.hops)  # published quantities leave
 
 
 def test_logreg_stops_when_converged_with_the_same_result(tmp_path):

@@ -121,7 +121,7 @@ def attempt(hop) -> Exception:
     verified, config, output, archive, log = hop
     log.write_text("container log\n")
     with pytest.raises((StateInvalid, DisclosureRefused)) as caught:
-        control_and_pack(output, archive, verified, 1 << 20, config, log)
+        control_and_pack(output, archive, verified, 1 << 20, config, log, verified.hop.is_last)
     message = str(caught.value)
     assert SECRET not in message and "61" not in message, message
     return caught.value
@@ -161,7 +161,7 @@ def test_a_huge_csv_field_is_invalid_without_its_content(hop):
     field = SECRET * (CSV_FIELD_BYTES // len(SECRET) + 2)
     (output / "table.counts.csv").write_text("n\n" + field + "\n")
     with pytest.raises((StateInvalid, DisclosureRefused)) as caught:
-        control_and_pack(output, archive, verified, 4 << 20, config, log)
+        control_and_pack(output, archive, verified, 4 << 20, config, log, verified.hop.is_last)
     assert type(caught.value) is StateInvalid
     assert SECRET not in str(caught.value) and "61" not in str(caught.value)
 
@@ -170,13 +170,18 @@ def test_an_output_over_the_cap_does_not_say_its_size(hop):
     verified, config, output, archive, log = hop
     (output / "state.json").write_bytes(b" " * 1_234_567)
     with pytest.raises(StateTooLarge) as caught:
-        control_and_pack(output, archive, verified, 1 << 20, config, log)
+        control_and_pack(output, archive, verified, 1 << 20, config, log, verified.hop.is_last)
     assert "1234567" not in str(caught.value) and "max_output_mb of 1 MB" in str(caught.value)
 
 
 def test_a_clean_output_is_packed(hop):
     verified, config, output, archive, log = hop
-    disclosure = control_and_pack(output, archive, verified, 1 << 20, config, log)
-    assert [f.name for f in disclosure.files] == ["state.json", "table.counts.csv"]
+    disclosure = control_and_pack(
+        output, archive, verified, 1 << 20, config, log, verified.hop.is_last
+    )
+    # a one-hop route: this is the release point, which adds its report (published.json)
+    names = ["published.json", "state.json", "table.counts.csv"]
+    assert [f.name for f in disclosure.files] == names
+    assert disclosure.held  # the untyped files wait for the admin (policy.disclosure.untyped)
     assert archive.stat().st_size > 0
     assert Path(log).exists() is False  # nothing to say

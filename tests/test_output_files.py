@@ -63,7 +63,8 @@ def test_every_declared_file_written_at_every_hop_reaches_you_from_the_last(trai
     rc, err = local_test(train, capsys, EVERY_HOP)
     assert rc == 0, err
     out = train.parent / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["state.json", "summary.csv"]
+    # with the release report the stations' rules add at the last hop (published.json)
+    assert sorted(p.name for p in out.iterdir()) == ["published.json", "state.json", "summary.csv"]
     assert (out / "summary.csv").read_text().splitlines()[1].startswith("hospital-b,")
 
 
@@ -95,6 +96,8 @@ def test_a_station_refuses_an_intermediate_hop_missing_a_declared_file(tmp_path)
     log = tmp_path / "hop.log"
     log.write_text("")
     with pytest.raises(StateInvalid, match="does not match the train's declared outputs"):
-        control_and_pack(output, tmp_path / "out.tar", verified, 1 << 20, config, log)
+        control_and_pack(
+            output, tmp_path / "out.tar", verified, 1 << 20, config, log, verified.hop.is_last
+        )
     assert "did not write its declared outputs ['summary.csv']" in log.read_text()
     assert not (tmp_path / "out.tar").exists()  # nothing packed, so nothing sealed

@@ -50,8 +50,9 @@ def run_parallel(
     dataset = read_train_toml(train_dir)["datasets"][0]
     stops = stops_from_frames(frames, dataset, tmp_path / "data")
     result = run_local(train_dir, stops, rounds, parallel=True, keep_hops=tmp_path / "hops")
-    assert result.state is not None
-    return result.state
+    state = result.finalized or result.state  # the whole result; only published.json leaves
+    assert state is not None
+    return state
 
 
 def hop_dir(run: Path, r: int, stop: int, stops: int = 3) -> Path:

@@ -49,7 +49,9 @@ def run_route(
     as a sequential route does: ``pht-train test``'s in-process route."""
     dataset = read_train_toml(train_dir)["datasets"][0]
     stops = stops_from_frames(frames, dataset, tmp_path / "data")
-    state = run_local(train_dir, stops, rounds).state
+    result = run_local(train_dir, stops, rounds)
+    # the train's whole result; only its published quantities would leave a station
+    state = result.finalized or result.state
     assert state is not None
     return state
 

@@ -89,6 +89,30 @@ def test_summary_shows_shapes_never_values(tmp_path):
     }
 
 
+def test_release_summary_shows_types_and_shapes_never_values_or_labels(tmp_path):
+    """At the release point (issue 12): the admin's summary of typed quantities and
+    untyped files, as ``pht-station show`` prints it."""
+    from station.queue import HopRecord
+    from station.show import describe_disclosure
+
+    table = {
+        "type": "frequency_table",
+        "name": "ward",
+        "rows": ["ZZROWLABEL", "other"],
+        "columns": ["n"],
+        "counts": [[654321], [40]],
+    }
+    (tmp_path / "published.json").write_text(json.dumps({"format": 1, "quantities": [table]}))
+    (tmp_path / "state.json").write_text('{"ZZSECRET": 123456.789}')
+    result = check_output(tmp_path, ["state.json"], MB, DisclosurePolicy(), release=True)
+    record = HopRecord.model_construct(disclosure=result.to_dict(), output_digest="sha256:x")
+    text = describe_disclosure(record)
+    for value in ("ZZROWLABEL", "654321", "ZZSECRET", "123456"):
+        assert value not in text
+    assert "ward" in text and "frequency_table" in text and "2 x 1 cells" in text
+    assert "state.json" in text and "untyped" in text and "HELD" in text
+
+
 # -- reproductions 3 and 6 of issue 10: untrusted output bytes must end the hop with a
 #    PhtError (never another exception) and never grow the daemon's memory --
 

@@ -20,7 +20,9 @@ def run(train_dir: Path, tmp_path: Path, rounds: int) -> object:
     dataset = read_train_toml(train_dir)["datasets"][0]
     frames = [pd.read_csv(p) for p in sorted((train_dir / "sample").glob("*.csv"))]
     stops = stops_from_frames(frames, dataset, tmp_path / dataset)
-    return run_local(train_dir, stops, rounds).state
+    result = run_local(train_dir, stops, rounds)
+    assert result.finalized and result.published  # what finalize returned, and released
+    return result.finalized, result.published
 
 
 @pytest.mark.parametrize("template", SEQUENTIAL)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from train_builder.profile import Profile, resolve_profile, write_profile_value
+from train_builder.release_view import read_published, show_release
 from train_builder.researcher import Researcher
 from trains.errors import ConfigError, PhtError
 from trains.keys import Identity, load_public
@@ -165,6 +166,7 @@ def test(args: argparse.Namespace) -> int:
     )
     print("final state:")
     show_state(result.state, result.files)
+    show_release(result.published)  # what the stations' default rules would suppress
     if args.out:
         print(f"kept the final state in {args.out}: {', '.join(result.files)}")
     return 0
@@ -341,4 +343,5 @@ def result(args: argparse.Namespace) -> int:
     print(f"opened the final state into {printable(str(fetched.out_dir))}: {files}")
     if not args.quiet:
         show_state(fetched.state, fetched.files)
+    show_release(read_published(fetched.out_dir))  # every suppression and its rule
     return 0

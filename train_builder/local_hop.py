@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from trains.errors import TrainFailed
-from trains.runtime.core import Context, TrainCodeError, run_train
+from trains.runtime.core import Context, Ran, TrainCodeError, run_train
 from trains.runtime.refusal import CONVERGED_EXIT
 from trains.train_spec import CODE_FILE, TrainSpec, load_train_spec
 
@@ -41,10 +41,11 @@ class InProcessHop:
 
     def run(
         self, ctx: Context, input_dir: Path, data_dir: Path, output_dir: Path, spec: TrainSpec
-    ) -> bool:
-        """Run the hop; True when the train converged and ends the route here."""
+    ) -> Ran:
+        """Run the hop: the state the train returned (at the release hop, more than leaves
+        when it publishes typed quantities), and whether it ended the route here."""
         try:
-            return run_train(self.folder, input_dir, data_dir, output_dir, ctx).converged
+            return run_train(self.folder, input_dir, data_dir, output_dir, ctx)
         except TrainCodeError as exc:
             raise TrainFailed(f"{_where(ctx)}: {exc}") from None
         except Exception as exc:  # the train's own code raised: show its traceback
@@ -75,8 +76,9 @@ class DockerHop:
 
     def run(
         self, ctx: Context, input_dir: Path, data_dir: Path, output_dir: Path, spec: TrainSpec
-    ) -> bool:
-        """Run the hop; True when the train converged and ends the route here."""
+    ) -> Ran:
+        """Run the hop in a container: no state comes back but the files it wrote, and
+        whether it ended the route here (exit 80)."""
         _open_for_container(input_dir.parent, output_dir)
         result = self.runner.run(
             self.tag,
@@ -106,7 +108,7 @@ class DockerHop:
                 f"{_where(ctx)}: the container exited with code {result.exit_code}:\n"
                 f"{train_traceback(result.log)}"
             )
-        return result.converged
+        return Ran(None, result.converged)
 
 
 def _open_for_container(work: Path, output_dir: Path) -> None:

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from station.config import DisclosurePolicy
 from train_builder.local_hop import DockerHop, InProcessHop
 from trains import state_codec
-from trains.errors import ConfigError, StateInvalid
+from trains.errors import ConfigError, DisclosureRefused, StateInvalid
+from trains.published import PUBLISHED_FILE
 from trains.runtime.core import STATE_FILE, Context
 from trains.train_spec import TrainSpec, load_train_spec
 
@@ -59,6 +61,11 @@ class LocalResult:
     hops: list[LocalHop] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     state: dict[str, Any] | None = None
+    # published.json after the stations' default rules: quantities and the release report
+    published: dict[str, Any] | None = None
+    # in-process only: what the train returned at the last hop, before only its published
+    # quantities leave (pht-train test shows both; a station releases only the latter)
+    finalized: dict[str, Any] | None = None
 
 
 def parse_data(values: list[str], spec: TrainSpec) -> list[LocalStop]:
@@ -137,6 +144,7 @@ def run_local(
     on_hop: HopCallback | None = None,
     parallel: bool = False,
     keep_hops: Path | None = None,
+    disclosure: DisclosurePolicy | None = None,
 ) -> LocalResult:
     """Run every hop of the route; return the final state (kept in ``out_dir``). With
     ``keep_hops``, every hop's output is also kept, unpacked, in ``keep_hops/<hop>/``."""
@@ -145,6 +153,7 @@ def run_local(
         raise ConfigError("--rounds must be at least 1")
     hop_runner = DockerHop(folder, base, wheelhouse) if in_docker else InProcessHop(folder)
     route = _Route(hop_runner, spec, stops, rounds, on_hop, keep_hops)
+    route.disclosure = disclosure or DisclosurePolicy()
     with tempfile.TemporaryDirectory(prefix="pht-test-") as tmp:
         route.tmp = Path(tmp)
         try:
@@ -157,6 +166,8 @@ def run_local(
         result.files = state_codec.unpack(archive, final, route.max_bytes)
         if (final / STATE_FILE).is_file():
             result.state = json.loads((final / STATE_FILE).read_text())
+        if (final / PUBLISHED_FILE).is_file():
+            result.published = json.loads((final / PUBLISHED_FILE).read_text())
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             for name in result.files:
@@ -182,6 +193,7 @@ class _Route:
         self.max_bytes = spec.resources.max_output_mb * 1024 * 1024
         self.result = LocalResult()
         self.tmp = Path(".")
+        self.disclosure = DisclosurePolicy()
 
     def sequential(self) -> bytes:
         n, total = len(self.stops), len(self.stops) * self.rounds
@@ -250,9 +262,15 @@ class _Route:
             (data_dir / name).mkdir()
             shutil.copyfile(file, data_dir / name / f"data{file.suffix}")
         started = time.monotonic()
-        converged = self.runner.run(ctx, input_dir, data_dir, output_dir, self.spec)
+        ran = self.runner.run(ctx, input_dir, data_dir, output_dir, self.spec)
+        converged = ran.converged
+        released = ctx.is_last or converged  # the last hop, or where the route ended early
+        if released and ran.state is not None:
+            self.result.finalized = ran.state
         seconds = time.monotonic() - started
-        files = _declared_outputs(output_dir, self.spec, ctx)
+        files = _declared_outputs(output_dir, self.spec, ctx, released)
+        if released:  # the release point: the same typed rules a station applies
+            files = release_locally(output_dir, files, self.disclosure)
         archive = state_codec.pack(output_dir, files, self.max_bytes)
         if self.keep_hops is not None:
             state_codec.unpack(archive, self.keep_hops / str(ctx.hop), self.max_bytes)
@@ -264,11 +282,15 @@ class _Route:
         return archive
 
 
-def _declared_outputs(output_dir: Path, spec: TrainSpec, ctx: Context) -> list[str]:
-    """What a station lets leave: exactly the declared files (the same check it makes)."""
+def _declared_outputs(
+    output_dir: Path, spec: TrainSpec, ctx: Context, release: bool
+) -> list[str]:
+    """What a station lets leave: exactly the declared files (the same check it makes),
+    and ``published.json`` at the release point."""
     where = f"hop {ctx.hop} ({ctx.station}, round {ctx.round})"
     written = state_codec.list_state_files(output_dir)
-    undeclared = sorted(set(written) - set(spec.outputs))
+    allowed = {*spec.outputs, PUBLISHED_FILE} if release else set(spec.outputs)
+    undeclared = sorted(set(written) - allowed)
     if undeclared:
         raise StateInvalid(
             f"at {where} the train wrote undeclared files {undeclared}; a station would refuse "
@@ -281,3 +303,21 @@ def _declared_outputs(output_dir: Path, spec: TrainSpec, ctx: Context) -> list[s
             "state from local() or write the files to ctx.output_dir"
         )
     return written
+
+
+def release_locally(output_dir: Path, files: list[str], policy: DisclosurePolicy) -> list[str]:
+    """The stations' release rules (default: their default ``[policy.disclosure]``),
+    in-process on the researcher's own sample data: ``published.json`` gets the same
+    ``release`` report a station writes, so ``pht-train test`` shows what would be suppressed
+    and which files a station would hold as untyped."""
+    from station.disclosure_rules import Rules
+    from station.output_parse import _shape
+    from station.release_check import check_release
+
+    rules = Rules(policy.k, policy.min_df, policy.nk_k, policy.p_ratio, policy.zeros_disclosive)
+    answer = check_release(
+        output_dir, files, rules, True, lambda p: json.loads(p.read_text()), _shape
+    )
+    if "refused" in answer:
+        raise DisclosureRefused(f"a station would refuse this result: {answer['refused']}")
+    return state_codec.list_state_files(output_dir)

@@ -13,7 +13,10 @@ A train is a ``train.py`` with plain functions:
   the very last hop, e.g. to turn sufficient statistics into the published result.
 
 The returned dict is written as ``state.json``; numpy values become plain JSON numbers and
-NaN becomes null. A train may also write declared files to ``ctx.output_dir`` itself.
+NaN becomes null. At the release hop a train that published typed quantities
+(``ctx.publish``, see ``trains.runtime.publish``) releases only those, as
+``published.json``: its returned state is then written as ``{}``. A train may also write
+declared files to ``ctx.output_dir`` itself.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from trains.runtime.publish import PUBLISHED_FILE, Publisher
 from trains.runtime.refusal import Refusal
 
 STATE_FILE = "state.json"
@@ -57,6 +61,8 @@ class Context:
     stops: int = 1  # stops per round
     rounds: int = 1
     may_end: bool = False  # this hop ends its round (not the last): converged() may end the route
+    # typed outputs (trains.runtime.publish): written as published.json at the release hop
+    publish: Publisher = field(default_factory=Publisher)
 
     @property
     def is_round_end(self) -> bool:
@@ -177,15 +183,24 @@ def run_train(
     else:
         state = module.local(data, load_state(input_dir), ctx)
     converged = _ends_route(module, state, ctx)
+    if converged:  # the route ends here: this hop is the release point, as the last is
+        ctx = dataclasses.replace(ctx, is_last=True)
     finalize = getattr(module, "finalize", None)
-    if (ctx.is_last or converged) and callable(finalize):
+    if ctx.is_last and callable(finalize):
         state = finalize(state, ctx)
     if state is None:
         return Ran(None, converged)
     if not isinstance(state, dict):
         raise TrainCodeError(f"local() returned a {type(state).__name__}; return a dict")
     plain = to_json_value(state)
-    text = json.dumps(plain, sort_keys=True, allow_nan=False)
+    written = plain
+    if ctx.is_last and ctx.publish.quantities:
+        # at the release hop only the typed quantities leave; the state stays here (and is
+        # returned to an in-process caller such as pht-train test)
+        text = json.dumps(ctx.publish.document(), sort_keys=True, allow_nan=False)
+        (output_dir / PUBLISHED_FILE).write_text(text)
+        written = {}
+    text = json.dumps(written, sort_keys=True, allow_nan=False)
     (output_dir / STATE_FILE).write_text(text)
     return Ran(plain, converged)
 

@@ -235,6 +235,7 @@ def aggregate(partials: list[dict[str, Any] | None], ctx: Context) -> dict[str, 
         "scaler": _agree(states, "scaler"),
         "history": [*_agree(states, "history"), scores(evaluation, ctx.round)],
         "n_train": int(n.sum()),
+        "site_min_n": int(n.min()),  # the release point withholds a model of a tiny site
     }
     if ctx.round == ctx.rounds - 1:
         return out | {"weights": _agree(states, "weights"), "evaluation": evaluation}
@@ -249,6 +250,13 @@ def finalize(
     final = scores(state["evaluation"], state["round"])
     weights = np.asarray(state["weights"], dtype=np.float64)
     scaler = state["scaler"]
+    publish = ctx.publish  # what leaves a station, typed
+    site_min_n, n_train, n_test = state["site_min_n"], state["n_train"], final["n_test"]
+    publish.model_parameters("model/weights", weights, n_train, site_min_n)
+    standardise = np.concatenate([np.ravel(scaler["mean"]), scale_of(scaler)])
+    publish.model_parameters("model/standardisation", standardise, n_train, site_min_n)
+    for name, kind in (("accuracy", "proportion"), ("auc", "other"), ("log_loss", "mean")):
+        publish.statistic(name, kind, final[name], n_test)
     return {
         "method": method,
         "settings": settings,

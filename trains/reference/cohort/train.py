@@ -222,4 +222,29 @@ def publish(state: dict, min_cell: int = 5) -> dict:
 
 
 def finalize(state, ctx):
+    publish_typed(state, ctx)
     return publish(state, int(ctx.params.get("min_cell", 5)))
+
+
+def publish_typed(state, ctx):
+    """What leaves a station: the raw counts and statistics, typed, for the releasing
+    station's rules (threshold, secondary suppression) to suppress. Min and max are one
+    patient's value each: they are not published."""
+    out = ctx.publish
+    out.frequency_table("rows", ["all"], [state["rows"]])
+    for col, s in sorted(state["numeric"].items()):
+        out.statistic(f"{col}/mean", "mean", s["mean"], s["n"])
+        if s["n"] > 1:
+            out.statistic(f"{col}/sd", "sd", (s["m2"] / (s["n"] - 1)) ** 0.5, s["n"])
+    for col, counts in sorted(state["categorical"].items()):
+        keys = sorted(counts)
+        out.frequency_table(col, keys, [counts[k] for k in keys])
+    for col, h in sorted(state.get("histograms", {}).items()):
+        edges = h["edges"]
+        labels = ["below", *(f"[{a}, {b})" for a, b in itertools.pairwise(edges)), "above"]
+        out.frequency_table(f"histogram/{col}", labels, [h["below"], *h["counts"], h["above"]])
+    for name, table in sorted(state.get("crosstabs", {}).items()):
+        rows = sorted(table)
+        columns = sorted({y for row in table.values() for y in row})
+        grid = [[table[x].get(y, 0) for y in columns] for x in rows]
+        out.frequency_table(f"crosstab/{name}", rows, grid, columns=columns)

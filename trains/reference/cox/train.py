@@ -131,6 +131,18 @@ def finalize(state, ctx):
         row.update(
             hazard_ratio=np.exp(row["estimate"]), hr_ci_low=np.exp(low), hr_ci_high=np.exp(high)
         )
+    # what leaves a station, typed; a Cox model's information is in its events, so the
+    # residual df are events - terms. No median or quantile: this train has no baseline curve
+    terms, n_events = list(coefficients), int(np.sum(state["deaths"]))
+    ctx.publish.regression(
+        "cox",
+        terms,
+        [coefficients[t]["estimate"] for t in terms],
+        [coefficients[t]["se"] for t in terms],
+        state["n"],
+        max(n_events - len(terms), 0),
+    )
+    ctx.publish.frequency_table("cox/size", ["all"], [[state["n"], n_events]], ["n", "n_events"])
     return {
         "method": "cox",
         "ties": "breslow",

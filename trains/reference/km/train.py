@@ -69,7 +69,8 @@ def curve(c, conf_level, min_at_risk):
     # before the first event log(S) = 0 and the band is the point itself, as in lifelines
     low, high = np.where(log_s == 0, 1.0, low), np.where(log_s == 0, 1.0, high)
     keep = at_risk >= min_at_risk
-    below_half = np.nonzero(survival <= 0.5)[0]
+    # the median from the published (cut) curve only, never from steps it leaves out
+    below_half = np.nonzero((survival <= 0.5) & keep)[0]
     return {
         "time": np.asarray(c["time"])[keep],
         "at_risk": at_risk[keep].astype(int),
@@ -127,4 +128,22 @@ def finalize(state, ctx):
     }
     if len(state["groups"]) > 1:
         result["logrank"] = logrank(state["groups"])
+    publish(state["groups"], result, ctx)
     return result
+
+
+def publish(groups, result, ctx):
+    """The released result, typed: each group's curve as counts (the releasing station cuts
+    it where fewer than k are at risk and computes its median and quartiles from what it
+    releases), the group sizes as a frequency table, the log-rank test over all records."""
+    labels = sorted(groups)
+    for g in labels:
+        c = groups[g]
+        removed = np.asarray(c["removed"], float)
+        at_risk = removed.sum() - np.concatenate([[0.0], np.cumsum(removed)[:-1]])
+        ctx.publish.survival_curve(f"km/{g}", c["time"], at_risk, c["events"])
+    sizes = [[result["curves"][g]["n"], result["curves"][g]["n_events"]] for g in labels]
+    ctx.publish.frequency_table("km/sizes", labels, sizes, columns=["n", "n_events"])
+    if "logrank" in result:
+        n = sum(result["curves"][g]["n"] for g in labels)
+        ctx.publish.statistic("km/logrank_chi2", "other", result["logrank"]["chi2"], n)

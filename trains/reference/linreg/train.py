@@ -87,4 +87,23 @@ def finalize(state, ctx):
     result = fit(state, float(ctx.params.get("conf_level", 0.95)))
     result["method"] = "linreg"
     result["stations"] = state["stations"]
+    publish(result, ctx)
     return result
+
+
+def publish(result, ctx):
+    """What leaves a station, typed: the coefficients with their residual df."""
+    terms = list(result["coefficients"])
+    rows = [result["coefficients"][t] for t in terms]
+    n = result["n"]
+    ctx.publish.regression(
+        "linreg",
+        terms,
+        [r["estimate"] for r in rows],
+        [r["se"] for r in rows],
+        n,
+        result["df_resid"],
+    )
+    ctx.publish.statistic("linreg/sigma", "sd", result["sigma"], n)
+    if result["r_squared"] is not None:
+        ctx.publish.statistic("linreg/r_squared", "other", result["r_squared"], n)

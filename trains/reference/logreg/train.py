@@ -69,6 +69,15 @@ def finalize(state, ctx):
     coefficients = wald_table(state["columns"], state["beta"], state["information"], conf_level)
     for row in coefficients.values():
         row["odds_ratio"] = np.exp(row["estimate"])
+    terms = list(coefficients)
+    ctx.publish.regression(  # what leaves a station, typed (residual df = n - terms)
+        "logreg",
+        terms,
+        [coefficients[t]["estimate"] for t in terms],
+        [coefficients[t]["se"] for t in terms],
+        state["n"],
+        max(int(state["n"]) - len(terms), 0),
+    )
     return {
         "method": "logreg",
         "n": state["n"],

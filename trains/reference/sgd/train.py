@@ -114,8 +114,9 @@ def local(data, state, ctx):
         )
     x, y = design(the_dataset(data), p["covariates"], p["outcome"])
     require_min_rows(len(y), ctx)
-    test = held_out(len(y), float(p.get("test_fraction", 0.25)), int(p.get("seed", 0)))
     state = state or {"columns": list(p["covariates"]), "scaler": {}}
+    state["site_min_n"] = min(int(state.get("site_min_n", len(y))), len(y))  # for release
+    test = held_out(len(y), float(p.get("test_fraction", 0.25)), int(p.get("seed", 0)))
     if ctx.round == 0:
         _merge_moments(state["scaler"], x[~test])
     elif ctx.round < ctx.rounds - 1:
@@ -138,6 +139,7 @@ def binned_auc(positive, negative):
 def finalize(state, ctx):
     ev = state["evaluation"]
     scaler = state["scaler"]
+    publish_model(ctx, state, ev, scaler["n"])
     return {
         "method": "sgd",
         "passes": state["passes"],
@@ -154,3 +156,18 @@ def finalize(state, ctx):
             "scale": np.sqrt(np.asarray(scaler["m2"]) / (scaler["n"] - 1)),
         },
     }
+
+
+def publish_model(ctx, state, ev, n_train):
+    """What leaves a station, typed: the weights and the standardisation as model
+    parameters (withheld if a site had fewer than k rows), the held-out scores."""
+    site_min_n = int(state.get("site_min_n", 0))
+    weights = [*np.asarray(state["intercept"]).ravel(), *np.asarray(state["coef"]).ravel()]
+    ctx.publish.model_parameters("model/weights", weights, n_train, site_min_n)
+    scaler = state["scaler"]
+    scale = np.sqrt(np.asarray(scaler["m2"]) / (scaler["n"] - 1))
+    standardise = [*np.asarray(scaler["mean"]).ravel(), *scale.ravel()]
+    ctx.publish.model_parameters("model/standardisation", standardise, n_train, site_min_n)
+    ctx.publish.statistic("accuracy", "proportion", ev["correct"] / ev["n"], ev["n"])
+    ctx.publish.statistic("auc", "other", binned_auc(ev["positive"], ev["negative"]), ev["n"])
+    ctx.publish.statistic("log_loss", "mean", ev["log_loss"] / ev["n"], ev["n"])
