@@ -279,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--yes", action="store_true", help="do not ask")
     au = command("audit", audit_verify, "check the audit log's hash chain")
     au.add_argument("action", choices=["verify"])
+    from station.budget_cli import add_parser as add_budget
+
+    add_budget(sub)
     return parser
 
 

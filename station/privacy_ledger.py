@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -147,7 +148,9 @@ class BudgetLedger:
 
     def _write(self, accounts: dict[str, dict[str, dict[str, Any]]]) -> None:
         data = json.dumps({"format": FORMAT, "accounts": accounts}, indent=2, sort_keys=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        # a name of its own per writer: the lock makes this one writer, but a tmp file
+        # name that cannot collide keeps a broken lock from corrupting the ledger too
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(data + "\n")
