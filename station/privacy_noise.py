@@ -15,11 +15,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import opendp.prelude as dp
+# not opendp.prelude: it imports OpenDP's scikit-learn extras (seconds of start-up)
+from opendp.domains import atom_domain, vector_domain
+from opendp.measurements import make_gaussian, make_laplace
+from opendp.metrics import l1_distance, l2_distance
+from opendp.mod import enable_features
 
 # the mechanisms used here are marked "contrib" by OpenDP (docs/station-admin.md says what
 # that means); enabling it is a process-wide switch of the library, nothing else
-dp.enable_features("contrib")
+enable_features("contrib")
 
 Mechanism = Literal["laplace", "gaussian"]
 # the scale is widened by this factor so that OpenDP's map, which rounds up, stays within
@@ -55,8 +59,8 @@ def noisy_counts(values: list[int], share: Share) -> list[int]:
     cell (L1 = L2 sensitivity 1: a frequency table's cells, a curve's events)."""
     if not values:
         return []
-    metric = dp.l1_distance(T="i64") if share.mechanism == "laplace" else dp.l2_distance(T="i64")
-    space = dp.vector_domain(dp.atom_domain(T="i64")), metric
+    metric = l1_distance(T="i64") if share.mechanism == "laplace" else l2_distance(T="i64")
+    space = vector_domain(atom_domain(T="i64")), metric
     measurement = _calibrated(space, 1, 1.0, share)
     return [int(v) for v in measurement([int(v) for v in values])]
 
@@ -66,8 +70,8 @@ def noisy_sums(values: list[float], sensitivity: float, share: Share) -> list[fl
     one record can make to the whole vector."""
     if not values:
         return []
-    metric = dp.l1_distance(T="f64") if share.mechanism == "laplace" else dp.l2_distance(T="f64")
-    space = dp.vector_domain(dp.atom_domain(T="f64", nan=False)), metric
+    metric = l1_distance(T="f64") if share.mechanism == "laplace" else l2_distance(T="f64")
+    space = vector_domain(atom_domain(T="f64", nan=False)), metric
     measurement = _calibrated(space, sensitivity, sensitivity, share)
     return [float(v) for v in measurement([float(v) for v in values])]
 
@@ -81,7 +85,7 @@ def scale_for(share: Share, l_sensitivity: float) -> float:
 
 def _calibrated(space: Any, d_in: float, l_sensitivity: float, share: Share) -> Any:
     """The measurement at the scale for ``share``, its privacy map checked by OpenDP."""
-    make = dp.m.make_laplace if share.mechanism == "laplace" else dp.m.make_gaussian
+    make = make_laplace if share.mechanism == "laplace" else make_gaussian
     measurement: Any = make(space[0], space[1], scale=scale_for(share, l_sensitivity))
     spent = float(measurement.map(d_in))
     if spent > share.amount:
