@@ -21,10 +21,13 @@ import requests.exceptions
 
 from station.config import StationConfig
 from station.disclosure import Disclosure, check_output
+from station.privacy import NotCovered
+from station.privacy_release import privatize_at_release
 from station.runner import RunResult
 from station.verify import VerifiedHop
 from trains import state_codec
 from trains.errors import (
+    BudgetExceeded,
     DisclosureRefused,
     PhtError,
     StateInvalid,
@@ -86,8 +89,13 @@ def control_and_pack(
     outputs = verified.manifest.outputs
     try:
         disclosure = check_output(output_dir, outputs, max_bytes, config.policy.disclosure)
+        # DP WIRING (dp branch, issue 12 item 6): a stand-in until merged with disclosure's
+        # station.release, whose _privacy hook calls privatize_published instead
+        privatize_at_release(output_dir, verified, config)
         with archive.open("wb") as target:
             state_codec.pack_to(output_dir, outputs, max_bytes, target)
+    except (BudgetExceeded, NotCovered):
+        raise  # the station's own numbers and the types' fixed names: nothing the train chose
     except Exception as exc:
         with hop_log.open("a") as handle:
             handle.write(f"\npht station: the output was refused: {type(exc).__name__}: {exc}\n")

@@ -30,7 +30,7 @@ non-negative integers, a curve's events never exceed the number leaving.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 from station.config import Policy, PrivacyPolicy
 from station.privacy_ledger import BudgetLedger
@@ -48,21 +48,26 @@ from trains.published import (
 BOUNDED_KINDS = ("sum", "mean", "proportion")
 
 
+class NotCovered(DisclosureRefused):
+    """The station requires DP and the release holds a quantity DP does not cover."""
+
+
 @dataclass(frozen=True)
 class NoiseNote:
-    """What DP did to one quantity, for the researcher's release report."""
+    """What DP did to one quantity, for the researcher's release report (the same keys as
+    the disclosure rules' notes in ``published.json``'s ``release.suppressed``)."""
 
     quantity: str
+    what: str
     action: Literal["noised", "not covered"]
     rule: str
-    detail: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str]:
         return {
             "quantity": self.quantity,
-            "action": self.action,
+            "what": self.what,
             "rule": self.rule,
-            "detail": self.detail,
+            "action": self.action,
         }
 
 
@@ -85,14 +90,14 @@ def apply_dp(
     privacy = policy.privacy if isinstance(policy, Policy) else policy
     if privacy.mode == "off":
         return quantities, []
-    uncovered = [q for q in quantities if components(q) is None]
+    uncovered = sorted({q.type.replace("_", " ") for q in quantities if components(q) is None})
     if uncovered and privacy.uncovered == "refuse":
-        first = uncovered[0]
-        raise DisclosureRefused(
-            f"this station releases only differentially private results, and "
-            f"{first.type.replace('_', ' ')} {first.name!r} is one DP does not cover here "
-            "(docs/researcher.md, 'Differential privacy'); publish counts, bounded sums or "
-            "means, or survival curves instead"
+        # types only, from the fixed vocabulary: a name is the train's choice, after data
+        raise NotCovered(
+            "this station releases only differentially private results, and DP does not "
+            f"cover the {', '.join(uncovered)} of this release (docs/researcher.md, "
+            "'Differential privacy'); publish counts, bounded sums or means, or survival "
+            "curves instead; nothing was released or charged"
         )
     parts = sum(components(q) or 0 for q in quantities)
     if parts == 0:
@@ -212,22 +217,22 @@ def _noisy_statistic(statistic: Statistic, share: Share) -> Statistic:
     return replace(statistic, n=n, value=min(max(total / n, lo), hi) if n > 0 else None)
 
 
+NOISED = {
+    "frequency_table": "cells",
+    "magnitude_table": "values and counts",
+    "statistic": "n (and value)",
+    "survival_curve": "at risk and events",
+}
+
+
 def _noised(quantity: Quantity, privacy: PrivacyPolicy, parts: int) -> NoiseNote:
     budget = f"ε = {privacy.epsilon_per_release}"
     if privacy.mechanism == "gaussian":
         budget += f", δ = {privacy.delta}"
-    return NoiseNote(
-        quantity.name,
-        "noised",
-        f"differential privacy ({privacy.mechanism})",
-        f"{budget} for this release, split over {parts} noised parts",
-    )
+    rule = f"differential privacy ({privacy.mechanism}, {budget} per release, {parts} parts)"
+    return NoiseNote(quantity.name, NOISED[quantity.type], "noised", rule)
 
 
 def _uncovered(quantity: Quantity) -> NoiseNote:
-    return NoiseNote(
-        quantity.name,
-        "not covered",
-        "differential privacy",
-        f"a {quantity.type.replace('_', ' ')} is released exact: DP does not cover it here",
-    )
+    rule = "differential privacy does not cover this type: released exact"
+    return NoiseNote(quantity.name, "all", "not covered", rule)

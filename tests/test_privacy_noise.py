@@ -57,7 +57,7 @@ def test_counts_get_noise_of_the_scale_epsilon_says(tmp_path):
     expected = discrete_laplace_mean_abs(1 / 0.5)  # one part of the budget, sensitivity 1
     assert observed == pytest.approx(expected, rel=0.10)
     assert abs(sum(noise) / CELLS) < 0.2  # unbiased
-    assert notes[0].action == "noised" and "ε = 0.5" in notes[0].detail
+    assert notes[0].action == "noised" and "ε = 0.5" in notes[0].rule
 
 
 def test_two_releases_differ_and_each_is_charged(tmp_path):
@@ -75,7 +75,7 @@ def test_the_budget_is_split_over_the_parts_of_a_release(tmp_path):
     (noisy, _), notes = release([big_table(), other], policy(epsilon_per_release=1.0), tmp_path)
     observed = sum(abs(row[0] - 1000) for row in noisy.counts) / CELLS
     assert observed == pytest.approx(discrete_laplace_mean_abs(2.0), rel=0.10)
-    assert all("split over 2" in n.detail for n in notes)
+    assert all("2 parts" in n.rule for n in notes)
 
 
 def test_sums_get_noise_scaled_by_the_declared_bounds(tmp_path):
@@ -106,7 +106,7 @@ def test_gaussian_noise_has_the_standard_deviation_of_its_rho(tmp_path):
     log_term = math.log(1e6)
     rho = (math.sqrt(log_term + 1.0) - math.sqrt(log_term)) ** 2
     assert sd == pytest.approx(1 / math.sqrt(2 * rho), rel=0.10)
-    assert "δ = 1e-06" in notes[0].detail
+    assert "δ = 1e-06" in notes[0].rule
 
 
 def test_a_huge_epsilon_gives_values_close_to_exact(tmp_path):
@@ -152,7 +152,7 @@ def test_off_changes_nothing_and_charges_nothing(tmp_path):
 
 def test_uncovered_quantities_refuse_or_are_named(tmp_path):
     fit = Regression("fit", ["intercept", "age"], [1.0, 0.2], [0.1, 0.01], 120, 118)
-    with pytest.raises(DisclosureRefused, match="regression 'fit'"):
+    with pytest.raises(DisclosureRefused, match="cover the regression of this release"):
         release([big_table(cells=3), fit], policy(), tmp_path)
     assert not (tmp_path / "privacy" / "ledger.json").exists()  # nothing charged
     out, notes = release([big_table(cells=3), fit], policy(uncovered="release"), tmp_path)
