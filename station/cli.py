@@ -75,6 +75,11 @@ max_output_mb = 1024
 min_cell = 5                # counts 1..min_cell-1 in count files are small cells
 small_cells = "suppress"    # or "refuse": fail the hop instead of blanking them
 count_files = ["*.counts.csv", "*.counts.json"]
+
+# [policy.privacy]          # differential privacy on what leaves (docs/station-admin.md 8a)
+# mode = "required"         # default "off"
+# epsilon_per_release = 1.0 # ε one release spends
+# budget = 10.0             # total ε per researcher key and dataset ('pht-station budget')
 """
 
 
