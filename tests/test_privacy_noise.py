@@ -190,3 +190,21 @@ def test_a_long_curve_is_not_biased_upward(tmp_path):
         errors.append(noisy.at_risk[0] - 100)
     # one release's error there has a standard deviation of 2 * sqrt(2) * 10 = 28
     assert abs(sum(errors) / len(errors)) < 20
+
+
+def test_differencing_two_releases_no_longer_reveals_one_patient(tmp_path):
+    """The attack: release a count over everyone, then over everyone but the target; the
+    difference is the target's value (does she have the diagnosis?). Exact counts (mode
+    off) give it away every time (seen failing first: accuracy 1.0). Two releases at ε =
+    0.5 each are 1-DP together, so no test can be right more often than e/(1+e) = 0.73."""
+    privacy = policy(epsilon_per_release=0.5)
+    right, trials = 0, 400
+    for trial in range(trials):
+        has_it = trial % 2 == 0
+        everyone = FrequencyTable("dx", ["yes"], ["n"], [[40 + has_it]])
+        others = FrequencyTable("dx", ["yes"], ["n"], [[40]])
+        (a,), _ = release([everyone], privacy, tmp_path)
+        (b,), _ = release([others], privacy, tmp_path)
+        guess = a.counts[0][0] - b.counts[0][0] >= 1
+        right += guess == has_it
+    assert right / trials < math.e / (1 + math.e) + 0.06
