@@ -11,6 +11,7 @@ this process trusts no file a train could have touched.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from station.privacy import NoiseNote, apply_dp
 from station.privacy_ledger import BudgetLedger
 from station.verify import VerifiedHop
 from trains.errors import StateInvalid
-from trains.published import PUBLISHED_FILE, InvalidPublished, from_document, to_document
+from trains.published import (
+    PUBLISHED_FILE,
+    InvalidPublished,
+    Quantity,
+    SurvivalCurve,
+    from_document,
+    to_document,
+)
 
 MAX_PUBLISHED_BYTES = 64 * 1024 * 1024  # far above MAX_QUANTITIES x MAX_CELLS of numbers
 
@@ -63,7 +71,7 @@ def privatize_published(
     document = _read(path)
     release = document.pop("release", None)
     try:
-        quantities = from_document(document)
+        quantities = [_with_quantile_levels(q, document) for q in from_document(document)]
     except InvalidPublished as exc:
         raise StateInvalid(f"{PUBLISHED_FILE} is not valid: {exc}") from None
     noisy, notes = apply_dp(
@@ -84,6 +92,18 @@ def privatize_published(
     tmp.write_text(json.dumps(out, sort_keys=True) + "\n")
     tmp.replace(path)
     return notes
+
+
+def _with_quantile_levels(quantity: Quantity, document: dict[str, Any]) -> Quantity:
+    """A curve with the quantile levels the release rules filled in (from_document drops a
+    curve's survival, median and quantiles: they are recomputed from the noisy curve)."""
+    if not isinstance(quantity, SurvivalCurve):
+        return quantity
+    for raw in document["quantities"]:
+        if raw.get("name") == quantity.name and isinstance(raw.get("quantiles"), dict):
+            levels = [key for key in raw["quantiles"] if isinstance(key, str)][:100]
+            return replace(quantity, quantiles=dict.fromkeys(levels))
+    return quantity
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -57,18 +57,20 @@ def survival_of(at_risk: list[int], events: list[int]) -> list[float]:
     return out
 
 
-def survival_time(times: list[float], survival: list[float], q: float) -> float | None:
-    """The first time the curve is at or below ``q`` (lifelines' ``qth_survival_time``
-    convention), or None when the released curve never gets there."""
+def survival_time(times: list[float], survival: list[float], level: float) -> float | None:
+    """The first time the curve is at or below ``level``, or None when the released curve
+    never gets there."""
     for t, s in zip(times, survival, strict=True):
-        if s <= q:
+        if s <= level:
             return t
     return None
 
 
 def _quantile(times: list[float], survival: list[float], key: str) -> float | None:
+    """The quantile ``key`` of survival time: when a fraction ``key`` has had the event
+    (the curve at or below 1 - key), as station.disclosure_rules labels them."""
     try:
         q = float(key)
     except ValueError:
         return None  # a key that is no level cannot be recomputed, so nothing is released
-    return survival_time(times, survival, q) if 0 < q < 1 else None
+    return survival_time(times, survival, 1 - q) if 0 < q < 1 else None

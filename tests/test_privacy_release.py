@@ -14,7 +14,7 @@ from station.privacy import NotCovered
 from station.privacy_ledger import BudgetLedger
 from station.privacy_release import privatize_published
 from trains.errors import BudgetExceeded, StateInvalid
-from trains.published import FrequencyTable, Regression, to_document
+from trains.published import FrequencyTable, Regression, SurvivalCurve, to_document
 
 ALICE = "sha256:" + "a" * 64
 RULE_NOTE = {"quantity": "t", "what": "cell a", "rule": "threshold k=5", "action": "suppressed"}
@@ -90,3 +90,16 @@ def test_off_or_no_typed_outputs_is_nothing_to_do(tmp_path):
     before = (tmp_path / "published.json").read_bytes()
     assert run(tmp_path, PrivacyPolicy()) == []
     assert (tmp_path / "published.json").read_bytes() == before
+
+
+def test_a_curve_keeps_its_quantile_levels_recomputed_from_the_noisy_curve(tmp_path):
+    curve = SurvivalCurve("km", [1.0, 2.0, 3.0, 4.0], [100, 80, 60, 40], [20, 20, 20, 20])
+    document = to_document([curve])
+    # a quantile q is when a fraction q had the event (survival <= 1 - q)
+    exact = {"survival": [0.8, 0.6, 0.4, 0.2], "median": 3.0, "quantiles": {"0.25": 2.0}}
+    document["quantities"][0].update(exact)  # as the release rules fill them in
+    (tmp_path / "published.json").write_text(json.dumps(document))
+    run(tmp_path, PrivacyPolicy(mode="required", epsilon_per_release=50, budget=50))
+    (released,) = json.loads((tmp_path / "published.json").read_text())["quantities"]
+    assert set(released["quantiles"]) == {"0.25"}
+    assert released["median"] == 3.0 and released["quantiles"]["0.25"] == 2.0
