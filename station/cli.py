@@ -82,6 +82,11 @@ small_cells = "suppress"    # or "refuse": fail the hop instead of blanking them
 count_files = ["*.counts.csv", "*.counts.json"]
 k = 10                      # at the release point: fewer records behind a number: suppressed
 untyped = "hold"            # or "refuse": files other than published.json at the release point
+
+# [policy.privacy]          # differential privacy on what leaves (docs/station-admin.md 8a)
+# mode = "required"         # default "off"
+# epsilon_per_release = 1.0 # ε one release spends
+# budget = 10.0             # total ε per researcher key and dataset ('pht-station budget')
 """
 
 
@@ -288,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("action", choices=["add", "remove"])
     cu.add_argument("user")
     cu.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    from station.budget_cli import add_parser as add_budget
+
+    add_budget(sub)  # pht-station budget (station/budget_cli.py)
     return parser
 
 

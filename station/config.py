@@ -123,6 +123,35 @@ class DisclosurePolicy(BaseModel):
     )
 
 
+class PrivacyPolicy(BaseModel):
+    """Differential privacy on what this station releases (see station.privacy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "required"] = "off"
+    mechanism: Literal["laplace", "gaussian"] = "laplace"
+    epsilon_per_release: float = Field(1.0, gt=0, le=100, description="ε one release spends")
+    delta: float = Field(
+        0.0, ge=0, le=1e-4, description="δ one release spends; only the gaussian mechanism"
+    )
+    budget: float = Field(
+        10.0, gt=0, le=10_000, description="total ε per researcher key and dataset, for good"
+    )
+    # a quantity DP does not cover (a regression, model weights, a median): refuse the
+    # release, or release it exact with a note saying it is not covered
+    uncovered: Literal["refuse", "release"] = "refuse"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrivacyPolicy:
+        if self.mechanism == "gaussian" and self.delta == 0:
+            raise ValueError('mechanism "gaussian" needs a delta > 0 (e.g. 1e-6)')
+        if self.mechanism == "laplace" and self.delta != 0:
+            raise ValueError('delta applies only to mechanism "gaussian"; remove it')
+        if self.epsilon_per_release > self.budget:
+            raise ValueError("epsilon_per_release is larger than the whole budget")
+        return self
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -153,6 +182,7 @@ class Policy(BaseModel):
     release: Literal["auto", "manual"] = "auto"
     caps: Resources = Resources(memory_mb=2048, cpus=2.0, timeout_s=3600, max_output_mb=1024)
     disclosure: DisclosurePolicy = DisclosurePolicy()
+    privacy: PrivacyPolicy = PrivacyPolicy()
     # longest manifest lifetime (created_at to expires_at) this station runs
     max_manifest_days: float = Field(30.0, gt=0, le=366)
 

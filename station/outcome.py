@@ -21,12 +21,15 @@ import requests.exceptions
 
 from station.config import StationConfig
 from station.disclosure import Disclosure, check_output
+from station.privacy import NotCovered
+from station.privacy_release import privatize_at_release
 from station.release import ReleaseRefused
 from station.runner import RunResult
 from station.verify import VerifiedHop
 from trains import state_codec
 from trains.early_end import early_end_refused
 from trains.errors import (
+    BudgetExceeded,
     DisclosureRefused,
     PhtError,
     StateInvalid,
@@ -102,8 +105,12 @@ def control_and_pack(
     outputs = verified.manifest.outputs
     try:
         disclosure = check_output(output_dir, outputs, max_bytes, config.policy.disclosure, release)
+        # differential privacy on what the release rules let through, if the policy asks
+        privatize_at_release(output_dir, verified, config, release)
         with archive.open("wb") as target:  # the checked files (+ published.json at release)
             state_codec.pack_to(output_dir, [f.name for f in disclosure.files], max_bytes, target)
+    except (BudgetExceeded, NotCovered):
+        raise  # the station's own numbers and the types' fixed names: nothing the train chose
     except Exception as exc:
         with hop_log.open("a") as handle:
             handle.write(f"\npht station: the output was refused: {type(exc).__name__}: {exc}\n")

@@ -90,3 +90,8 @@ class NotEndorsed(PhtError):
 class BadAnswer(CentralUnreachable):
     """Central's answer is not a valid message (a broken proxy or a man-in-the-middle): it
     is dropped, and the request is made again later."""
+
+
+class BudgetExceeded(PolicyRejected):
+    """A release would spend more of a researcher's privacy budget (ε) on a dataset than the
+    station's policy leaves; nothing was charged and nothing was released."""
