@@ -111,7 +111,10 @@ def _magnitude(q: MagnitudeTable, rules: Rules, notes: list[Note]) -> MagnitudeT
             if reason:
                 hidden.add((i, j))
                 notes.append(Note(q.name, _cell(q, (i, j)), reason))
-    return _hide(q, hidden, notes)
+    released = _hide(q, hidden, notes)
+    # each cell's largest contributions are single records' values: they serve the
+    # dominance rules here and never leave the station
+    return replace(released, top=[[[] for _ in row] for row in released.top])
 
 
 def _magnitude_reason(q: MagnitudeTable, i: int, j: int, n: int | None, r: Rules) -> str:

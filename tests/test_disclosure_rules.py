@@ -128,3 +128,13 @@ def test_tables_of_other_layouts_are_not_compared_for_differencing():
     b = FrequencyTable("smoker", ["no", "yes"], ["n"], [[51], [48]])
     out, notes = apply_rules([a, b], RULES)
     assert notes == [] and out == [a, b]
+
+
+def test_the_largest_contributions_never_leave_the_station():
+    """A magnitude table's ``top`` (each cell's two largest single contributions: one
+    patient's value each) is there for the dominance rules, here; the release keeps none."""
+    table = cost_table([900.0, 1000.0], [30, 40], [[50.0, 40.0], [30.0, 30.0]])
+    (out,), _ = apply_rules([table], RULES)
+    assert isinstance(out, MagnitudeTable)
+    assert [v[0] for v in out.values] == [900.0, 1000.0]  # released
+    assert all(cell == [] for row in out.top for cell in row)
