@@ -156,6 +156,7 @@ def network(docker_required, tmp_path_factory) -> Iterator[dict[str, object]]:
         out = central_admin(central, "add-researcher", f"/tmp/{public.name}", files=(public,))
         token = root / "researcher" / "token"
         token.write_text(out.strip().splitlines()[-1] + "\n")
+        admin = central_admin(central, "add-admin", f"root-{run}").strip().splitlines()[-1]
 
         frames = {}
         for i, name in enumerate(STATIONS):
@@ -166,15 +167,20 @@ def network(docker_required, tmp_path_factory) -> Iterator[dict[str, object]]:
             frames[name].to_csv(data / "cohort.csv", index=False)
             identity = Identity.generate(name)
             identity.save(directory / "keys")
-            (directory / "public.json").write_text(identity.public.model_dump_json())
-            (directory / "enrolment.json").write_text(
-                enrol(network_root, identity.public, 30).model_dump_json()
+            # stations over the admin API (the researcher went through the CLI above)
+            added = httpx.post(
+                f"{central_url}/api/v1/admin/parties",
+                headers={"Authorization": f"Bearer {admin}"},
+                json={
+                    "role": "station",
+                    "name": name,
+                    "identity": identity.public.model_dump(mode="json"),
+                    "enrolment": enrol(network_root, identity.public, 30).model_dump(mode="json"),
+                },
+                timeout=30,
             )
-            out = central_admin(
-                central, "add-station", "/tmp/public.json", "--enrolment", "/tmp/enrolment.json",
-                files=(directory / "public.json", directory / "enrolment.json"),
-            )  # fmt: skip
-            (directory / "token").write_text(out.strip().splitlines()[-1] + "\n")
+            assert added.status_code == 201, added.text
+            (directory / "token").write_text(added.json()["token"] + "\n")
             (directory / "token").chmod(0o600)
             (directory / "station.toml").write_text(
                 "[station]\n"
