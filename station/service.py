@@ -9,6 +9,7 @@ disclosure summary (names, sizes, shapes, what was suppressed), never its values
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from trains.errors import ConfigError, PhtError
 from trains.manifest import Manifest
 from trains.signing import unverified_payload
 
+_TRAIN_PREFIX = re.compile(r"^[0-9a-f-]{1,36}$")
 # events of the audit log that tell of something going wrong, for the health page
 _ERROR_EVENTS = {"failed", "deferred", "pass_on_refused", "quarantined"}
 
@@ -62,7 +64,7 @@ class StationService:
     def train_id(self, given: str) -> str:
         """A train id from the id itself or a unique start of it, among the trains with a
         hop here."""
-        if ":" in given or "/" in given or len(given) > 36:
+        if not _TRAIN_PREFIX.fullmatch(given):
             raise ConfigError(f"{given[:80]!r} is not a train id; 'pht-station pending' lists them")
         ids = sorted({r.train_id for r in self.queue.all() if r.train_id.startswith(given)})
         if len(ids) == 1:
@@ -81,19 +83,29 @@ class StationService:
         record = self.queue.get(rid)
         return self._approve(record, by)
 
-    def approve_train(self, given: str, by: str) -> tuple[StandingApproval, list[HopRecord]]:
+    def approve_train(
+        self, given: str, by: str, seen: str | None = None
+    ) -> tuple[StandingApproval, list[HopRecord]]:
         """Approve every hop of a train at this station until its manifest expires: the
         pending ones now, later ones as they arrive (``station.hop.admit`` asks
-        :class:`StandingApprovals`). Bound to the manifest of the hop waiting here, so a
-        different manifest under the same id is not covered."""
+        :class:`StandingApprovals`). Bound to the manifest of the hop waiting here (of hop
+        ``seen``, the one the admin looked at, if given), so a different manifest under
+        the same id is not covered."""
         train_id = self.train_id(given)
         pending = [
             r for r in self.queue.all() if r.train_id == train_id and r.state == HopState.PENDING
         ]
-        if not pending:
+        if seen is not None:
+            pending = sorted(pending, key=lambda r: r.id != seen)
+        if not pending or (seen is not None and pending[0].id != seen):
             raise ConfigError(
                 f"no hop of train {train_id} waits for approval here; approve a train while "
                 "one of its hops is pending, so that you have seen what you approve"
+            )
+        if seen is None and len({r.manifest.digest for r in pending}) > 1:
+            raise ConfigError(
+                f"hops of train {train_id} wait here with different manifests; compare them "
+                "with 'pht-station show' and approve one hop with --hop"
             )
         manifest_env = pending[0].manifest
         manifest = unverified_payload(manifest_env, Manifest)

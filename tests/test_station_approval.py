@@ -161,3 +161,22 @@ def test_cli_approves_one_hop_with_hop_and_the_train_without(world, tmp_path, ca
     assert main(["approve", manifest.train_id, *cli]) == 1  # nothing pending now
     assert "waits for approval" in capsys.readouterr().err
     assert main(["audit", "verify", *cli]) == 0
+
+
+def test_hops_waiting_with_different_manifests_are_not_approved_as_one_train(world):
+    """Attack: two hops of one train id wait with different manifests; approving "the
+    train" must not pick one for the admin. From the console the admin approves the
+    manifest of the hop they looked at, and only the hops with that manifest."""
+    alice, _, here, _, service = world
+    manifest = make_manifest(alice, [here], rounds=2)
+    other_image = Image(repository="127.0.0.1:5000/pht/cohort", digest="sha256:" + "ee" * 32)
+    changed = make_manifest(alice, [here], rounds=2, train_id=manifest.train_id, image=other_image)
+    admit(offers(manifest, alice, here, 2)[0], here, service)
+    admit(offers(changed, alice, here, 2)[1], here, service)
+    with pytest.raises(ConfigError, match="different manifests"):
+        service.approve_train(manifest.train_id, by="admin")
+    seen = f"{manifest.train_id}-1"
+    approval, approved = service.approve_train(manifest.train_id, by="admin", seen=seen)
+    assert [r.id for r in approved] == [seen]
+    assert approval.manifest_digest == service.get(seen).manifest.digest
+    assert service.get(f"{manifest.train_id}-0").state == HopState.PENDING

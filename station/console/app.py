@@ -178,7 +178,7 @@ def create_app(config: StationConfig) -> FastAPI:
         try:
             record = service.get(rid)
             if action == "approve-train":
-                approval, done = service.approve_train(record.train_id, by)
+                approval, done = service.approve_train(record.train_id, by, seen=record.id)
                 until = f"{approval.expires_at:%Y-%m-%d %H:%M}Z"
                 note = (
                     f"Approved train {approval.train_id} until {until}: {len(done)} hop(s) "
