@@ -180,3 +180,24 @@ def test_hops_waiting_with_different_manifests_are_not_approved_as_one_train(wor
     assert [r.id for r in approved] == [seen]
     assert approval.manifest_digest == service.get(seen).manifest.digest
     assert service.get(f"{manifest.train_id}-0").state == HopState.PENDING
+
+
+def test_a_held_output_is_released_or_refused_with_a_reason(world):
+    alice, _, here, _, service = world
+    manifest = make_manifest(alice, [here], rounds=2)
+    first, second = offers(manifest, alice, here, 2)
+    for offer in (first, second):
+        record = admit(offer, here, service)
+        record.state = HopState.HELD  # as a run with release = "manual" leaves it
+        service.queue.save(record)
+    with pytest.raises(ConfigError, match="give a reason"):
+        service.refuse_release(f"{manifest.train_id}-0", "  ", by="console:steward")
+    refused = service.refuse_release(f"{manifest.train_id}-0", "too detailed", by="console:x")
+    assert refused.state == HopState.REJECTED and not refused.reported
+    assert refused.reason is not None and "rejected its output: too detailed" in refused.reason
+    released = service.release(f"{manifest.train_id}-1", by="console:x")
+    assert released.state == HopState.SEALED
+    with pytest.raises(ConfigError, match="only a held hop"):
+        service.release(f"{manifest.train_id}-1", by="console:x")
+    events = [(e["event"], e.get("by")) for e in service.audit.entries()][-2:]
+    assert events == [("rejected", "console:x"), ("output_released", "console:x")]
