@@ -46,7 +46,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, timeout_s: float = 30.0) -> None:
+def wait_http(url: str, timeout_s: float = 120.0) -> None:
+    """Wait until ``url`` answers. A healthy server answers in seconds; the generous
+    limit only keeps a loaded machine (a CI box running Docker tests) from failing here."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
