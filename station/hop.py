@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from central.client import CentralClient
 from central.messages import HopOffer
-from station import datasources
+from station import datasources, secure_masking
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
@@ -187,6 +187,7 @@ def _run(
         max_bytes = manifest.resources.max_output_mb * 1024 * 1024
         # 9. the inputs: digests as the chain names them, opened with our key
         _fetch_inputs(offer, verified, me, central, work, input_dir, max_bytes)
+        secure_masking.unmask_input(manifest, hop, me.sealing, input_dir)  # release point only
         image_id = _docker_call(lambda: docker.pull(manifest.image, config.pull_limits))
         for name in manifest.datasets if hop.kind == "local" else []:
             datasources.materialise(config, name, data_dir / name)
@@ -216,6 +217,7 @@ def _run(
             timed_out=result.timed_out,
         )
         check_result(result, manifest.resources, me.name)
+        secure_masking.mask_output(manifest, hop, me.sealing, output_dir)  # before it is read
         archive = work / "output.tar"
         disclosure = control_and_pack(output_dir, archive, verified, max_bytes, config, hop_log)
         audit.append(

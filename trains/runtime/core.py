@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trains.runtime import secure
 from trains.runtime.refusal import Refusal
 
 STATE_FILE = "state.json"
@@ -56,6 +57,7 @@ class Context:
     stop: int = 0  # this stop's position in the round, 0-based
     stops: int = 1  # stops per round
     rounds: int = 1
+    sums: secure.SecureSums | None = None  # the secure parts (trains.runtime.secure)
 
     @property
     def is_round_end(self) -> bool:
@@ -156,7 +158,9 @@ def run_train(
     names = [] if ctx.mode == "aggregate" else toml.get("datasets", [])
     data = {name: load_dataset(data_dir / name) for name in names}
     params = dict(toml.get("parameters", {}))
-    ctx = dataclasses.replace(ctx, output_dir=output_dir, params=params)
+    release = ctx.mode == "aggregate" or ctx.stop == ctx.stops - 1
+    sums = secure.start(bool(toml.get("secure", False)), release, ctx.mode, input_dir)
+    ctx = dataclasses.replace(ctx, output_dir=output_dir, params=params, sums=sums)
     if ctx.mode == "aggregate":
         aggregate = getattr(module, "aggregate", None)
         if not callable(aggregate):
@@ -169,6 +173,10 @@ def run_train(
     finalize = getattr(module, "finalize", None)
     if ctx.is_last and callable(finalize):
         state = finalize(state, ctx)
+    try:
+        secure.finish(sums, ctx.mode, output_dir)
+    except secure.SecureStateError as exc:
+        raise TrainCodeError(str(exc)) from None
     if state is None:
         return None
     if not isinstance(state, dict):
