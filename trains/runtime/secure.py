@@ -147,7 +147,10 @@ def sum_parts(
     if sums is not None and sums.enabled:
         for name, value in mine.items():
             sums.add(name, value)
-        return sums.totals() if sums.release else None
+        if not sums.release:
+            return None
+        totals = sums.totals()
+        return {name: _like(totals[name], mine[name]) for name in mine}
     if state is None:
         return dict(mine)
     return {name: _plus(state[name], value) for name, value in mine.items()}
@@ -174,6 +177,13 @@ def _plus(a: Any, b: Any) -> Any:
     if np.ndim(a) == 0 and np.ndim(b) == 0:
         return a + b  # plain numbers stay plain (an int count stays an int)
     return np.asarray(a) + np.asarray(b)
+
+
+def _like(total: Any, contribution: Any) -> Any:
+    """Counts come back as integers (exact: a whole number is exact in the ring)."""
+    if np.asarray(contribution).dtype.kind not in "iub":
+        return total
+    return int(round(total)) if np.ndim(total) == 0 else np.rint(total).astype(np.int64)
 
 
 def is_secure(ctx: Any) -> bool:
