@@ -128,14 +128,15 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def secure_copy(train: Path, folder: Path, **params: Any) -> Path:
-    """A copy of a train folder with ``secure = true`` (and [parameters] entries added)."""
+def secure_copy(train: Path, folder: Path, secure: bool = True, **params: Any) -> Path:
+    """A copy of a train folder with ``secure = true`` (or false) and [parameters]
+    entries replaced or added."""
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(train / "train.py", folder / "train.py")
     text = (train / "train.toml").read_text()
-    text = "secure = true\n" + text
+    text = f"secure = {str(secure).lower()}\n" + text
     if params:
         lines = [f"{k} = {_toml(v)}" for k, v in params.items()]
         head, _, tail = text.partition("[parameters]\n")
