@@ -302,6 +302,7 @@ def _environment(verified: VerifiedHop, station: str) -> dict[str, str]:
         "PHT_STOP": str(hop.position),
         "PHT_STOPS": str(len(manifest.route.stops)),
         "PHT_ROUNDS": str(manifest.route.rounds),
+        "PHT_ROUTE": manifest.route.mode,
     }
 
 

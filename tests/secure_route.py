@@ -113,6 +113,7 @@ def run_secure_route(
                 stop=hop.position,
                 stops=n,
                 rounds=rounds,
+                parallel=parallel,
             )
             run.state = run_train(train_dir, input_dir, data_dir, output_dir, ctx)
             if masking:

@@ -65,6 +65,7 @@ class DockerHop:
                 "PHT_STOP": str(ctx.stop),
                 "PHT_STOPS": str(ctx.stops),
                 "PHT_ROUNDS": str(ctx.rounds),
+                "PHT_ROUTE": "parallel" if ctx.parallel else "sequential",
             },
             resources=spec.resources,
         )

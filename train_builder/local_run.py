@@ -209,6 +209,7 @@ class _Route:
                     stop=s,
                     stops=n,
                     rounds=self.rounds,
+                    parallel=True,
                 )
                 partials.append(self.hop(ctx, [] if aggregate is None else [aggregate], stop))
             ctx = Context(
@@ -220,6 +221,7 @@ class _Route:
                 stop=n,
                 stops=n,
                 rounds=self.rounds,
+                parallel=True,
             )
             aggregate = self.hop(ctx, partials, None)
         assert aggregate is not None

@@ -57,6 +57,7 @@ class Context:
     stop: int = 0  # this stop's position in the round, 0-based
     stops: int = 1  # stops per round
     rounds: int = 1
+    parallel: bool = False  # a parallel route: its release point is the aggregator
     sums: secure.SecureSums | None = None  # the secure parts (trains.runtime.secure)
 
     @property
@@ -76,6 +77,7 @@ class Context:
             stop=int(env.get("PHT_STOP", "0")),
             stops=int(env.get("PHT_STOPS", "1")),
             rounds=int(env.get("PHT_ROUNDS", "1")),
+            parallel=env.get("PHT_ROUTE") == "parallel",
         )
 
 
@@ -158,7 +160,7 @@ def run_train(
     names = [] if ctx.mode == "aggregate" else toml.get("datasets", [])
     data = {name: load_dataset(data_dir / name) for name in names}
     params = dict(toml.get("parameters", {}))
-    release = ctx.mode == "aggregate" or ctx.stop == ctx.stops - 1
+    release = ctx.mode == "aggregate" or (not ctx.parallel and ctx.stop == ctx.stops - 1)
     sums = secure.start(bool(toml.get("secure", False)), release, ctx.mode, input_dir)
     ctx = dataclasses.replace(ctx, output_dir=output_dir, params=params, sums=sums)
     if ctx.mode == "aggregate":
