@@ -132,7 +132,6 @@ def _files(folder: Path) -> dict[str, bytes]:
 def secure_copy(train: Path, folder: Path, secure: bool = True, **params: Any) -> Path:
     """A copy of a train folder with ``secure = true`` (or false) and [parameters]
     entries replaced or added."""
-    import json
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(train / "train.py", folder / "train.py")

@@ -30,7 +30,6 @@ import numpy.typing as npt
 import pandas as pd
 
 from trains.runtime.core import Context
-from trains.runtime.secure import is_secure, sum_partials, sum_parts
 from trains.runtime.design import column as _column
 from trains.runtime.design import (
     complete_cases,
@@ -38,6 +37,7 @@ from trains.runtime.design import (
     require_min_rows,
     the_dataset,
 )
+from trains.runtime.secure import is_secure, sum_partials, sum_parts
 
 Array = npt.NDArray[Any]
 Gradient = Callable[[Array, Array], Array]
@@ -236,7 +236,7 @@ def _secure_aggregate(
     """The aggregate from the round's masked sums (the masks cancel in their sum)."""
     if ctx.round == 0:
         sums = sum_partials(ctx, states, ["n", "sum", "squares"])
-        n, total = int(round(sums["n"])), np.asarray(sums["sum"])
+        n, total = round(sums["n"]), np.asarray(sums["sum"])
         mean = total / n
         scaler = {"n": n, "mean": mean, "m2": np.asarray(sums["squares"]) - total * mean}
         return out | {"scaler": scaler, "weights": np.zeros(len(out["columns"]) + 1), "history": []}
@@ -245,8 +245,8 @@ def _secure_aggregate(
     sums = sum_partials(ctx, states, names if last else [*names, "weighted"])
     evaluation = {k: sums[f"evaluation/{k}"] for k in EVALUATION}
     for k in ("n", "correct"):
-        evaluation[k] = int(round(evaluation[k]))
-    n_train = int(round(sums["n"]))
+        evaluation[k] = round(evaluation[k])
+    n_train = round(sums["n"])
     out |= {
         "scaler": _agree(states, "scaler"),
         "history": [*_agree(states, "history"), scores(evaluation, ctx.round)],

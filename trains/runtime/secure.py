@@ -183,7 +183,7 @@ def _like(total: Any, contribution: Any) -> Any:
     """Counts come back as integers (exact: a whole number is exact in the ring)."""
     if np.asarray(contribution).dtype.kind not in "iub":
         return total
-    return int(round(total)) if np.ndim(total) == 0 else np.rint(total).astype(np.int64)
+    return round(total) if np.ndim(total) == 0 else np.rint(total).astype(np.int64)
 
 
 def is_secure(ctx: Any) -> bool:
