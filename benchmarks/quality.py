@@ -483,6 +483,9 @@ def bench_secure(tmp: Path, lung: list[pd.DataFrame], cancer: list[pd.DataFrame]
     """secure = true against the same train unmasked, on the same data and parameters: every
     hop with the stations' real masks (tests/secure_route.py: station.secure_masking around
     trains.runtime.run_train, one X25519 key per station). Fixed point 2^-32."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))  # the route harness lives with the tests
     from tests.secure_route import run_secure_route, secure_copy
 
     linreg = {"outcome": "pat.karno", "covariates": ["age", "sex=2", "ph.ecog", "wt.loss"]}

@@ -71,13 +71,18 @@ def mask_output(manifest: Manifest, hop: Hop, me: X25519PrivateKey, output_dir: 
     if not is_secure(manifest) or hop.kind != "local" or n < 2:
         return
     sequential = manifest.route.mode == "sequential"
-    if sequential and hop.position != 0:
-        return  # in the middle the sum is masked already; at the end it is released
+    if sequential and hop.position == n - 1:
+        return  # the round's end: released here, nothing masked goes on
     parts = _read(output_dir / SECURE_FILE, "the train's secure output")
+    if sequential and parts.contributions != 1:
+        return  # an earlier stop's station masked the running sum already
+    # the first stop that contributes (stop 0, or the next one if stop 0 was skipped)
     pairs = [n - 1] if sequential else [t for t in range(n) if t != hop.position]
     for other in pairs:
         key = pair_key(me, manifest, hop.round, hop.position, other)
         parts = mask(parts, key, +1 if hop.position < other else -1)
+    if sequential:
+        parts = SecureParts(parts.parts, parts.contributions, hop.position)
     _write(output_dir / SECURE_FILE, parts)
 
 
@@ -94,8 +99,13 @@ def unmask_input(manifest: Manifest, hop: Hop, me: X25519PrivateKey, input_dir: 
     if manifest.route.mode != "sequential" or hop.position != n - 1:
         return
     path = input_dir / SECURE_FILE
-    key = pair_key(me, manifest, hop.round, n - 1, 0)
-    parts = mask(_read(path, "the input's secure sums"), key, -1)
+    parts = _read(path, "the input's secure sums")
+    if parts.masked_by is None or not 0 <= parts.masked_by < n - 1:
+        raise StateInvalid(
+            f"the secure sums of round {hop.round} arrived without the mask of an earlier "
+            "stop of the round; the round is refused"
+        )
+    parts = mask(parts, pair_key(me, manifest, hop.round, n - 1, parts.masked_by), -1)
     _check_range(parts, hop)
     _write(path, parts)
 

@@ -74,10 +74,12 @@ def run_secure_route(
     parallel: bool = False,
     tamper: Tamper | None = None,
     masking: bool = True,
+    skip: frozenset[int] = frozenset(),
 ) -> SecureRun:
     """Run every hop of the route; ``tamper(hop, input_dir)`` may alter what a hop
     receives (before its station looks at it); ``masking=False`` skips the stations'
-    masks (the control that shows an attack test can fail)."""
+    masks (the control that shows an attack test can fail); a hop in ``skip`` passes its
+    input on unchanged, as a station that refused does where the route allows skips."""
     spec = load_train_spec(train_dir)
     dataset = read_train_toml(train_dir).get("datasets", ["cohort"])[0]
     manifest, identities = make_route(
@@ -99,6 +101,11 @@ def run_secure_route(
             if tamper is not None:
                 tamper(hop, input_dir)
             run.received[hop.index] = _files(input_dir)
+            if hop.index in skip:
+                shutil.copytree(input_dir, output_dir, dirs_exist_ok=True)
+                run.sent[hop.index] = _files(output_dir)
+                outputs[hop.index] = output_dir
+                continue
             if masking:
                 secure_masking.unmask_input(manifest, hop, me.sealing, input_dir)
             if hop.kind == "local":

@@ -113,6 +113,20 @@ def test_a_curious_aggregator_cannot_read_one_sites_partial(tmp_path, masking):
     assert total.parts["n"][0] == ()
 
 
+def test_when_the_first_stop_is_skipped_the_next_one_masks(tmp_path):
+    """Stop 0 refuses and is skipped: stop 1 is the first to contribute, so its station
+    masks (with the key it shares with the last stop), and stop 2 still reads nothing."""
+    frames = sites("linreg")
+    frames = [frames[0], frames[1], frames[2], frames[0].sample(frac=0.5, random_state=3)]
+    train = secure_copy(REFERENCE / "linreg", tmp_path / "t")
+    run = run_secure_route(train, frames, skip=frozenset({0}))
+    parts = SecureParts.loads(run.received[2][SECURE_FILE])
+    assert parts.masked_by == 1
+    assert recovered(attempts(run, "site-2", parts, 0), "n", parts.contributions) == []
+    assert run.state is not None
+    assert run.state["n"] == sum(len(f) for f in frames[1:])
+
+
 def test_only_the_first_and_last_stop_derive_the_sequential_mask():
     researcher = Identity.generate("researcher")
     manifest, ids = make_route(["state.json", SECURE_FILE], 3, 1, False, researcher)

@@ -171,12 +171,14 @@ class SecureParts:
 
     parts: dict[str, tuple[tuple[int, ...], Ring]]
     contributions: int
+    masked_by: int | None = None  # sequential: the stop whose station added the mask
 
     def map(self, change: Any) -> SecureParts:
         """The same parts with ``change(name, ring)`` applied to every vector."""
         return SecureParts(
             {n: (shape, change(n, ring)) for n, (shape, ring) in self.parts.items()},
             self.contributions,
+            self.masked_by,
         )
 
     def dumps(self) -> str:
@@ -186,6 +188,7 @@ class SecureParts:
             {
                 "format": 1,
                 "contributions": self.contributions,
+                "masked_by": self.masked_by,
                 "parts": {
                     n: {"shape": list(shape), "ring": ring.to_bytes().hex()}
                     for n, (shape, ring) in sorted(self.parts.items())
@@ -205,6 +208,9 @@ class SecureParts:
         count, parts = raw.get("contributions"), raw.get("parts")
         if not isinstance(count, int) or not 0 <= count <= 2**40 or not isinstance(parts, dict):
             raise ValueError(f"{SECURE_FILE} needs an integer 'contributions' and 'parts'")
+        masked_by = raw.get("masked_by")
+        if masked_by is not None and (not isinstance(masked_by, int) or not 0 <= masked_by < 2**16):
+            raise ValueError(f"{SECURE_FILE}: 'masked_by' is not a stop's position")
         if len(parts) > MAX_PARTS:
             raise ValueError(f"{SECURE_FILE} holds more than {MAX_PARTS} parts")
         out: dict[str, tuple[tuple[int, ...], Ring]] = {}
@@ -221,4 +227,4 @@ class SecureParts:
             if n > MAX_ELEMENTS or len(hexed) != 32 * n:
                 raise ValueError(f"{SECURE_FILE}: part {name!r} does not hold {n} elements")
             out[name] = (tuple(shape), Ring.from_bytes(bytes.fromhex(hexed)))
-        return cls(out, count)
+        return cls(out, count, masked_by)

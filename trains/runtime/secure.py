@@ -70,7 +70,7 @@ class SecureSums:
         for other in present[1:]:
             _same_layout(total, other.parts, "the partial states of this round")
             total = {n: (s, r + other.parts[n][1]) for n, (s, r) in total.items()}
-        return SecureParts(total, sum(p.contributions for p in present))
+        return SecureParts(total, sum(p.contributions for p in present), present[0].masked_by)
 
     def combined(self) -> SecureParts:
         """Incoming sums plus this stop's contribution."""
@@ -81,7 +81,7 @@ class SecureSums:
             return incoming
         _same_layout(incoming.parts, self.mine, "this stop's and the previous stops'")
         parts = {n: (s, r + self.mine[n][1]) for n, (s, r) in incoming.parts.items()}
-        return SecureParts(parts, incoming.contributions + 1)
+        return SecureParts(parts, incoming.contributions + 1, incoming.masked_by)
 
     def totals(self) -> dict[str, Any]:
         """The summed parts as reals; only at the release point (elsewhere they are masked)."""
