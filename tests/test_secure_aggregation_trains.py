@@ -6,6 +6,7 @@ relative for estimates, standard errors, counts, curves and model weights (the r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,27 @@ def test_the_secure_file_is_declared_in_the_manifest_outputs(tmp_path):
     assert spec.secure and spec.outputs == ["state.json", "secure.json"]
     plain = load_train_spec(REFERENCE / "linreg")
     assert not plain.secure and plain.outputs == ["state.json"]
+
+
+def test_secure_cox_equals_unmasked(tmp_path):
+    frames = sites("cox")
+    common = {"time_unit": 1}
+    plain_dir = secure_copy(REFERENCE / "cox", tmp_path / "p", False, **common)
+    plain = run_route(plain_dir, frames, tmp_path / "run", 6)
+    masked_dir = secure_copy(REFERENCE / "cox", tmp_path / "s", **common, max_time=2000)
+    masked = run_secure_route(masked_dir, frames, 6)
+    assert masked.state is not None
+    assert_equal_to_precision(masked.state, plain, "coefficients")
+    assert masked.state["n_events"] == plain["n_events"]
+
+
+@pytest.mark.parametrize(("train", "rounds"), [("logreg", 3), ("cox", 3)])
+def test_an_iterative_train_passes_on_its_model_not_the_pooled_sums(tmp_path, train, rounds):
+    """The first stop of round 1 receives the model of round 0, not the pooled score and
+    information (from which it could subtract its own share)."""
+    extra = {"time_unit": 1, "max_time": 2000} if train == "cox" else {}
+    run = run_secure_route(
+        secure_copy(REFERENCE / train, tmp_path / "s", **extra), sites(train), rounds
+    )
+    state = json.loads(run.received[3]["state.json"])
+    assert not {"gradient", "information", "deaths", "event_sum_x", "s0"} & set(state)
