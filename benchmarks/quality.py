@@ -491,16 +491,18 @@ def bench_secure(tmp: Path, lung: list[pd.DataFrame], cancer: list[pd.DataFrame]
     linreg = {"outcome": "pat.karno", "covariates": ["age", "sex=2", "ph.ecog", "wt.loss"]}
     logreg = {"outcome": "malignant", "covariates": ["mean radius", "mean texture"], "tol": 1e-8}
     km = {"time": "time", "event": "status", "group": "sex", "time_unit": 1}
+    cox = {"time": "time", "event": "status", "covariates": ["age", "sex=2"], "time_unit": 1}
     fed = {"outcome": "malignant", "covariates": ["mean radius", "mean texture", "mean area"]}
     cases: list[tuple[str, list[pd.DataFrame], dict[str, Any], int, bool, str]] = [
         ("cohort", lung, {}, 1, False, "numeric"),
         ("linreg", lung, linreg, 1, False, "coefficients"),
         ("logreg", cancer, logreg, 8, False, "coefficients"),
         ("km", lung, km, 1, False, "curves"),
+        ("cox", lung, cox, 8, False, "coefficients"),
         ("fedavg", cancer, fed, 5, True, "model"),
         ("fedprox", cancer, fed, 5, True, "model"),
     ]
-    extra = {"km": {"max_time": 1100, "levels": {"sex": ["1", "2"]}}}
+    extra = {"km": {"max_time": 1100, "levels": {"sex": ["1", "2"]}}, "cox": {"max_time": 1100}}
     rows = []
     for train, frames, params, rounds, parallel, key in cases:
         plain = secure_copy(REFERENCE / train, tmp / f"{train}-plain", False, **params)

@@ -30,9 +30,10 @@ from tests.secure_route import secure_copy
 from tests.test_reference_fedavg import run_parallel
 from tests.test_reference_trains import run_route
 from train_builder.image import build_image, push_image
-from train_builder.localnet import LocalNet
+from train_builder.localnet import LocalNet, wait_http
 from train_builder.researcher import Researcher
 from trains import state_codec
+from trains.errors import PhtError
 from trains.runtime.masking import SECURE_FILE, RingOverflow, SecureParts, decode_sum
 from trains.sealing import open_file, output_context
 
@@ -52,6 +53,19 @@ LEVELS = {
 
 def sample(train: str) -> list[pd.DataFrame]:
     return [pd.read_csv(REFERENCE / train / "sample" / f"{site}.csv") for site in SITES]
+
+
+@pytest.fixture(scope="module")
+def localnet(tmp_path_factory, docker_required) -> Iterator[LocalNet]:
+    """conftest's localnet, but patient with a slow start: on a loaded CI machine central
+    can take longer than LocalNet's 30 s to answer, and the process is still coming up."""
+    with LocalNet(tmp_path_factory.mktemp("secure-localnet")) as net:
+        net.start_registry()
+        try:
+            net.start_central()
+        except PhtError:
+            wait_http(f"{net.central_url}/healthz", timeout_s=180)
+        yield net
 
 
 @pytest.fixture(scope="module")
