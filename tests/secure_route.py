@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class SecureRun:
     received: dict[int, dict[str, bytes]] = field(default_factory=dict)  # hop -> file -> bytes
     sent: dict[int, dict[str, bytes]] = field(default_factory=dict)
     state: dict[str, Any] | None = None
+    station_seconds: float = 0.0  # in the stations' masking hooks, all hops
 
 
 def make_route(
@@ -106,8 +108,10 @@ def run_secure_route(
                 run.sent[hop.index] = _files(output_dir)
                 outputs[hop.index] = output_dir
                 continue
+            started = time.perf_counter()
             if masking:
                 secure_masking.unmask_input(manifest, hop, me.sealing, input_dir)
+            run.station_seconds += time.perf_counter() - started
             if hop.kind == "local":
                 (data_dir / dataset).mkdir()
                 frames[hop.position].to_csv(data_dir / dataset / "data.csv", index=False)
@@ -123,8 +127,10 @@ def run_secure_route(
                 parallel=parallel,
             )
             run.state = run_train(train_dir, input_dir, data_dir, output_dir, ctx)
+            started = time.perf_counter()
             if masking:
                 secure_masking.mask_output(manifest, hop, me.sealing, output_dir)
+            run.station_seconds += time.perf_counter() - started
             run.sent[hop.index] = _files(output_dir)
             outputs[hop.index] = output_dir
     return run
