@@ -33,3 +33,4 @@ def test_a_renamed_dataset_needs_no_code_edit(template, tmp_path):
     assert read_train_toml(renamed)["datasets"] == ["site_rows"]
     rounds = 3
     assert run(renamed, tmp_path, rounds) == run(REFERENCE / template, tmp_path, rounds)
+
