@@ -45,6 +45,7 @@ REFERENCE = ROOT / "trains" / "reference"
 STATIONS = ["sec-a", "sec-b", "sec-c"]
 AGGREGATOR = "sec-agg"
 SITES = ["hospital-a", "hospital-b", "hospital-c"]
+BUILT: list[str] = []  # image tags this module built, removed at its end
 LEVELS = {
     "sex": ["F", "M"],
     "smoker": ["no", "yes"],
@@ -89,6 +90,9 @@ def secure_base() -> Iterator[str]:
         (context / "Dockerfile").write_text("FROM pht-base:latest\nCOPY trains /opt/pht/trains\n")
         client.images.build(path=str(context), tag=tag, rm=True)
     yield tag
+    for train_tag in BUILT:  # the trains' images built on it, then the base itself
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(train_tag, force=True)
     client.images.remove(tag, force=True)
 
 
@@ -178,6 +182,7 @@ def test_secure_cohort_on_a_sequential_route(researcher, localnet, secure_base, 
         secure_copy(REFERENCE / "cohort", tmp_path / "train", levels=LEVELS), "secure", "cohort"
     )
     _, tag = build_image(folder, localnet.registry, base=secure_base)
+    BUILT.append(tag)
     state, train_id, copies = travel(
         researcher, localnet, folder, push_image(tag), tmp_path, rounds=1
     )
@@ -205,6 +210,7 @@ def test_secure_cohort_on_a_sequential_route(researcher, localnet, secure_base, 
 def test_secure_fedavg_on_a_parallel_route(researcher, localnet, secure_base, tmp_path):
     folder = renamed(secure_copy(REFERENCE / "fedavg", tmp_path / "train"), "secure", "fed")
     _, tag = build_image(folder, localnet.registry, base=secure_base)
+    BUILT.append(tag)
     rounds = 4
     state, train_id, copies = travel(
         researcher,
