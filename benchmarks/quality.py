@@ -483,6 +483,65 @@ def bench_fed(tmp: Path, frames: list[pd.DataFrame]) -> tuple[list[Row], dict[st
     return rows, {"curve": curve}
 
 
+SECURE_TARGET = 1e-9  # secure = true equals the unmasked result to this relative difference
+
+
+def bench_secure(tmp: Path, lung: list[pd.DataFrame], cancer: list[pd.DataFrame]) -> list[Row]:
+    """secure = true against the same train unmasked, on the same data and parameters: every
+    hop with the stations' real masks (tests/secure_route.py: station.secure_masking around
+    trains.runtime.run_train, one X25519 key per station). Fixed point 2^-32."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))  # the route harness lives with the tests
+    from tests.secure_route import run_secure_route, secure_copy
+
+    linreg = {"outcome": "pat.karno", "covariates": ["age", "sex=2", "ph.ecog", "wt.loss"]}
+    logreg = {"outcome": "malignant", "covariates": ["mean radius", "mean texture"], "tol": 1e-8}
+    km = {"time": "time", "event": "status", "group": "sex", "time_unit": 1}
+    cox = {"time": "time", "event": "status", "covariates": ["age", "sex=2"], "time_unit": 1}
+    fed = {"outcome": "malignant", "covariates": ["mean radius", "mean texture", "mean area"]}
+    cases: list[tuple[str, list[pd.DataFrame], dict[str, Any], int, bool, str]] = [
+        ("cohort", lung, {}, 1, False, "numeric"),
+        ("linreg", lung, linreg, 1, False, "coefficients"),
+        ("logreg", cancer, logreg, 8, False, "coefficients"),
+        ("km", lung, km, 1, False, "curves"),
+        ("cox", lung, cox, 8, False, "coefficients"),
+        ("fedavg", cancer, fed, 5, True, "model"),
+        ("fedprox", cancer, fed, 5, True, "model"),
+    ]
+    extra = {"km": {"max_time": 1100, "levels": {"sex": ["1", "2"]}}, "cox": {"max_time": 1100}}
+    rows = []
+    for train, frames, params, rounds, parallel, key in cases:
+        plain = secure_copy(REFERENCE / train, tmp / f"{train}-plain", False, **params)
+        masked = secure_copy(
+            REFERENCE / train, tmp / f"{train}-secure", **params, **extra.get(train, {})
+        )
+        a = run_route(plain, frames, rounds, parallel)
+        b = run_secure_route(masked, frames, rounds, parallel).state
+        assert b is not None
+        pairs = zip(_numbers(b[key]), _numbers(a[key]), strict=True)
+        diff = max(rel(x, y) for x, y in pairs)
+        rows.append(
+            row(train, "secure", f"secure=true vs unmasked: {key}", diff, "", SECURE_TARGET)
+        )
+    return rows
+
+
+SKIPPED = ("min", "max", "p", "t", "z", "ci_low", "ci_high", "odds_ratio")
+
+
+def _numbers(value: Any) -> list[float]:
+    """Every number in a result, in order: estimates, standard errors, counts, curves,
+    weights. Left out: min and max (not sums, so not published under secure) and what is
+    derived from an estimate and its standard error (p-values, which amplify a relative
+    difference by z^2 in the tail, and intervals)."""
+    if isinstance(value, dict):
+        return [x for k in sorted(value) if k not in SKIPPED for x in _numbers(value[k])]
+    if isinstance(value, list):
+        return [x for v in value for x in _numbers(v)]
+    return [] if value is None or isinstance(value, (str, bool)) else [float(value)]
+
+
 def row(
     train: str,
     data: str,
@@ -804,8 +863,9 @@ def main() -> int:
         cox_rows, cox = bench_cox(base, lung)
         sgd_rows, sgd = bench_sgd(base, cancer)
         fed_rows, fed = bench_fed(base, cancer)
+        secure_rows = bench_secure(base, lung, cancer)
     dp_rows = bench_dp(lung)
-    rows += km_rows + cox_rows + sgd_rows + fed_rows
+    rows += km_rows + cox_rows + sgd_rows + fed_rows + secure_rows
     seconds = time.perf_counter() - started
     print(f"{'train':7} {'quantity':26} {'fed vs pooled':>14}  {'met':4} local-only")
     for r in rows:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from central.client import CentralClient
 from central.messages import HopOffer
-from station import datasources
+from station import datasources, secure_masking
 from station.approvals import StandingApprovals
 from station.audit import AuditLog
 from station.config import StationConfig
@@ -203,6 +203,7 @@ def _run(
         max_bytes = manifest.resources.max_output_mb * 1024 * 1024
         # 9. the inputs: digests as the chain names them, opened with our key
         _fetch_inputs(offer, verified, me, central, work, input_dir, max_bytes)
+        secure_masking.unmask_input(manifest, hop, me.sealing, input_dir)  # release point only
         watch.lap("inputs")
         image_id = _docker_call(lambda: docker.pull(manifest.image, config.pull_limits))
         watch.lap("image")
@@ -240,6 +241,7 @@ def _run(
         )
         check_result(result, manifest.resources, me.name)
         converged = ends_route(result, manifest, hop.index)
+        secure_masking.mask_output(manifest, hop, me.sealing, output_dir)  # before it is read
         archive = work / "output.tar"
         watch.restart()
         release = hop.is_last or converged  # what leaves goes to the researcher
@@ -334,6 +336,7 @@ def _environment(verified: VerifiedHop, station: str) -> dict[str, str]:
         "PHT_STOPS": str(len(manifest.route.stops)),
         "PHT_ROUNDS": str(manifest.route.rounds),
         "PHT_MAY_END": "1" if early_end_refused(manifest, hop.index) is None else "0",
+        "PHT_ROUTE": manifest.route.mode,
     }
 
 

@@ -93,12 +93,18 @@ def describe(q: Quantity) -> dict[str, str]:
 
 
 def _empty_state(path: Path, name: str) -> bool:
-    if name != "state.json" or path.stat().st_size > EMPTY_STATE_BYTES:
+    """An empty ``state.json`` (the runtime writes ``{}`` when the train publishes), or a
+    secure train's spent ``secure.json`` (no parts left: they were unmasked and summed at
+    the round's last stop) carries nothing: not untyped."""
+    if name not in ("state.json", "secure.json") or path.stat().st_size > EMPTY_STATE_BYTES * 2:
         return False
     try:
-        return json.loads(path.read_bytes()) in ({}, None)
+        value = json.loads(path.read_bytes())
     except ValueError:
         return False
+    if name == "state.json":
+        return value in ({}, None)
+    return isinstance(value, dict) and value.get("parts") == {} and not value.get("contributions")
 
 
 def _safe_shape(shape: Any, path: Path) -> str:

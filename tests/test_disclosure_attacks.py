@@ -207,6 +207,22 @@ def test_an_empty_state_beside_published_is_not_untyped(tmp_path):
     assert {f.name for f in disclosure.files} == {"state.json", PUBLISHED_FILE}
 
 
+def test_a_secure_trains_spent_sums_beside_published_are_not_untyped(tmp_path):
+    """secure = true declares secure.json: at the release point it holds no parts (they
+    were unmasked and summed at the round's last stop), so it is not held as untyped; one
+    that still carries parts is."""
+    write_published(tmp_path, table("ward", [50, 40]))
+    spent = {"contributions": 0, "format": 1, "masked_by": None, "parts": {}}
+    (tmp_path / "secure.json").write_text(json.dumps(spent))
+    (tmp_path / "state.json").write_text("{}")
+    disclosure = release(tmp_path, ["state.json", "secure.json"])
+    assert not disclosure.held
+    carrying = spent | {"contributions": 3, "parts": {"n": {"shape": [], "ring": ["0"]}}}
+    (tmp_path / "secure.json").write_text(json.dumps(carrying))
+    write_published(tmp_path, table("ward", [50, 40]))
+    assert release(tmp_path, ["state.json", "secure.json"]).held
+
+
 def test_intermediate_hops_never_see_the_typed_rules(tmp_path):
     write_published(tmp_path, table("ward", [50, 2]))
     from trains.errors import StateInvalid

@@ -95,6 +95,7 @@ class DockerHop:
                 "PHT_STOPS": str(ctx.stops),
                 "PHT_ROUNDS": str(ctx.rounds),
                 "PHT_MAY_END": "1" if ctx.may_end else "0",
+                "PHT_ROUTE": "parallel" if ctx.parallel else "sequential",
             },
             resources=spec.resources,
         )

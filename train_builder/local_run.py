@@ -230,6 +230,7 @@ class _Route:
                     stop=s,
                     stops=n,
                     rounds=self.rounds,
+                    parallel=True,
                 )
                 partials.append(self.hop(ctx, [] if aggregate is None else [aggregate], stop))
             ctx = Context(
@@ -242,6 +243,7 @@ class _Route:
                 stops=n,
                 rounds=self.rounds,
                 may_end=r < self.rounds - 1,
+                parallel=True,
             )
             aggregate = self.hop(ctx, partials, None)
             if self.result.hops[-1].converged:

@@ -6,10 +6,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trains.errors import ConfigError
 from trains.manifest import NAME_RE, Resources
+from trains.runtime.masking import SECURE_FILE
 
 TRAIN_FILE = "train.toml"
 CODE_FILE = "train.py"
@@ -31,6 +32,15 @@ class TrainSpec(BaseModel):
     outputs: list[str] = Field(default_factory=lambda: ["state.json"], min_length=1)
     resources: Resources = Resources()
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # additive parts masked between stations (trains/runtime/secure.py); they travel in
+    # secure.json, declared here so that it is in the signed manifest's outputs
+    secure: bool = False
+
+    @model_validator(mode="after")
+    def _secure_file_declared(self) -> TrainSpec:
+        if self.secure and SECURE_FILE not in self.outputs:
+            self.outputs.append(SECURE_FILE)
+        return self
 
 
 def load_train_spec(folder: Path) -> TrainSpec:

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from trains.runtime import secure
 from trains.runtime.publish import PUBLISHED_FILE, Publisher
 from trains.runtime.refusal import Refusal
 
@@ -63,6 +64,8 @@ class Context:
     may_end: bool = False  # this hop ends its round (not the last): converged() may end the route
     # typed outputs (trains.runtime.publish): written as published.json at the release hop
     publish: Publisher = field(default_factory=Publisher)
+    parallel: bool = False  # a parallel route: its release point is the aggregator
+    sums: secure.SecureSums | None = None  # the secure parts (trains.runtime.secure)
 
     @property
     def is_round_end(self) -> bool:
@@ -82,6 +85,7 @@ class Context:
             stops=int(env.get("PHT_STOPS", "1")),
             rounds=int(env.get("PHT_ROUNDS", "1")),
             may_end=env.get("PHT_MAY_END", "0") == "1",
+            parallel=env.get("PHT_ROUTE") == "parallel",
         )
 
 
@@ -172,7 +176,9 @@ def run_train(
     names = [] if ctx.mode == "aggregate" else toml.get("datasets", [])
     data = {name: load_dataset(data_dir / name) for name in names}
     params = dict(toml.get("parameters", {}))
-    ctx = dataclasses.replace(ctx, output_dir=output_dir, params=params)
+    release = ctx.mode == "aggregate" or (not ctx.parallel and ctx.stop == ctx.stops - 1)
+    sums = secure.start(bool(toml.get("secure", False)), release, ctx.mode, input_dir)
+    ctx = dataclasses.replace(ctx, output_dir=output_dir, params=params, sums=sums)
     if ctx.mode == "aggregate":
         aggregate = getattr(module, "aggregate", None)
         if not callable(aggregate):
@@ -188,6 +194,10 @@ def run_train(
     finalize = getattr(module, "finalize", None)
     if ctx.is_last and callable(finalize):
         state = finalize(state, ctx)
+    try:
+        secure.finish(sums, ctx.mode, output_dir)
+    except secure.SecureStateError as exc:
+        raise TrainCodeError(str(exc)) from None
     if state is None:
         return Ran(None, converged)
     if not isinstance(state, dict):

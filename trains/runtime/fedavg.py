@@ -37,6 +37,7 @@ from trains.runtime.design import (
     require_min_rows,
     the_dataset,
 )
+from trains.runtime.secure import is_secure, sum_partials, sum_parts
 
 Array = npt.NDArray[Any]
 Gradient = Callable[[Array, Array], Array]
@@ -191,6 +192,12 @@ def local(
     test = held_out(len(y), float(p.get("test_fraction", 0.25)), seed)
     out = {"kind": "partial", "round": ctx.round, "columns": list(p["covariates"])}
     if state is None:  # round 0 (checked above)
+        if is_secure(ctx):  # as sums: masked, they add up at the aggregator
+            train = x[~test]
+            sum_parts(
+                ctx, None, {"n": len(train), "sum": train.sum(0), "squares": (train**2).sum(0)}
+            )
+            return out
         return out | {"moments": moments(x[~test])}
     scaler, weights = state["scaler"], np.asarray(state["weights"], dtype=np.float64)
     out |= {"scaler": scaler, "history": state["history"], "n": int((~test).sum())}
@@ -198,7 +205,7 @@ def local(
         weights, standardise(scaler, x[test]), y[test], int(p.get("auc_bins", 1000))
     )
     if ctx.round == ctx.rounds - 1:
-        return out | {"weights": weights}  # the last round only scores the final model
+        return _secured(out | {"weights": weights}, ctx)  # the last round only scores
     trained = train_locally(
         weights,
         standardise(scaler, x[~test]),
@@ -207,7 +214,50 @@ def local(
         [seed, ctx.round, ctx.stop],
         extra_gradient,
     )
-    return out | {"weights": trained}
+    return _secured(out | {"weights": trained}, ctx)
+
+
+def _secured(out: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """With secure = true the stop's row count, its n-weighted weights and its held-out
+    scores go to the masked sums; the global model it started from stays in the state."""
+    if not is_secure(ctx):
+        return out
+    n, evaluation = out.pop("n"), out.pop("evaluation")
+    parts = {f"evaluation/{k}": v for k, v in evaluation.items()} | {"n": n}
+    if ctx.round < ctx.rounds - 1:
+        parts["weighted"] = n * np.asarray(out.pop("weights"), dtype=np.float64)
+    sum_parts(ctx, None, parts)
+    return out
+
+
+def _secure_aggregate(
+    states: list[dict[str, Any]], out: dict[str, Any], ctx: Context
+) -> dict[str, Any]:
+    """The aggregate from the round's masked sums (the masks cancel in their sum)."""
+    if ctx.round == 0:
+        sums = sum_partials(ctx, states, ["n", "sum", "squares"])
+        n, total = round(sums["n"]), np.asarray(sums["sum"])
+        mean = total / n
+        scaler = {"n": n, "mean": mean, "m2": np.asarray(sums["squares"]) - total * mean}
+        return out | {"scaler": scaler, "weights": np.zeros(len(out["columns"]) + 1), "history": []}
+    names = ["n", *(f"evaluation/{k}" for k in EVALUATION)]
+    last = ctx.round == ctx.rounds - 1
+    sums = sum_partials(ctx, states, names if last else [*names, "weighted"])
+    evaluation = {k: sums[f"evaluation/{k}"] for k in EVALUATION}
+    for k in ("n", "correct"):
+        evaluation[k] = round(evaluation[k])
+    n_train = round(sums["n"])
+    out |= {
+        "scaler": _agree(states, "scaler"),
+        "history": [*_agree(states, "history"), scores(evaluation, ctx.round)],
+        "n_train": n_train,
+    }
+    if last:
+        return out | {"weights": _agree(states, "weights"), "evaluation": evaluation}
+    return out | {"weights": np.asarray(sums["weighted"]) / n_train}
+
+
+EVALUATION = ("n", "correct", "log_loss", "positive", "negative")
 
 
 def _agree(states: list[dict[str, Any]], key: str) -> Any:
@@ -226,6 +276,8 @@ def aggregate(partials: list[dict[str, Any] | None], ctx: Context) -> dict[str, 
         raise ValueError(f"a partial state is not from round {ctx.round}; the round is refused")
     columns = _agree(states, "columns")
     out = {"kind": "global", "round": ctx.round, "columns": columns}
+    if is_secure(ctx):
+        return _secure_aggregate(states, out, ctx)
     if ctx.round == 0:
         scaler = merge_moments([s["moments"] for s in states])
         return out | {"scaler": scaler, "weights": np.zeros(len(columns) + 1), "history": []}

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from trains.runtime.design import the_dataset
+from trains.runtime.secure import is_secure, sum_parts
 
 
 def _numeric_summary(values):
@@ -144,10 +145,91 @@ def merge(a: dict, b: dict) -> dict:
 
 def local(data, state, ctx):
     frame = the_dataset(data)
+    if is_secure(ctx):
+        return secure_local(frame, state, ctx)
     mine = summarise(frame) | extras(frame, ctx.params)
     merged = mine if state is None else merge(state, mine) | merge_extras(state, mine)
     merged["stations"] = (state or {}).get("stations", 0) + 1
     return merged
+
+
+# ----------------------------------------------------------- secure = true: sums only
+# Masked sums need a layout every stop shares, so category names come from [parameters]
+# levels (never from the data), and a numeric column travels as n, sum and sum of squares
+# (min and max are not sums: with secure = true they are not published).
+
+
+def _levels(params, column):
+    levels = params.get("levels", {}).get(column)
+    if not levels:
+        raise ValueError(
+            f"secure = true: declare the categories of column {column!r} in [parameters], "
+            f'e.g. levels = {{ {column} = ["a", "b"] }}; with masked sums category names '
+            "cannot come from the data (they would travel in the clear)"
+        )
+    return [str(v) for v in levels]
+
+
+def secure_parts(frame, params):
+    """This stop's additive parts, in the layout every stop shares."""
+    numeric = frame.select_dtypes(include="number")
+    parts = {"rows": len(frame)}
+    for col in numeric.columns:
+        values = numeric[col].dropna().astype(float)
+        parts[f"numeric/{col}"] = [len(values), values.sum(), (values**2).sum()]
+    for col in frame.columns.drop(numeric.columns):
+        levels, values = _levels(params, col), frame[col].dropna().astype(str)
+        counts = [int((values == level).sum()) for level in levels]
+        parts[f"categorical/{col}"] = [*counts, int((~values.isin(levels)).sum())]
+    for name, h in extras(frame, params)["histograms"].items():
+        parts[f"histogram/{name}"] = [h["below"], *h["counts"], h["above"]]
+    for a, b in (tuple(pair) for pair in params.get("crosstabs", [])):
+        la, lb = _levels(params, a), _levels(params, b)
+        rows = frame[[a, b]].dropna().astype(str)
+        grid = [[int(((rows[a] == x) & (rows[b] == y)).sum()) for y in lb] for x in la]
+        parts[f"crosstab/{a} x {b}"] = grid
+    return parts
+
+
+def from_totals(totals, params):
+    """The merged state ``merge`` would have built, from the unmasked totals."""
+    state = {"rows": totals["rows"], "numeric": {}, "categorical": {}}
+    state |= {"histograms": {}, "crosstabs": {}}
+    for key, value in totals.items():
+        kind, _, name = key.partition("/")
+        if kind == "numeric":
+            n, total, squares = float(value[0]), float(value[1]), float(value[2])
+            mean = total / n if n else 0.0
+            m2 = max(squares - total * mean, 0.0) if n else 0.0
+            state["numeric"][name] = {"n": round(n), "mean": mean, "m2": m2}
+            state["numeric"][name] |= {"min": None, "max": None}
+        elif kind == "categorical":
+            labels = [*_levels(params, name), "(other)"]
+            state["categorical"][name] = {
+                k: int(c) for k, c in zip(labels, value, strict=True) if c > 0
+            }
+        elif kind == "histogram":
+            edges = params["histograms"][name]
+            cells = [int(c) for c in value]
+            state["histograms"][name] = {"edges": edges, "counts": cells[1:-1]}
+            state["histograms"][name] |= {"below": cells[0], "above": cells[-1]}
+        elif kind == "crosstab":
+            a, _, b = name.partition(" x ")
+            la, lb = _levels(params, a), _levels(params, b)
+            table = {
+                x: {y: int(c) for y, c in zip(lb, row, strict=True) if c > 0}
+                for x, row in zip(la, value, strict=True)
+            }
+            state["crosstabs"][name] = {x: row for x, row in table.items() if row}
+    return state
+
+
+def secure_local(frame, state, ctx):
+    totals = sum_parts(ctx, None, secure_parts(frame, ctx.params))
+    stations = (state or {}).get("stations", 0) + 1
+    if totals is None:  # the sums are masked here: only the count of stops travels
+        return {"stations": stations}
+    return from_totals(totals, ctx.params) | {"stations": stations}
 
 
 def suppress_lines(grid, min_cell):

@@ -16,6 +16,7 @@ import numpy as np
 
 from trains.runtime.design import column as _column
 from trains.runtime.design import complete_cases, require_min_rows, the_dataset
+from trains.runtime.secure import is_secure, sum_parts
 from trains.runtime.wald import wald_table
 
 
@@ -73,6 +74,8 @@ def local(data, state, ctx):
             "the cox train needs at least 2 rounds (1 setup + iterations); submit with --rounds 10"
         )
     state = state or {"columns": list(p["covariates"]), "history": [], "converged": False}
+    if is_secure(ctx):
+        return secure_local(state, t, e, x, ctx)
     if ctx.round == 0:
         setup(state, t, e, x)
         if ctx.is_round_end:
@@ -92,6 +95,53 @@ def local(data, state, ctx):
         state["s2"] = np.asarray(state["s2"]) + s2
     if ctx.is_round_end:
         newton_step(state, float(p.get("tol", 1e-8)), ctx.round)
+    return state
+
+
+def secure_local(state, t, e, x, ctx):
+    """secure = true: every sum on a grid every stop shares (time_unit steps up to
+    max_time), masked. Round 0 sums n and the covariates (the release point turns them
+    into the centre every stop uses, like the model it passes on); every later round each
+    stop adds its event counts, its centred covariate sums over events and its risk-set
+    sums at every grid time, and the release point takes the Newton step over the grid
+    times with events: the unmasked fit with the same time_unit."""
+    p = ctx.params
+    unit, horizon = float(p.get("time_unit", 0)), p.get("max_time")
+    if unit <= 0 or horizon is None:
+        raise ValueError(
+            "secure = true: masked sums need a time grid every stop shares: set "
+            "time_unit > 0 and max_time in [parameters]"
+        )
+    grid = np.arange(int(np.ceil(float(horizon) / unit)) + 1) * unit
+    index = np.round(t / unit).astype(int)
+    if index.min() < 0 or index.max() >= grid.size:
+        raise ValueError("a time lies outside 0 .. max_time; raise max_time in [parameters]")
+    if ctx.round == 0:
+        totals = sum_parts(ctx, None, {"n": len(t), "sum_x": x.sum(0)})
+        if totals is not None:
+            state |= {"n": totals["n"], "sum_x": totals["sum_x"], "beta": np.zeros(x.shape[1])}
+        return state
+    xc = x - np.asarray(state["sum_x"]) / state["n"]
+    s0, s1, s2 = risk_sums(grid, t, xc, np.asarray(state["beta"], dtype=float))
+    mine = {
+        "deaths": np.bincount(index[e == 1], minlength=grid.size),
+        "event_sum": xc[e == 1].sum(0),
+        "s0": s0,
+        "s1": s1,
+        "s2": s2,
+    }
+    totals = sum_parts(ctx, None, mine)
+    if totals is None:  # masked here: the sums travel in secure.json only
+        return state
+    events = totals["deaths"] > 0
+    state["deaths"] = totals["deaths"][events]
+    state |= {key: totals[key][events] for key in ("s0", "s1", "s2")}
+    centre = np.asarray(state["sum_x"]) / state["n"]
+    state["event_sum_x"] = totals["event_sum"] + state["deaths"].sum() * centre
+    newton_step(state, float(p.get("tol", 1e-8)), ctx.round)
+    if not ctx.is_last:  # the pooled sums stay here; the model (and the centre) go on
+        for key in ("deaths", "event_sum_x", "information"):
+            del state[key]
     return state
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats
 
 from trains.runtime.design import require_min_rows, the_dataset
+from trains.runtime.secure import is_secure, sum_parts
 
 
 def counts(frame, time, event, unit):
@@ -48,10 +49,49 @@ def local(data, state, ctx):
     unit = float(p.get("time_unit", 0))
     groups = dict((state or {}).get("groups", {}))
     labels = frame[group].astype(str) if group else np.full(len(frame), "all")
+    if is_secure(ctx):
+        return secure_local(frame, labels, state, ctx)
     for label in sorted(set(labels)):
         mine = counts(frame[labels == label], time, event, unit)
         groups[label] = merge(groups[label], mine) if label in groups else mine
     return {"groups": groups, "stations": (state or {}).get("stations", 0) + 1}
+
+
+def secure_local(frame, labels, state, ctx):
+    """secure = true: events and removals on a grid every stop shares (time_unit steps up
+    to max_time) for the groups [parameters] levels declares, summed masked; the release
+    point keeps the grid times where something happened, as the unmasked merge does."""
+    p = ctx.params
+    time, event, group = p.get("time", "time"), p.get("event", "event"), p.get("group", "")
+    unit, horizon = float(p.get("time_unit", 0)), p.get("max_time")
+    declared = p.get("levels", {}).get(group) if group else ["all"]
+    if unit <= 0 or horizon is None or not declared:
+        raise ValueError(
+            "secure = true: masked sums need a layout every stop shares: set time_unit > 0 "
+            "and max_time in [parameters] (and levels = { <group> = [...] } for the groups)"
+        )
+    grid = np.arange(int(np.ceil(float(horizon) / unit)) + 1) * unit
+    index = np.ceil(frame[time].to_numpy(dtype=float) / unit).astype(int)
+    if index.min() < 0 or index.max() >= grid.size:
+        raise ValueError("a time lies outside 0 .. max_time; raise max_time in [parameters]")
+    parts = {}
+    for label in [str(g) for g in declared]:
+        rows = np.asarray(labels == label)
+        events = frame[event].to_numpy(dtype=float)[rows].astype(int)
+        parts[f"events/{label}"] = np.bincount(index[rows], events, grid.size).astype(int)
+        parts[f"removed/{label}"] = np.bincount(index[rows], minlength=grid.size)
+    totals = sum_parts(ctx, None, parts)
+    stations = (state or {}).get("stations", 0) + 1
+    if totals is None:  # masked here: only the count of stops travels
+        return {"stations": stations}
+    groups = {}
+    for label in [str(g) for g in declared]:
+        removed = totals[f"removed/{label}"]
+        keep = removed > 0
+        if keep.any():
+            events = totals[f"events/{label}"][keep]
+            groups[label] = {"time": grid[keep], "events": events, "removed": removed[keep]}
+    return {"groups": groups, "stations": stations}
 
 
 def curve(c, conf_level, min_at_risk):

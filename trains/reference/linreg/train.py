@@ -11,6 +11,7 @@ import numpy as np
 from scipy import stats
 
 from trains.runtime.design import regression_design, require_min_rows, the_dataset
+from trains.runtime.secure import sum_parts
 
 
 def local(data, state, ctx):
@@ -19,28 +20,16 @@ def local(data, state, ctx):
         the_dataset(data), p["covariates"], p["outcome"], p.get("intercept", True)
     )
     require_min_rows(len(y), ctx)
-    if state is None:
-        k = len(names)
-        state = {
-            "columns": names,
-            "n": 0,
-            "stations": 0,
-            "xtx": np.zeros((k, k)),
-            "xty": np.zeros(k),
-            "yty": 0.0,
-            "sum_y": 0.0,
-        }
-    if state["columns"] != names:
+    if state is not None and state["columns"] != names:
         raise ValueError(f"state columns {state['columns']} differ from this stop's {names}")
-    return {
-        "columns": names,
-        "n": state["n"] + len(y),
-        "stations": state["stations"] + 1,
-        "xtx": np.asarray(state["xtx"]) + x.T @ x,
-        "xty": np.asarray(state["xty"]) + x.T @ y,
-        "yty": state["yty"] + float(y @ y),
-        "sum_y": state["sum_y"] + float(y.sum()),
-    }
+    # the additive parts: in the state, or masked in secure.json with secure = true
+    sums = sum_parts(
+        ctx,
+        state,
+        {"n": len(y), "xtx": x.T @ x, "xty": x.T @ y, "yty": float(y @ y), "sum_y": float(y.sum())},
+    )
+    stations = (state or {}).get("stations", 0) + 1
+    return {"columns": names, "stations": stations} | (sums or {})
 
 
 def fit(state, conf_level=0.95):

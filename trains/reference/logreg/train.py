@@ -16,6 +16,7 @@ from trains.runtime.design import (
     require_min_rows,
     the_dataset,
 )
+from trains.runtime.secure import is_secure, sum_parts
 from trains.runtime.wald import wald_table
 
 
@@ -26,24 +27,28 @@ def local(data, state, ctx):
     )
     require_min_rows(len(y), ctx)
     require_binary_outcome(y, p["outcome"])
-    k = len(names)
     if state is None:
-        state = {"columns": names, "beta": np.zeros(k), "history": [], "converged": False}
+        state = {"columns": names, "beta": np.zeros(len(names)), "history": [], "converged": False}
     if state["columns"] != names:
         raise ValueError(f"state columns {state['columns']} differ from this stop's {names}")
-    if ctx.stop == 0:  # a new round: fresh sums at the coefficients the last round chose
-        state.update(n=0, loglik=0.0, gradient=np.zeros(k), information=np.zeros((k, k)))
     beta = np.asarray(state["beta"], dtype=float)
     eta = x @ beta
     prob = 1.0 / (1.0 + np.exp(-eta))
-    state["n"] += len(y)
-    state["loglik"] += float(y @ eta - np.logaddexp(0.0, eta).sum())
-    state["gradient"] = np.asarray(state["gradient"]) + x.T @ (y - prob)
-    state["information"] = (
-        np.asarray(state["information"]) + (x * (prob * (1 - prob))[:, None]).T @ x
-    )
+    mine = {
+        "n": len(y),
+        "loglik": float(y @ eta - np.logaddexp(0.0, eta).sum()),
+        "gradient": x.T @ (y - prob),
+        "information": (x * (prob * (1 - prob))[:, None]).T @ x,
+    }
+    # a new round (stop 0) starts fresh sums at the coefficients the last round chose
+    sums = sum_parts(ctx, None if ctx.stop == 0 else state, mine)
+    if sums is None:  # secure = true, mid-round: the sums travel masked, not in the state
+        return {key: value for key, value in state.items() if key not in mine}
+    state.update(sums)
     if ctx.is_round_end:
         newton_step(state, float(p.get("tol", 1e-8)), ctx.round)
+        if is_secure(ctx) and not ctx.is_last:  # the pooled sums stay here; the model goes on
+            return {key: value for key, value in state.items() if key not in mine}
     return state
 
 

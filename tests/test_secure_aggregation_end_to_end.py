@@ -1,0 +1,245 @@
+"""secure = true on real stations: station daemons as separate processes with their own
+keys, central, the registry, real containers. Cohort on a sequential route and FedAvg on a
+parallel route joined at a station without data.
+
+The trains run on an image whose runtime is this checkout's (``trains/runtime`` copied
+over ``pht-base:latest``), so the test exercises the code under test even before the
+shared base image is rebuilt. While the route runs, the test keeps a copy of every sealed
+blob central stores and afterwards plays the curious station: it opens the first stop's
+output with the second stop's own key (the one reader it was sealed to) and finds nothing
+it can decode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pandas as pd
+import pytest
+
+from central.client import CentralClient
+from tests.secure_route import secure_copy
+from tests.test_reference_fedavg import run_parallel
+from tests.test_reference_trains import run_route
+from train_builder.image import build_image, push_image
+from train_builder.localnet import LocalNet, wait_http
+from train_builder.researcher import Researcher
+from trains import state_codec
+from trains.errors import PhtError
+from trains.runtime.masking import SECURE_FILE, RingOverflow, SecureParts, decode_sum
+from trains.sealing import open_file, output_context
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "trains" / "reference"
+STATIONS = ["sec-a", "sec-b", "sec-c"]
+AGGREGATOR = "sec-agg"
+SITES = ["hospital-a", "hospital-b", "hospital-c"]
+BUILT: list[str] = []  # image tags this module built, removed at its end
+LEVELS = {
+    "sex": ["F", "M"],
+    "smoker": ["no", "yes"],
+    "diagnosis": ["none", "hypertension", "copd", "t2_diabetes", "sarcoidosis"],
+}
+
+
+def sample(train: str) -> list[pd.DataFrame]:
+    return [pd.read_csv(REFERENCE / train / "sample" / f"{site}.csv") for site in SITES]
+
+
+@pytest.fixture(scope="module")
+def localnet(tmp_path_factory, docker_required) -> Iterator[LocalNet]:
+    """conftest's localnet, but patient with a slow start: on a loaded CI machine central
+    can take longer than LocalNet's 30 s to answer, and the process is still coming up."""
+    with LocalNet(tmp_path_factory.mktemp("secure-localnet")) as net:
+        net.start_registry()
+        try:
+            net.start_central()
+        except PhtError:
+            wait_http(f"{net.central_url}/healthz", timeout_s=180)
+        yield net
+
+
+@pytest.fixture(scope="module")
+def secure_base() -> Iterator[str]:
+    """``pht-base:latest`` with this checkout's runtime on top, tagged for this test."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "trains" / "runtime").rglob("*.py")):
+        digest.update(path.read_bytes())
+    tag = f"pht-base-secagg-test:{digest.hexdigest()[:12]}"
+    client = docker.from_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp)
+        (context / "trains").mkdir()
+        shutil.copy2(ROOT / "trains" / "__init__.py", context / "trains" / "__init__.py")
+        shutil.copytree(
+            ROOT / "trains" / "runtime",
+            context / "trains" / "runtime",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        (context / "Dockerfile").write_text("FROM pht-base:latest\nCOPY trains /opt/pht/trains\n")
+        client.images.build(path=str(context), tag=tag, rm=True)
+    yield tag
+    for train_tag in BUILT:  # the trains' images built on it, then the base itself
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(train_tag, force=True)
+    client.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def researcher(localnet: LocalNet) -> Iterator[Researcher]:
+    identity, _, token = localnet.add_researcher("dr-secure")
+    for name, site in zip(STATIONS, SITES, strict=True):
+        datasets = {
+            "cohort": REFERENCE / "cohort" / "sample" / f"{site}.csv",
+            "fed": REFERENCE / "fedavg" / "sample" / f"{site}.csv",
+        }
+        localnet.add_station(name, datasets, trusted=[identity])
+        localnet.start_station(name)
+    localnet.add_station(AGGREGATOR, {}, trusted=[identity])
+    localnet.start_station(AGGREGATOR)
+    client = CentralClient(localnet.central_url, token.read_text().strip())
+    with Researcher(identity, client, trust=localnet.trust()) as r:
+        yield r
+
+
+def renamed(folder: Path, name: str, dataset: str) -> Path:
+    toml = folder / "train.toml"
+    text = toml.read_text().replace('name = "', f'name = "{name}-', 1)
+    toml.write_text(text.replace('datasets = ["cohort"]', f'datasets = ["{dataset}"]', 1))
+    return folder
+
+
+class BlobCopier:
+    """Copies every sealed blob central stores for a train as it appears (central prunes
+    consumed blobs): what a station could download when it runs the next hop."""
+
+    def __init__(self, net: LocalNet, out: Path) -> None:
+        self.net, self.out, self.train_id = net, out, ""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.05):
+            if not self.train_id:
+                continue
+            folder = self.net.central_dir / "blobs" / self.train_id
+            for blob in folder.glob("output-*.sealed") if folder.is_dir() else []:
+                target = self.out / blob.name
+                if not target.exists():
+                    with contextlib.suppress(OSError):  # pruned meanwhile
+                        shutil.copyfile(blob, target)
+
+    def __enter__(self) -> BlobCopier:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def opened_by(
+    net: LocalNet, copies: Path, train_id: str, hop: int, reader: str
+) -> dict[str, bytes]:
+    """What ``reader`` finds in hop ``hop``'s sealed output, opened with its own key."""
+    sealed = copies / f"output-{hop:05d}.sealed"
+    archive = copies / f"output-{hop}.tar"
+    key = net.stations[reader].identity.sealing
+    open_file(sealed, archive, key, output_context(train_id, hop))
+    unpacked = copies / f"hop-{hop}"
+    state_codec.unpack(archive.read_bytes(), unpacked, 10 * 1024 * 1024)
+    return {p.name: p.read_bytes() for p in unpacked.iterdir()}
+
+
+def travel(
+    researcher: Researcher, net: LocalNet, folder: Path, image: Any, tmp: Path, **route: Any
+) -> tuple[dict[str, Any], str, Path]:
+    copies = tmp / "blobs"
+    with BlobCopier(net, copies) as copier:
+        train_id = researcher.submit(folder, image, STATIONS, **route)
+        copier.train_id = train_id
+        status = researcher.wait(train_id, timeout_s=600, poll_s=0.2)
+        assert status["status"] == "done", f"{status}\n{logs(net)}"
+    result = researcher.result(train_id, tmp / "result")
+    assert result.state is not None
+    return result.state, train_id, copies
+
+
+def test_secure_cohort_on_a_sequential_route(researcher, localnet, secure_base, tmp_path):
+    folder = renamed(
+        secure_copy(REFERENCE / "cohort", tmp_path / "train", levels=LEVELS), "secure", "cohort"
+    )
+    _, tag = build_image(folder, localnet.registry, base=secure_base)
+    BUILT.append(tag)
+    state, train_id, copies = travel(
+        researcher, localnet, folder, push_image(tag), tmp_path, rounds=1
+    )
+
+    plain = secure_copy(REFERENCE / "cohort", tmp_path / "plain", secure=False)
+    expected = run_route(plain, sample("cohort"), tmp_path / "here")
+    assert state["rows"] == expected["rows"] and state["categorical"] == expected["categorical"]
+    for column, stats in expected["numeric"].items():
+        got = state["numeric"][column]
+        assert got["count"] == stats["count"]
+        assert got["mean"] == pytest.approx(stats["mean"], rel=1e-9)
+        assert got["std"] == pytest.approx(stats["std"], rel=1e-9)
+        assert got["min"] is None and got["max"] is None  # not sums: not released under secure
+
+    # the curious second station opens what the first sealed to it
+    seen = opened_by(localnet, copies, train_id, 0, "sec-b")
+    assert seen["state.json"] == b'{"stations": 1}'
+    parts = SecureParts.loads(seen[SECURE_FILE])
+    for name, (_, ring) in parts.parts.items():
+        with pytest.raises(RingOverflow):
+            decode_sum(ring, parts.contributions)  # masked: no value in range, for any part
+        assert name  # every part, counts and sums alike
+
+
+def test_secure_fedavg_on_a_parallel_route(researcher, localnet, secure_base, tmp_path):
+    folder = renamed(secure_copy(REFERENCE / "fedavg", tmp_path / "train"), "secure", "fed")
+    _, tag = build_image(folder, localnet.registry, base=secure_base)
+    BUILT.append(tag)
+    rounds = 4
+    state, train_id, copies = travel(
+        researcher,
+        localnet,
+        folder,
+        push_image(tag),
+        tmp_path,
+        rounds=rounds,
+        mode="parallel",
+        aggregator=AGGREGATOR,
+    )
+    here = run_parallel(REFERENCE / "fedavg", sample("fedavg"), tmp_path / "here", rounds)
+    assert state["n_train"] == here["n_train"] and state["n_test"] == here["n_test"]
+    assert state["accuracy"] == pytest.approx(here["accuracy"], rel=1e-9)
+    assert state["model"]["coef"] == pytest.approx(here["model"]["coef"], rel=1e-9)
+
+    # the curious aggregator opens a stop's partial of round 1 (hop 4: stop 0 of round 1)
+    seen = opened_by(localnet, copies, train_id, 4, AGGREGATOR)
+    partial = SecureParts.loads(seen[SECURE_FILE])
+    with pytest.raises(RingOverflow):
+        decode_sum(partial.parts["n"][1], partial.contributions)
+    partial_state = json.loads(seen["state.json"])  # the global model it started from, no more
+    assert "n" not in partial_state and "evaluation" not in partial_state
+
+
+def logs(net: LocalNet) -> str:
+    parts = []
+    for name in [*STATIONS, AGGREGATOR]:
+        station = net.stations[name]
+        if station.log.exists():
+            parts.append(f"--- {name}\n{station.log.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts)
