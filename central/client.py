@@ -7,6 +7,7 @@ first: what central or a man-in-the-middle sends never becomes a path unchecked.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -202,8 +203,7 @@ class CentralClient:
     def _download(self, url: str, target: Path, what: str) -> str:
         """Stream ``url`` into ``target``, at most ``max_download_bytes``: central or a
         man-in-the-middle cannot fill this machine's disk (past the bound, the file is
-        removed and StateTooLarge raised). Returns the sha256 of what was written, hashed
-        in a thread of its own while the next piece arrives (no second read)."""
+        removed and StateTooLarge raised). Returns the sha256 of what was written."""
         limit = self.max_download_bytes
         digest = Hashing()
         try:
@@ -216,7 +216,8 @@ class CentralClient:
                         written += len(chunk)
                         if limit is not None and written > limit:
                             break
-                        digest.update(memoryview(chunk))  # bytes: never changed meanwhile
+                        # hashed in a thread while the next piece arrives (bytes: immutable)
+                        digest.update(memoryview(chunk))
                         out.write(chunk)
                 if limit is not None and written > limit:
                     target.unlink(missing_ok=True)
@@ -239,7 +240,7 @@ class CentralClient:
         line = receipt.model_dump_json().encode() + b"\n"
         if isinstance(sealed, Path):
             size = sealed.stat().st_size
-            content: bytes | Iterator[bytes] = _chained(line, _file_chunks(sealed))
+            content: bytes | Iterator[bytes] = itertools.chain([line], _file_chunks(sealed))
         else:
             size, content = len(sealed), line + sealed
         response = self._request(
@@ -319,8 +320,3 @@ def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
     with path.open("rb") as handle:
         while chunk := handle.read(size):
             yield chunk
-
-
-def _chained(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
