@@ -256,7 +256,9 @@ def _parameters(q: ModelParameters, rules: Rules, notes: list[Note]) -> ModelPar
 def _survival(q: SurvivalCurve, rules: Rules, notes: list[Note]) -> SurvivalCurve:
     keep = next((i for i, n in enumerate(q.at_risk) if n < rules.k), len(q.times))
     if keep < len(q.times):
-        where = f"steps from t={q.times[keep]:g} on" if keep else "whole curve"
+        # never the time of the first step cut: fewer than k were at risk there, so it is
+        # (close to) one patient's day
+        where = "steps after the last released one" if keep else "whole curve"
         notes.append(Note(q.name, where, f"threshold: fewer than {rules.k} at risk"))
     times, at_risk, events = q.times[:keep], q.at_risk[:keep], q.events[:keep]
     survival, s = [], 1.0

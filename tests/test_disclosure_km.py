@@ -10,6 +10,7 @@ counts.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -93,6 +94,10 @@ def test_km_on_aids2_like_data_releases_no_single_patient(tmp_path, k):
         (n["quantity"], n["rule"].split(":")[0]) for n in result.published["release"]["suppressed"]
     }
     assert ("km/mother", "threshold") in rules and ("km/sizes", "threshold") in rules
+    # the report names no time of a step it cut: each is one patient's day
+    report = json.dumps(result.published["release"])
+    cut = [float(t) for t, _ in MOTHER if t > max(mother.times, default=0.0)]
+    assert cut and not any(f"{t:g}" in report for t in cut), report
     # the other groups are released whole, with their medians from their released curves
     for g in ("hs", "hsid", "id"):
         curve = quantities[f"km/{g}"]

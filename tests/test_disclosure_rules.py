@@ -113,7 +113,7 @@ def test_survival_quantiles_come_from_the_released_steps():
     assert out.survival == pytest.approx([0.75, 0.5, 0.35, 0.35 * 10 / 12])
     assert out.quantiles == {"0.25": 1.0, "0.5": 2.0, "0.75": None}  # 0.75 quantile not reached
     assert out.median == 2.0
-    assert notes[0].what == "steps from t=5 on"
+    assert notes[0].what == "steps after the last released one"  # no time: one patient's
 
 
 def test_a_curve_that_starts_below_k_is_withheld_whole():
