@@ -160,3 +160,9 @@ def test_a_station_fails_a_hop_whose_train_claims_convergence_where_it_may_not_e
             ends_route(said, manifest, index)
     killed = RunResult(exit_code=CONVERGED_EXIT, seconds=1.0, timed_out=True, log="")
     assert not killed.converged and killed.failure(None) != CONTRACT_BROKEN
+
+
+def test_no_receipts_at_all_is_a_broken_chain_not_a_crash():
+    manifest, digest, _, final = chain(rounds=2, ends_at=2)
+    with pytest.raises(ReceiptChainBroken, match="got 0"):
+        verify_chain(manifest, digest, None, [], final)

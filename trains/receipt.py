@@ -131,7 +131,7 @@ def verify_chain(
     """
     hops = manifest.hops()
     # fewer receipts than hops: the route can only have ended where a hop may end it
-    cut_short = len(receipts) < len(hops) and early_end_refused(manifest, len(receipts) - 1)
+    cut_short = 0 < len(receipts) < len(hops) and early_end_refused(manifest, len(receipts) - 1)
     if not receipts or len(receipts) > len(hops) or cut_short:
         raise ReceiptChainBroken(
             f"expected {len(hops)} receipts for this route, got {len(receipts)}: "
