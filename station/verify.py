@@ -17,6 +17,8 @@
 6. the requested resources are within this station's caps;
 7. a local hop: every requested dataset exists here;
    7b. and this signer may use it (``[policy.signers."sha256:..."] datasets``);
+   7c. with ``policy.privacy.mode = "required"``: this station releases the route (its
+       last stop, or its aggregator), so its DP applies to what leaves;
    (an aggregate hop reads only the round's partial states: no data is handed to it)
 8. the offer hands exactly the inputs the manifest's plan names for this hop, in order:
    for each, the receipt of the hop that wrote it is signed by the key pinned for that
@@ -115,6 +117,16 @@ def verify_offer(offer: HopOffer, config: StationConfig, me: PublicIdentity) -> 
                 f"{forbidden} at station {me.name}; ask the station admin to add it to "
                 f'[policy.signers."{signer}"] datasets'
             )
+    # 7c. a station that requires DP noises only what it releases itself: it takes part
+    # only in routes it releases (their last stop, or their aggregator)
+    releaser = manifest.hops()[-1].stop
+    if config.policy.privacy.mode == "required" and releaser.station.signing_fingerprint != (
+        me.signing_fingerprint
+    ):
+        raise PolicyRejected(
+            f"station {me.name} requires differential privacy on what it releases, and this "
+            f"route is released by {releaser.name}: make {me.name} the route's last stop"
+        )
     # 8. the inputs are exactly the outputs the plan names, each linked by its receipt
     previous_digests = _check_inputs(offer, manifest, hop)
     # approval: what the policy does not approve by itself waits for the admin

@@ -367,3 +367,19 @@ def test_a_clock_a_little_ahead_and_a_longer_policy_are_accepted(parties):
     with pytest.raises(PolicyRejected, match="longer than the 30 days"):
         verify_offer(offer(long, alice), config_for(a), a.public)
     assert verify_offer(offer(long, alice), config_for(a, max_manifest_days=90), a.public)
+
+
+def test_a_station_that_requires_dp_takes_part_only_where_it_releases(parties):
+    """policy.privacy.mode = "required" noises what the station itself releases; its data
+    on a route that another station releases would reach the researcher un-noised, so it
+    refuses such a hop (review finding: DP applied only at the release point)."""
+    from station.config import PrivacyPolicy
+
+    alice, a, b, config_for = parties
+    manifest = make_manifest(alice, [a, b])
+    required = {"privacy": PrivacyPolicy(mode="required")}
+    with pytest.raises(PolicyRejected, match="differential privacy"):
+        verify_offer(offer(manifest, alice), config_for(a, **required), a.public)
+    # where it is the route's last stop it releases, noised: it takes the hop
+    alone = make_manifest(alice, [a])
+    assert verify_offer(offer(alone, alice), config_for(a, **required), a.public)
