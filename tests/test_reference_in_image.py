@@ -1,7 +1,8 @@
 """The reference trains inside the real base image, whose libraries are older than the
 host's (pandas 1.5, numpy 1.24, scipy 1.10, scikit-learn 1.2): every sample route (and
 FedAvg's and FedProx's parallel rounds) gives the same result in the container as
-in-process here, ending early where a converged train ends its route. One locked-down container, ~10 s."""
+in-process here, ending early where a converged train ends its route. One locked-down
+container, ~10 s."""
 
 from __future__ import annotations
 
