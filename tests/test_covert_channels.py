@@ -133,7 +133,8 @@ def test_a_runtime_refusal_is_skipped_on_a_skip_route(covert, image_for, tmp_pat
     assert first["status"] == "skipped"
     assert REFUSALS["too_few_rows"] in first["error"]
     result = researcher.result(status["train_id"], tmp_path / "out")
-    assert result.state == {"rows": 30}
+    assert result.state == {}  # the state stayed at covert-big; the count was released
+    assert result.quantity("rows")["counts"] == [[30]]  # covert-big's alone
     skipped = result.hops[0]
     assert skipped.kind == "skipped" and REFUSALS["too_few_rows"] in (skipped.reason or "")
 

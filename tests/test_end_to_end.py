@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.released import assert_cohort_released_matches_pooled, by_name, one_way, read_published
 from train_builder.localnet import LocalNet
-from train_builder.pooled import assert_matches_pooled, pooled_cohort_stats
 from trains.errors import CentralError
 
 TRAIN = Path(__file__).resolve().parents[1] / "trains" / "reference" / "cohort"
@@ -96,12 +96,12 @@ def test_cohort_train_travels_three_stations(network, tmp_path):
     result = pht_train("result", train_id, "--out", str(out), "--quiet", env_args=cli)
     assert result.returncode == 0, result.stderr
     assert "verified 3 receipts" in result.stdout
-    state = json.loads((out / "state.json").read_text())
+    published = read_published(out)
 
-    # the researcher's result equals the statistics of the pooled data
-    pooled = pooled_cohort_stats(list(frames.values()))
-    assert_matches_pooled(state, pooled)
-    assert state["categorical"]["ward"][MARKER] is None  # 3 patients < 5: suppressed
+    # every number released equals the statistics of the pooled data
+    assert_cohort_released_matches_pooled(published, list(frames.values()))
+    assert one_way(by_name(published)["ward"])[MARKER] is None  # 3 patients < k: suppressed
+    assert "released" in result.stdout and "suppressed by the release rules" in result.stdout
 
     # central holds no plaintext of any state, neither in its DB nor its blobs
     for path in net.central_dir.rglob("*"):
@@ -110,6 +110,7 @@ def test_cohort_train_travels_three_stations(network, tmp_path):
             assert MARKER.encode() not in content, path
             assert b"123456.789" not in content, path
             assert b'"numeric"' not in content, path
+            assert b'"quantities"' not in content, path
 
     print(result.stdout)  # receipts with container seconds, for the issue note
 
@@ -198,9 +199,9 @@ def test_a_refusing_stop_is_skipped_where_the_route_allows_it(network, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "verified 3 receipts" in result.stdout
     assert "the result leaves out hospital-d" in result.stdout
-    state = json.loads((out / "state.json").read_text())
-    pooled = pooled_cohort_stats([frames["hospital-a"], frames["hospital-c"]])
-    assert_matches_pooled(state, pooled)  # hospital-d's data never entered it
+    published = read_published(out)
+    # hospital-d's data never entered it
+    assert_cohort_released_matches_pooled(published, [frames["hospital-a"], frames["hospital-c"]])
 
     # hospital-d ran nothing for this train: no container, and it said why it passed it on
     audit = (net.stations["hospital-d"].directory / "state" / "audit.jsonl").read_text()

@@ -18,10 +18,10 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 
 from central.client import CentralClient
-from tests.test_reference_fedavg import run_parallel
 from tests.test_reference_in_image import assert_same
+from train_builder.local_run import run_local, stops_from_frames
 from train_builder.localnet import LocalNet
-from train_builder.researcher import Researcher
+from train_builder.researcher import Researcher, Result
 from train_builder.timeline import STEPS, timeline_lines
 from trains.runtime.core import read_train_toml
 
@@ -65,7 +65,7 @@ def travel(
     rounds: int,
     out: Path,
     aggregator: str | None = None,
-) -> dict[str, Any]:
+) -> Result:
     folder = REFERENCE / train
     if aggregator is None:
         train_id = researcher.submit(folder, image_for(folder), STATIONS, rounds=rounds)
@@ -91,8 +91,9 @@ def travel(
         assert signed[hop.hop].timeline[STEPS.index("container")].seconds > 0
     summary = "\n".join(timeline_lines(now, signed))
     assert "where the time went" in summary and "claim_and_delivery" in summary
-    assert result.state is not None
-    return result.state
+    # at the release point only the typed quantities left; the state stayed there
+    assert result.state == {} and result.published is not None
+    return result
 
 
 def close(a: float, b: float) -> bool:
@@ -101,8 +102,8 @@ def close(a: float, b: float) -> bool:
 
 def test_logreg_over_three_stations_equals_pooled_logit(researcher, localnet, image_for, tmp_path):
     # 10 rounds asked; Newton converges sooner, and the route ends there (issue 15 item 3)
-    state = travel(researcher, localnet, image_for, "logreg", 10, tmp_path / "result")
-    assert state["iterations"] < 10
+    result = travel(researcher, localnet, image_for, "logreg", 10, tmp_path / "result")
+    assert result.hops[-1].converged and len(result.hops) < 10 * len(STATIONS)
     params = read_train_toml(REFERENCE / "logreg")["parameters"]
     pooled = pd.concat(sample("logreg"), ignore_index=True)
     columns = {"intercept": np.ones(len(pooled))}
@@ -112,49 +113,63 @@ def test_logreg_over_three_stations_equals_pooled_logit(researcher, localnet, im
     logit = sm.Logit(pooled[params["outcome"]].astype(float), pd.DataFrame(columns)).fit(
         disp=0, tol=1e-12
     )
-    assert state["converged"] is True and state["n"] == len(pooled)
-    assert close(state["loglik"], logit.llf)
-    assert set(state["coefficients"]) == set(logit.params.index)
-    for name, got in state["coefficients"].items():
-        assert close(got["estimate"], logit.params[name]), name
-        assert close(got["se"], logit.bse[name]), name
-        assert close(got["p"], logit.pvalues[name]), name
+    # released: the regression with its residual df, nothing suppressed (df >> 10)
+    got = result.quantity("logreg")
+    assert result.published is not None and result.published["release"]["suppressed"] == []
+    assert got["n"] == len(pooled) and got["residual_df"] == len(pooled) - len(got["terms"])
+    assert got["terms"] == list(logit.params.index)
+    for name, estimate, se in zip(
+        got["terms"], got["coefficients"], got["standard_errors"], strict=True
+    ):
+        assert close(estimate, logit.params[name]), name
+        assert close(se, logit.bse[name]), name
 
 
 def test_km_over_three_stations_equals_pooled_lifelines(researcher, localnet, image_for, tmp_path):
-    state = travel(researcher, localnet, image_for, "km", 1, tmp_path / "result")
+    result = travel(researcher, localnet, image_for, "km", 1, tmp_path / "result")
     pooled = pd.concat(sample("km"), ignore_index=True)
-    assert state["stations"] == 3
-    assert set(state["curves"]) == set(pooled["treatment"])
-    for label, got in state["curves"].items():
+    labels = sorted(set(pooled["treatment"]))
+    assert result.published is not None
+    released = {q["name"] for q in result.published["quantities"]}
+    assert released == {*(f"km/{g}" for g in labels), "km/sizes", "km/logrank_chi2"}
+    sizes = result.quantity("km/sizes")
+    for note in result.published["release"]["suppressed"]:  # only the curves' tails
+        assert note["quantity"] in {f"km/{g}" for g in labels}, note
+        assert note["rule"] == "threshold: fewer than 10 at risk", note
+    for label, (n, n_events) in zip(sizes["rows"], sizes["counts"], strict=True):
         part = pooled[pooled["treatment"] == label]
+        assert (n, n_events) == (len(part), int(part["event"].sum()))
         kmf = KaplanMeierFitter().fit(part["time"], part["event"])
-        times = np.asarray(got["time"])
+        got = result.quantity(f"km/{label}")
+        # released up to where fewer than k are at risk; every released step equals pooled
+        times = np.asarray(got["times"])
+        assert len(times) > 0 and min(got["at_risk"]) >= 10
         np.testing.assert_allclose(
             got["survival"], kmf.survival_function_.loc[times].iloc[:, 0], rtol=REL
         )
-        band = kmf.confidence_interval_.loc[times].to_numpy()
-        np.testing.assert_allclose(got["ci_low"], band[:, 0], rtol=REL)
-        np.testing.assert_allclose(got["ci_high"], band[:, 1], rtol=REL)
-        assert got["n"] == len(part)
+        assert got["median"] is not None and close(got["median"], kmf.median_survival_time_)
     test = multivariate_logrank_test(pooled["time"], pooled["treatment"], pooled["event"])
-    assert close(state["logrank"]["chi2"], test.test_statistic)
-    assert close(state["logrank"]["p"], test.p_value)
+    chi2 = result.quantity("km/logrank_chi2")
+    assert chi2["n"] == len(pooled) and close(chi2["value"], test.test_statistic)
 
 
 def test_fedavg_over_parallel_rounds_gives_the_model_of_the_same_rounds_in_process(
     researcher, localnet, image_for, tmp_path
 ):
     rounds = 5
-    state = travel(
+    result = travel(
         researcher, localnet, image_for, "fedavg", rounds, tmp_path / "result", AGGREGATOR
     )
-    # the same rounds in-process (tests/test_reference_fedavg.py checks those against
-    # pooled training): containers, sealing and routing change nothing in the model
-    here = run_parallel(REFERENCE / "fedavg", sample("fedavg"), tmp_path / "here", rounds)
-    assert_same(state, here)
-    assert state["method"] == "fedavg" and state["training_rounds"] == rounds - 2
-    assert state["n_test"] == sum(round(0.25 * len(f)) for f in sample("fedavg"))
+    # the same rounds in-process, released under the same default rules
+    # (tests/test_reference_fedavg.py checks those against pooled training): containers,
+    # sealing and routing change nothing in the model nor in what is released
+    stops = stops_from_frames(sample("fedavg"), "cohort", tmp_path / "here")
+    here = run_local(REFERENCE / "fedavg", stops, rounds, parallel=True)
+    assert here.published is not None
+    assert_same(result.published, here.published)
+    n_test = sum(round(0.25 * len(f)) for f in sample("fedavg"))
+    assert result.quantity("accuracy")["n"] == n_test
+    assert result.quantity("model/weights")["n"] == sum(len(f) for f in sample("fedavg")) - n_test
 
 
 def logs(net: LocalNet) -> str:

@@ -85,12 +85,17 @@ def test_two_parallel_rounds_equal_the_pooled_mean_and_variance(parallel_net, tm
     result = pht_train("result", train_id, "--out", str(out), "--quiet", cli=cli)
     assert result.returncode == 0, result.stderr
     assert "verified 8 receipts" in result.stdout  # 2 x (3 local + 1 aggregate)
-    state = json.loads((out / "state.json").read_text())
+    # the aggregator, the release point, released the two statistics and kept the state
+    assert json.loads((out / "state.json").read_text()) == {}
+    published = json.loads((out / "published.json").read_text())
+    released = {q["name"]: q for q in published["quantities"]}
+    assert set(released) == {"weight/mean", "weight/variance"}
+    assert published["release"]["suppressed"] == []
 
     pooled = pd.concat(frames.values())["weight"]
-    assert state["n"] == len(pooled) and state["stations"] == 3
-    assert state["mean"] == pytest.approx(pooled.mean(), rel=1e-12)
-    assert state["variance"] == pytest.approx(pooled.var(ddof=1), rel=1e-12)
+    assert released["weight/mean"]["n"] == released["weight/variance"]["n"] == len(pooled)
+    assert released["weight/mean"]["value"] == pytest.approx(pooled.mean(), rel=1e-12)
+    assert released["weight/variance"]["value"] == pytest.approx(pooled.var(ddof=1), rel=1e-12)
 
     # central holds no plaintext: no patient data, no partial or aggregate state
     for path in net.central_dir.rglob("*"):
@@ -98,6 +103,7 @@ def test_two_parallel_rounds_equal_the_pooled_mean_and_variance(parallel_net, tm
             content = path.read_bytes()
             assert MARKER.encode() not in content, path
             assert b'"variance"' not in content and b'"sum"' not in content, path
+            assert b"weight/variance" not in content, path
 
 
 def _logs(net) -> str:

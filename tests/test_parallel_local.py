@@ -46,10 +46,15 @@ def test_parallel_rounds_fan_out_and_join_to_the_pooled_result(sites):
         (7, 1, "aggregate"),
     ]
     pooled = pd.concat(frames)["weight"]
-    assert result.state is not None
-    assert result.state["stations"] == 3 and result.state["n"] == len(pooled)
-    assert result.state["mean"] == pytest.approx(pooled.mean(), rel=1e-12)
-    assert result.state["variance"] == pytest.approx(pooled.var(ddof=1), rel=1e-12)
+    state = result.finalized  # the whole result; only the published statistics leave
+    assert state is not None and result.published is not None
+    assert state["stations"] == 3 and state["n"] == len(pooled)
+    assert state["mean"] == pytest.approx(pooled.mean(), rel=1e-12)
+    assert state["variance"] == pytest.approx(pooled.var(ddof=1), rel=1e-12)
+    released = {q["name"]: q for q in result.published["quantities"]}
+    assert released["weight/mean"]["value"] == state["mean"]
+    assert released["weight/variance"]["value"] == state["variance"]
+    assert released["weight/variance"]["n"] == len(pooled)
 
 
 def test_the_cli_runs_a_parallel_route_and_shows_hop_kinds(sites, tmp_path):
@@ -67,8 +72,10 @@ def test_the_cli_runs_a_parallel_route_and_shows_hop_kinds(sites, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "parallel round(s) joined at an aggregator" in done.stdout
     assert "hop 3 round 0 aggregator" in done.stdout and "aggregate" in done.stdout
-    state = json.loads((tmp_path / "out" / "state.json").read_text())
-    assert state["stations"] == 3
+    assert json.loads((tmp_path / "out" / "state.json").read_text()) == {}
+    published = json.loads((tmp_path / "out" / "published.json").read_text())
+    names = [q["name"] for q in published["quantities"]]
+    assert names == ["weight/mean", "weight/variance"]
 
 
 def test_a_train_without_aggregate_is_explained_without_a_traceback(tmp_path, sites):

@@ -19,7 +19,7 @@ import docker
 import pandas as pd
 import pytest
 
-from train_builder.pooled import assert_matches_pooled, pooled_cohort_stats
+from tests.released import assert_cohort_released_matches_pooled, by_name, read_published
 from train_builder.templates import scaffold
 
 pytestmark = pytest.mark.docker
@@ -86,13 +86,14 @@ def test_local_test_in_docker_installs_requirements_offline(
     scaffold(train, "cohort")
     code = (train / "train.py").read_text()
     (train / "train.py").write_text(
-        "import pht_offline_dep\n" + code + "\n\n_publish = finalize\n\n"
+        "import pht_offline_dep\n" + code + "\n\n_finalize = finalize\n\n"
         "def finalize(state, ctx):\n"
-        "    return {**_publish(state, ctx), 'dep': pht_offline_dep.MARK}\n"
+        "    ctx.publish.statistic('dep/mark', 'other', pht_offline_dep.MARK, state['rows'])\n"
+        "    return _finalize(state, ctx)\n"
     )
     (train / "requirements.txt").write_text("pht-offline-dep==1.0\n")
     wheelhouse = tmp_path / "wheels"
-    make_wheel(wheelhouse, "pht_offline_dep", "1.0", "MARK = 'installed offline'\n")
+    make_wheel(wheelhouse, "pht_offline_dep", "1.0", "MARK = 1729  # installed offline\n")
     local_images.append(f"pht-local/pht/{name}:0.1.0")
     a, b = SAMPLE / "hospital-a.csv", SAMPLE / "hospital-b.csv"
     done = pht_train(
@@ -101,9 +102,9 @@ def test_local_test_in_docker_installs_requirements_offline(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "in containers" in done.stdout and "hop 1 round 0 hospital-b" in done.stdout
-    state = json.loads((tmp_path / "out" / "state.json").read_text())
-    assert state["dep"] == "installed offline"
-    assert_matches_pooled(state, pooled_cohort_stats([pd.read_csv(a), pd.read_csv(b)]))
+    published = read_published(tmp_path / "out")
+    assert by_name(published)["dep/mark"]["value"] == 1729  # the offline wheel's number
+    assert_cohort_released_matches_pooled(published, [pd.read_csv(a), pd.read_csv(b)])
 
 
 def test_local_test_in_docker_shows_the_trains_own_traceback(
@@ -177,8 +178,7 @@ def test_a_train_travels_and_watch_follows_every_stop(network, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "verified 2 receipts" in result.stdout
     frames = [pd.read_csv(SAMPLE / f"{h}.csv") for h in ("hospital-a", "hospital-b")]
-    state = json.loads((tmp_path / "result" / "state.json").read_text())
-    assert_matches_pooled(state, pooled_cohort_stats(frames))
+    assert_cohort_released_matches_pooled(read_published(tmp_path / "result"), frames)
 
 
 def test_an_untrusted_signer_sees_the_stations_refusal(network, tmp_path):

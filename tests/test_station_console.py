@@ -34,7 +34,10 @@ MARKER = "ZZCONSOLEMARKER-7d2"  # a category that exists only in patient data
 PASSWORD = "correct horse battery staple"
 TRAIN_PY = """
 def local(data, state, ctx):
-    return {"rows": len(data["cohort"]) + (state or {}).get("rows", 0)}
+    rows = len(data["cohort"]) + (state or {}).get("rows", 0)
+    if ctx.is_last:  # the release point: the count leaves typed (an untyped state is held)
+        ctx.publish.frequency_table("rows", ["all"], [rows])
+    return {"rows": rows}
 """
 CHANGE = """
 def finalize(state, ctx):

@@ -20,6 +20,7 @@ from central.client import CentralClient
 from station import daemon, delivery
 from station.audit import verify as verify_audit
 from station.queue import HopQueue, HopRecord, HopState
+from tests.released import one_way
 from train_builder.localnet import LocalNet, Station
 from train_builder.researcher import Researcher
 from trains.errors import CentralUnreachable
@@ -31,7 +32,10 @@ import time
 
 def local(data, state, ctx):
     time.sleep(float(ctx.params.get("sleep_s", 0)))
-    return {"rows": len(data["cohort"]) + (state or {}).get("rows", 0)}
+    rows = len(data["cohort"]) + (state or {}).get("rows", 0)
+    if ctx.is_last:  # the release point: the count leaves typed
+        ctx.publish.frequency_table("rows", ["all"], [rows])
+    return {"rows": rows}
 """
 SLOW_TOML = """datasets = ["cohort"]
 outputs = ["state.json"]
@@ -143,6 +147,7 @@ def test_manual_approval_show_approve_release(world, tmp_path):
     held = wait_for(lambda: record_in(station, HopState.HELD), "a held output", logs=station)
     summary = station_cli(station, "show", held.id, "--no-files").stdout
     assert "state.json" in summary and "JSON object" in summary
+    assert "published.json" in summary and "typed quantities" in summary
     assert MARKER not in summary
     assert researcher.status(train_id)["status"] == "running"  # nothing left yet
 
@@ -150,8 +155,8 @@ def test_manual_approval_show_approve_release(world, tmp_path):
     assert released.returncode == 0, released.stderr
     assert researcher.wait(train_id, timeout_s=120)["status"] == "done"
     result = researcher.result(train_id, tmp_path / "out")
-    assert result.state is not None and result.state["rows"] == 40
-    assert result.state["categorical"]["ward"][MARKER] is None  # 1 patient: suppressed
+    assert result.state == {} and one_way(result.quantity("rows")) == {"all": 40}
+    assert one_way(result.quantity("ward"))[MARKER] is None  # 1 patient: suppressed
 
     audit = station.directory / "state" / "audit.jsonl"
     events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
@@ -222,7 +227,8 @@ def test_central_down_at_upload_output_kept_and_sent_later(world, tmp_path):
         done = wait_for(lambda: record_in(station, HopState.DONE), "done", logs=station)
         assert done.output_digest == "sha256:" + hashlib.sha256(kept).hexdigest()
         assert not list(outbox.iterdir())  # delivered, so no longer kept
-        assert researcher.result(train_id, tmp_path / "out").state["rows"] == 40
+        result = researcher.result(train_id, tmp_path / "out")
+        assert one_way(result.quantity("rows")) == {"all": 40}
         researcher.close()
 
 
@@ -243,7 +249,8 @@ def test_station_killed_mid_run_runs_the_hop_again(world, tmp_path):
     assert researcher.wait(train_id, timeout_s=120)["status"] == "done", station.log.read_text()
     record = records(station)[0]
     assert (record.state, record.attempts) == (HopState.DONE, 2)
-    assert researcher.result(train_id, tmp_path / "out").state == {"rows": 40}
+    result = researcher.result(train_id, tmp_path / "out")
+    assert result.state == {} and one_way(result.quantity("rows")) == {"all": 40}
     # what the killed run left behind was removed on restart
     import docker
 
@@ -283,7 +290,7 @@ def test_docker_unreachable_defers_the_hop_without_losing_it(world, tmp_path):
     net.start_station(station.name)  # Docker is back
     assert researcher.wait(train_id, timeout_s=120)["status"] == "done", station.log.read_text()
     result = researcher.result(train_id, tmp_path / "out")  # verifies both receipts
-    assert result.state is not None and result.state["rows"] == 80
+    assert one_way(result.quantity("rows")) == {"all": 80}
     assert [h.station for h in result.hops] == [station.name, "st-auto"]
 
 
@@ -406,7 +413,7 @@ def test_a_hostile_output_fails_its_hop_and_the_daemon_runs_the_next_train(
     following = submit(researcher, images, folders, "cohort", [station.name])
     assert researcher.wait(following, timeout_s=300)["status"] == "done"
     result = researcher.result(following, tmp_path / "out")  # verifies the receipt chain
-    assert result.state is not None and result.state["rows"] == 40
+    assert one_way(result.quantity("rows")) == {"all": 40}
     assert station.process.poll() is None
     assert "Traceback" not in station.log.read_text()
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.released import assert_cohort_released_matches_pooled, by_name, read_published
 from train_builder.cli import main
 from train_builder.image import IMAGE_FILE
 from train_builder.localnet import LocalNet, free_port
-from train_builder.pooled import assert_matches_pooled, pooled_cohort_stats
 from train_builder.templates import templates
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,9 +137,10 @@ def test_local_test_runs_the_route_and_equals_the_pooled_statistics(cohort, tmp_
     assert done.returncode == 0, done.stderr
     assert "hop 0 round 0 hospital-a" in done.stdout
     assert "hop 1 round 0 hospital-b" in done.stdout
-    assert '"categorical": {' in done.stdout  # the final state, pretty-printed
-    state = json.loads((out / "state.json").read_text())
-    assert_matches_pooled(state, pooled_cohort_stats([pd.read_csv(a), pd.read_csv(b)]))
+    assert "released 10 typed quantities (published.json)" in done.stdout
+    assert "suppressed by the release rules" in done.stdout
+    published = read_published(out)  # the stations' default rules, applied locally
+    assert_cohort_released_matches_pooled(published, [pd.read_csv(a), pd.read_csv(b)])
 
 
 def test_local_test_hands_the_state_on_over_rounds_and_named_datasets(cohort, capsys):
@@ -150,8 +151,10 @@ def test_local_test_hands_the_state_on_over_rounds_and_named_datasets(cohort, ca
     )  # fmt: skip
     assert code == 0, err
     assert "hop 3 round 1 hospital-b" in out
-    state = json.loads(Path("final/state.json").read_text())
-    assert state["stations"] == 4  # each hop saw the state of the one before
+    published = read_published(Path("final"))
+    # each hop added its rows to the state of the one before: both files, twice
+    rows = 2 * (len(pd.read_csv(a)) + len(pd.read_csv(b)))
+    assert by_name(published)["rows"]["counts"] == [[rows]]
 
 
 def test_local_test_truncates_a_long_state(cohort, capsys):

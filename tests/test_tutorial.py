@@ -78,12 +78,21 @@ def test_the_tutorial_runs_as_written(localnet, tmp_path):
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{_logs(net)}"
     assert "Traceback" not in done.stderr
 
-    # the fetched, verified result is the analysis of all three hospitals' data pooled
-    state = json.loads((work / "result" / "state.json").read_text())
+    # the fetched, verified result released exactly the analysis of the pooled data (no
+    # group is below the stations' default k, so nothing is suppressed); the state stays
+    assert json.loads((work / "result" / "state.json").read_text()) == {}
+    published = json.loads((work / "result" / "published.json").read_text())
+    released = {q["name"]: q for q in published["quantities"]}
+    assert published["release"]["suppressed"] == []
     pooled = pd.concat([pd.read_csv(SAMPLE / f"{h}.csv") for h in HOSPITALS])
+    sizes = pooled.groupby("sex").size()
+    assert released["patients"]["rows"] == list(sizes.index)
+    assert released["patients"]["counts"] == [[int(n)] for n in sizes]
     for sex, group in pooled.groupby("sex"):
-        assert state[sex]["n"] == len(group)
-        assert state[sex]["mean_age"] == pytest.approx(group["age"].mean(), rel=1e-12)
+        mean = released[f"age/mean/{sex}"]
+        assert mean["n"] == len(group)
+        assert mean["value"] == pytest.approx(group["age"].mean(), rel=1e-12)
+    assert "released 3 typed quantities" in done.stdout  # pht-train test and result say so
     assert "verified 3 receipts" in done.stdout
     assert "hop 2 round 0 hospital-c" in done.stdout  # watch showed the last stop
 

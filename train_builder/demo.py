@@ -32,7 +32,6 @@ from train_builder.demo_compare import (
     compare_fedavg,
     compare_km,
     compare_logreg,
-    frames_of,
     hospital_datasets,
     print_comparison,
     print_summary,
@@ -41,7 +40,6 @@ from train_builder.demo_compare import (
 from train_builder.demo_serve import DemoNet, Stopped, default_workdir, serve, stop_on_signals
 from train_builder.image import build_image, push_image
 from train_builder.localnet import LocalNet
-from train_builder.pooled import pooled_cohort_stats
 from train_builder.researcher import Researcher
 from trains.errors import PhtError
 
@@ -85,24 +83,24 @@ def run(workdir: Path) -> int:
         client = CentralClient(net.central_url, token.read_text().strip())
         researcher = Researcher(alice, client, trust=net.trust())
 
-        state, seconds = travel(net, researcher, COHORT, 1, run_dir / "cohort")
-        print_comparison(state, pooled_cohort_stats(frames_of("cohort")))
-        comparisons = [compare_cohort(state, seconds)]
+        published, seconds = travel(net, researcher, COHORT, 1, run_dir / "cohort")
+        print_comparison(published)
+        comparisons = [compare_cohort(published, seconds)]
 
         logreg = configured_train(REFERENCE / "logreg", run_dir / "logreg", LOGREG_PARAMETERS)
-        state, seconds = travel(net, researcher, logreg, LOGREG_ROUNDS, run_dir / "logreg-out")
-        comparisons.append(compare_logreg(state, LOGREG_ROUNDS, seconds))
+        published, seconds = travel(net, researcher, logreg, LOGREG_ROUNDS, run_dir / "logreg-out")
+        comparisons.append(compare_logreg(published, LOGREG_ROUNDS, seconds))
 
-        state, seconds = travel(net, researcher, REFERENCE / "km", 1, run_dir / "km-out")
-        comparisons.append(compare_km(state, seconds))
+        published, seconds = travel(net, researcher, REFERENCE / "km", 1, run_dir / "km-out")
+        comparisons.append(compare_km(published, seconds))
 
         fedavg = configured_train(
             REFERENCE / "fedavg", run_dir / "fedavg", FEDAVG_PARAMETERS, dataset="risk"
         )
-        state, seconds = travel(
+        published, seconds = travel(
             net, researcher, fedavg, FEDAVG_ROUNDS, run_dir / "fedavg-out", AGGREGATOR
         )
-        comparisons.append(compare_fedavg(fedavg, state, seconds))
+        comparisons.append(compare_fedavg(fedavg, published, seconds))
         print_summary(comparisons)
     return 0 if all(c.equal for c in comparisons) else 1
 
@@ -116,8 +114,8 @@ def travel(
     aggregator: str | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Build and push the train, submit it over the three hospitals (in parallel rounds
-    joined at ``aggregator`` if given), wait, and return the verified, opened result and
-    the route's wall time."""
+    joined at ``aggregator`` if given), wait, and return what the verified result released
+    (its ``published.json``, after the last station's rules) and the route's wall time."""
     started = time.monotonic()
     _, tag = build_image(folder, net.registry)
     image = push_image(tag)
@@ -147,9 +145,9 @@ def travel(
             say(
                 f"           hop {hop.hop} {hop.station:<11} container {hop.container_seconds:.2f}s"
             )
-    if result.state is None:
-        raise PhtError(f"train {folder.name} returned no state.json")
-    return result.state, wall
+    if result.published is None:
+        raise PhtError(f"train {folder.name} released no typed quantities (published.json)")
+    return result.published, wall
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,6 +76,7 @@ class Comparison:
     compared: int  # how many numbers were compared in all
     max_rel: float  # the largest relative difference among them (absolute for rates)
     tolerance: float = EXACT
+    suppressed: int = 0  # suppressions the releasing station reported (not compared)
 
     @property
     def equal(self) -> bool:
@@ -89,53 +90,89 @@ def rel(a: float | None, b: float | None) -> float:
     return abs(a - b) / max(abs(b), 1e-12)
 
 
-def compare_cohort(state: dict[str, Any], seconds: float) -> Comparison:
-    pooled = pooled_cohort_stats(frames_of("cohort"))
-    diffs: list[float] = []
+def released(published: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The released quantities of a ``published.json`` by name."""
+    return {q["name"]: q for q in published["quantities"]}
+
+
+def suppressed(published: dict[str, Any]) -> int:
+    """How many suppressions the releasing station's rules report (never compared)."""
+    return len(published["release"]["suppressed"])
+
+
+def _table(q: dict[str, Any]) -> dict[str, int | None]:
+    return {row: cells[0] for row, cells in zip(q["rows"], q["counts"], strict=True)}
+
+
+def compare_cohort(published: dict[str, Any], seconds: float) -> Comparison:
+    """Every released count, mean and sd against pandas on the pooled rows; a suppressed
+    cell (``None``) is not compared, but every released cell is, and one is there for every
+    pooled category."""
+    pooled = pooled_cohort_stats(frames_of("cohort"), min_cell=0)
+    q = released(published)
+    diffs = [0.0 if _table(q["rows"])["all"] == pooled["rows"] else math.inf]
     shown: list[Shown] = []
     for col, p in pooled["numeric"].items():
-        f = state["numeric"][col]
-        diffs += [rel(f[k], p[k]) for k in ("mean", "std", "min", "max")]
-        diffs.append(0.0 if f["count"] == p["count"] else math.inf)
-        shown.append((f"{col} mean", f["mean"], p["mean"]))
-    same_counts = state["categorical"] == pooled["categorical"]
-    diffs.append(0.0 if same_counts else math.inf)
-    return Comparison("cohort", 1, seconds, shown, len(diffs), max(diffs))
+        mean, sd = q[f"{col}/mean"], q[f"{col}/sd"]
+        diffs += [rel(mean["value"], p["mean"]), rel(sd["value"], p["std"])]
+        diffs.append(0.0 if mean["n"] == sd["n"] == p["count"] else math.inf)
+        shown.append((f"{col} mean", mean["value"], p["mean"]))
+    for col, counts in pooled["categorical"].items():
+        got = _table(q[col])
+        diffs.append(0.0 if set(got) == set(counts) else math.inf)
+        diffs += [0.0 if got[k] == counts[k] else math.inf for k in got if got[k] is not None]
+    return Comparison(
+        "cohort", 1, seconds, shown, len(diffs), max(diffs), EXACT, suppressed(published)
+    )
 
 
-def compare_logreg(state: dict[str, Any], rounds: int, seconds: float) -> Comparison:
+def compare_logreg(published: dict[str, Any], rounds: int, seconds: float) -> Comparison:
+    """The released coefficients and standard errors against statsmodels on the pooled
+    rows (the train's p-values are computed from them, and stay at the release point)."""
     pooled = pooled_logit(
         frames_of("cohort"), LOGREG_PARAMETERS["outcome"], LOGREG_PARAMETERS["covariates"]
     )
-    diffs: list[float] = []
+    q = released(published)["logreg"]
+    fit = dict(
+        zip(q["terms"], zip(q["coefficients"], q["standard_errors"], strict=True), strict=True)
+    )
+    diffs = [0.0 if set(fit) == set(pooled) else math.inf]
     shown: list[Shown] = []
     for name, p in pooled.items():
-        f = state["coefficients"][name]
-        diffs += [rel(f[k], p[k]) for k in ("estimate", "se", "p")]
-        shown.append((f"{name} log-odds", f["estimate"], p["estimate"]))
-    if not state["converged"]:
-        diffs.append(math.inf)
-    return Comparison("logreg", rounds, seconds, shown, len(diffs), max(diffs))
+        estimate, se = fit[name]
+        diffs += [rel(estimate, p["estimate"]), rel(se, p["se"])]
+        shown.append((f"{name} log-odds", estimate, p["estimate"]))
+    return Comparison(
+        "logreg", rounds, seconds, shown, len(diffs), max(diffs), EXACT, suppressed(published)
+    )
 
 
-def compare_km(state: dict[str, Any], seconds: float) -> Comparison:
+def compare_km(published: dict[str, Any], seconds: float) -> Comparison:
+    """Each released survival step (the station cut the steps with fewer than k at risk),
+    the medians the station computed from them, and the log-rank chi2, against the pooled
+    Kaplan-Meier fit."""
     pooled = pooled_km(frames_of("survival"), "time", "event", "treatment")
+    q = released(published)
     diffs: list[float] = []
     shown: list[Shown] = []
     for label, p in pooled["curves"].items():
-        f = state["curves"][label]
+        f = q[f"km/{label}"]
         at = dict(zip(p["time"].tolist(), p["survival"].tolist(), strict=True))
-        diffs += [rel(s, at.get(t)) for t, s in zip(f["time"], f["survival"], strict=True)]
-        diffs.append(rel(f["median"], p["median"]))
+        diffs += [rel(s, at.get(t)) for t, s in zip(f["times"], f["survival"], strict=True)]
+        diffs.append(0.0 if f["times"] else math.inf)  # a curve was released
+        if f["median"] is not None:  # else the curve was cut before it: not released
+            diffs.append(rel(f["median"], p["median"]))
         shown.append((f"{label} median", f["median"], p["median"]))
-    diffs.append(rel(state["logrank"]["chi2"], pooled["chi2"]))
-    shown.append(("log-rank chi2", state["logrank"]["chi2"], pooled["chi2"]))
-    return Comparison("km", 1, seconds, shown, len(diffs), max(diffs))
+    chi2 = q["km/logrank_chi2"]["value"]
+    diffs.append(rel(chi2, pooled["chi2"]))
+    shown.append(("log-rank chi2", chi2, pooled["chi2"]))
+    return Comparison("km", 1, seconds, shown, len(diffs), max(diffs), EXACT, suppressed(published))
 
 
-def compare_fedavg(folder: Path, state: dict[str, Any], seconds: float) -> Comparison:
-    """FedAvg is iterative, not exact: compare its held-out accuracy and AUC with the same
-    model trained by the same code on the pooled training rows (what pooling would give)."""
+def compare_fedavg(folder: Path, published: dict[str, Any], seconds: float) -> Comparison:
+    """FedAvg is iterative, not exact: compare its released held-out accuracy and AUC with
+    the same model trained by the same code on the pooled training rows (what pooling
+    would give)."""
     from sklearn.metrics import roc_auc_score
 
     core = load_train_module(folder).core
@@ -153,16 +190,22 @@ def compare_fedavg(folder: Path, state: dict[str, Any], seconds: float) -> Compa
     score = core.logits(weights, core.standardise(scaler, test_x))
     accuracy = float(np.mean((score > 0) == test_y))
     auc = float(roc_auc_score(test_y, score))
+    q = released(published)
+    fed_accuracy, fed_auc = q["accuracy"]["value"], q["auc"]["value"]
     shown: list[Shown] = [
-        ("held-out accuracy", state["accuracy"], accuracy),
-        ("held-out AUC", state["auc"], auc),
+        ("held-out accuracy", fed_accuracy, accuracy),
+        ("held-out AUC", fed_auc, auc),
     ]
-    gaps = [abs(state["accuracy"] - accuracy), abs(state["auc"] - auc)]
-    return Comparison("fedavg", FEDAVG_ROUNDS, seconds, shown, 2, max(gaps), ITERATIVE)
+    gaps = [
+        math.inf if v is None else abs(v - w) for v, w in ((fed_accuracy, accuracy), (fed_auc, auc))
+    ]
+    return Comparison(
+        "fedavg", FEDAVG_ROUNDS, seconds, shown, 2, max(gaps), ITERATIVE, suppressed(published)
+    )
 
 
 def print_summary(comparisons: list[Comparison]) -> None:
-    say("\ntrain (route time)     quantity                  federated        pooled")
+    say("\ntrain (route time)     quantity                   released        pooled")
     for c in comparisons:
         head = f"{c.train} ({c.rounds} rd, {c.seconds:.0f}s)"
         for i, (label, fed, pooled) in enumerate(c.shown):
@@ -171,13 +214,13 @@ def print_summary(comparisons: list[Comparison]) -> None:
             verdict = "equal" if c.equal else "DIFFERENT"
             say(
                 f"  {'':<21} max relative difference {c.max_rel:.1e} over {c.compared} "
-                f"numbers: {verdict}"
+                f"released numbers: {verdict}; {c.suppressed} suppressed, not compared"
             )
         else:
             verdict = "within" if c.equal else "NOT within"
             say(
                 f"  {'':<21} largest gap {100 * c.max_rel:.2f} percentage points: {verdict} "
-                f"{100 * c.tolerance:g} pp of pooled"
+                f"{100 * c.tolerance:g} pp of pooled; {c.suppressed} suppressed"
             )
     same = all(c.equal for c in comparisons)
     say(
@@ -190,27 +233,24 @@ def _num(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.6g}"
 
 
-def print_comparison(federated: dict, pooled: dict) -> None:  # type: ignore[type-arg]
-    say("\nnumeric columns        federated (3 stations)            pooled (all data in one place)")
+def print_comparison(published: dict[str, Any]) -> None:
+    """The cohort's released numbers beside pandas on the pooled rows."""
+    pooled = pooled_cohort_stats(frames_of("cohort"), min_cell=0)
+    q = released(published)
+    say("\nnumeric columns        released (3 stations)             pooled (all data in one place)")
     for col, p in pooled["numeric"].items():
-        f = federated["numeric"][col]
+        mean, sd = q[f"{col}/mean"], q[f"{col}/sd"]
         say(
-            f"  {col:<12} mean {f['mean']:>9.4f} sd {f['std']:>8.4f} n {f['count']:>4}"
+            f"  {col:<12} mean {mean['value']:>9.4f} sd {sd['value']:>8.4f} n {mean['n']:>4}"
             f"    mean {p['mean']:>9.4f} sd {p['std']:>8.4f} n {p['count']:>4}"
         )
-    say("categorical counts (None = fewer than 5, suppressed)")
+    say("categorical counts (None = suppressed by the releasing station's rules)")
     for col, counts in pooled["categorical"].items():
+        got = _table(q[col])
         for key, count in counts.items():
-            got = federated["categorical"][col].get(key)
-            say(f"  {col:<12} {key:<14} {got!s:>6}    {count!s:>6}")
-    same = (
-        all(
-            abs(federated["numeric"][c]["mean"] - p["mean"]) <= 1e-9 * abs(p["mean"])
-            for c, p in pooled["numeric"].items()
-        )
-        and federated["categorical"] == pooled["categorical"]
-    )
-    say(f"\nfederated equals pooled: {'yes' if same else 'NO'}")
+            say(f"  {col:<12} {key:<14} {got.get(key)!s:>6}    {count!s:>6}")
+    for note in published["release"]["suppressed"]:
+        say(f"  suppressed: {note['quantity']} {note['what']} ({note['rule']})")
 
 
 def say(text: str) -> None:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from central.client import CentralClient
 from train_builder.profile import Profile, resolve_profile
+from train_builder.release_view import read_published
 from train_builder.trust import StationTrust
 from trains import state_codec
 from trains.errors import CentralError, KeyFileError, PhtError, ReceiptChainBroken, RouteMismatch
@@ -50,6 +51,10 @@ FINISHED = ("done", "failed", "cancelled")
 
 @dataclass(frozen=True)
 class Result:
+    """A verified, opened result. What the train released with a type is ``published``
+    (``quantity(name)`` for one of them); ``state`` is the state.json beside it, ``{}``
+    when the train published typed quantities (its state stays at the release point)."""
+
     train_id: str
     out_dir: Path
     files: list[str]
@@ -59,6 +64,20 @@ class Result:
     def state(self) -> dict[str, Any] | None:
         path = self.out_dir / "state.json"
         return json.loads(path.read_text()) if path.is_file() else None
+
+    @property
+    def published(self) -> dict[str, Any] | None:
+        """``published.json`` as the releasing station rewrote it: ``quantities`` (a
+        suppressed number is ``None``) and ``release`` (``suppressed``: every suppression
+        with its rule); ``None`` if the train published nothing typed."""
+        return read_published(self.out_dir)
+
+    def quantity(self, name: str) -> dict[str, Any]:
+        """The released quantity called ``name``; KeyError if none was released by it."""
+        for q in (self.published or {}).get("quantities", []):
+            if q.get("name") == name:
+                return dict(q)
+        raise KeyError(f"the result of {self.train_id} released no quantity named {name!r}")
 
 
 class Researcher:

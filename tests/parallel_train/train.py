@@ -13,10 +13,16 @@ def aggregate(states, ctx):
     total = sum(s["sum"] for s in states)
     n = sum(s["n"] for s in states)
     if ctx.round == 0:
-        return {"mean": total / n, "n": n, "stations": len(states)}
-    return {
-        "mean": states[0]["mean"],
-        "variance": total / (n - 1),
-        "n": n,
-        "stations": len(states),
-    }
+        result = {"mean": total / n, "n": n, "stations": len(states)}
+    else:
+        result = {
+            "mean": states[0]["mean"],
+            "variance": total / (n - 1),
+            "n": n,
+            "stations": len(states),
+        }
+    if ctx.is_last:  # the release point: only what is published, typed, leaves
+        ctx.publish.statistic("weight/mean", "mean", result["mean"], n)
+        if "variance" in result:
+            ctx.publish.statistic("weight/variance", "variance", result["variance"], n)
+    return result
