@@ -23,7 +23,14 @@ from trains.errors import ConfigError
 SCHEMA_FILE = "SCHEMA"
 CURRENT = 1
 # what each version's layout holds, and of which kind (True: a folder)
-V1_ENTRIES = {"hops": True, "outbox": True, "audit.jsonl": False}
+V1_ENTRIES = {
+    "hops": True,
+    "outbox": True,
+    "audit.jsonl": False,
+    "approvals.json": False,  # standing approvals (station.approvals)
+    "console-users.json": False,  # the console's logins (station.console.users)
+    "privacy": True,  # the privacy budget ledger (station.privacy_ledger)
+}
 # version N -> N + 1, rewriting the folder in place (safe to run again after a crash)
 MIGRATIONS: dict[int, Callable[[Path], None]] = {}
 _LOCK_FILE = ".schema.lock"

@@ -155,3 +155,15 @@ def test_a_folder_that_is_not_a_state_folder_is_refused(tmp_path, make, says):
     make(state)
     with pytest.raises(ConfigError, match=says):
         open_state(state)
+
+
+def test_a_console_user_added_before_the_first_start_is_part_of_the_state(tmp_path):
+    """`pht-station console-user add` may run before the daemon ever started: the folder
+    then holds only the console's users, which is this layout's, not a foreign folder."""
+    from station.console.users import USERS_FILE
+    from station.state_version import CURRENT, open_state, read_version
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / USERS_FILE).write_text("{}")
+    assert read_version(open_state(state)) == CURRENT
