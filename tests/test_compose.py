@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.released import assert_cohort_released_matches_pooled, read_published
 from tests.test_end_to_end import hospital_frame
 from train_builder.localnet import free_port, wait_http
-from train_builder.pooled import assert_matches_pooled, pooled_cohort_stats
 from trains.enrolment import NetworkRoot, enrol
 from trains.keys import Identity
 
@@ -248,8 +248,7 @@ def fetch(net: dict[str, object], train_id: str) -> dict[str, object]:
     result = pht_train(net["cli"], "result", train_id, "--out", str(out), "--quiet")  # type: ignore[arg-type]
     assert result.returncode == 0, result.stderr
     assert f"verified {len(STATIONS)} receipts" in result.stdout
-    state: dict[str, object] = json.loads((out / "state.json").read_text())
-    return state
+    return read_published(out)  # the released quantities (the state stays: {})
 
 
 def _all_logs(net: dict[str, object]) -> str:
@@ -261,7 +260,7 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
     net = network
     central: Compose = net["central"]
     stations: dict[str, Compose] = net["stations"]
-    pooled = pooled_cohort_stats(list(net["frames"].values()))
+    frames = list(net["frames"].values())
 
     # central runs as several uvicorn workers, as the unprivileged user
     processes = central("exec", "-T", "central", "ps", "-o", "user=,args=", "-u", "pht-central")
@@ -276,7 +275,7 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
     laps("train built and pushed")
 
     first, state = travel(net, train)
-    assert_matches_pooled(state, pooled)
+    assert_cohort_released_matches_pooled(state, frames)
     laps("first train")
 
     # the backup docs/deploy.md describes: a dump of the database and a tar of the blob
@@ -321,6 +320,6 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
         subprocess.run(["docker", "rmi", reference], capture_output=True, check=False)
     second, again = travel(net, train)
     assert second != first
-    assert_matches_pooled(again, pooled)
+    assert_cohort_released_matches_pooled(again, frames)
     laps("second train")
     print(laps.report())
