@@ -14,7 +14,6 @@ the failure report. Nothing about the data is logged.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -58,7 +57,6 @@ from trains.signing import Envelope, sign
 from trains.statepipe import open_and_unpack
 
 log = logging.getLogger("pht.station")
-CONTAINER_UID = 10001
 WORK_PREFIX = "hop-"
 T = TypeVar("T")
 
@@ -209,7 +207,7 @@ def _run(
         watch.lap("image")
         for name in manifest.datasets if hop.kind == "local" else []:
             datasources.materialise(config, name, data_dir / name)
-        _open_for_container(work, output_dir)
+        _open_for_container(work)
         watch.lap("data")
         audit.append("run_started", **ident, attempt=record.attempts)
         log.info("running hop %s of train %s (%s)", hop.index, manifest.train_id, manifest.name)
@@ -378,12 +376,13 @@ def _docker_call(call: Callable[[], T]) -> T:
         ) from None
 
 
-def _open_for_container(work: Path, output_dir: Path) -> None:
-    """The container's user may read inputs and data and write only the output folder."""
+def _open_for_container(work: Path) -> None:
+    """The hop's inputs and data readable for the copy into the container's volumes. The
+    output folder stays the station's own: the container writes to a Docker volume that
+    the station copies out (station.output_volume), so no chown, which an unprivileged
+    daemon (the systemd unit, no capabilities) could not do."""
     for path in work.rglob("*"):
         if path.is_file() and path.stat().st_nlink > 1:
             continue  # a read-only dataset linked in (datasources.place_file): the source
         path.chmod(0o755 if path.is_dir() else 0o644)
     work.chmod(0o755)
-    os.chown(output_dir, CONTAINER_UID, CONTAINER_UID)
-    output_dir.chmod(0o700)

@@ -28,6 +28,9 @@ RUNTIME_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "PYTHONPATH": "/opt/pht:/opt/pht-deps",  # the runtime, and a train's own wheels
     "PYTHONDONTWRITEBYTECODE": "1",
+    # caches are read from (and written to) here, a path no image has: a shipped
+    # __pycache__ .pyc is never run in place of the source the admin reviewed
+    "PYTHONPYCACHEPREFIX": "/nonexistent/pht-pycache",
     "PYTHONUNBUFFERED": "1",
     "PYTHONNOUSERSITE": "1",
     "LANG": "C.UTF-8",

@@ -3,7 +3,9 @@
 The image is pulled by the digest the researcher signed (only from an allowed registry,
 within the station's pull limits, as for a run), a container is *created* (never started)
 and ``/opt/train`` is copied out of it with Docker's archive API, so the code shown is
-exactly the code that would run.
+exactly the code that would run. Every file is listed; one that is not text source
+(compiled, binary, a link) is flagged NOT SHOWN with its size: the runtime refuses compiled
+modules, and the admin should refuse anything unexplained.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ if TYPE_CHECKING:
 TRAIN_DIR = "/opt/train"
 SHOWN_SUFFIXES = (".toml", ".py", ".md", ".txt")
 MAX_FILE_BYTES = 256 * 1024
+COMPILED_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd")  # the runtime refuses to run these
+NOT_SHOWN = "NOT SHOWN"
+REVIEW = "this is not source you can read here: refuse the train unless you know why it is there"
 
 
 def train_files(runner: DockerRunner, image: Image, config: StationConfig) -> dict[str, str]:
-    """``{relative name: text}`` of the readable files under /opt/train in ``image``."""
+    """``{relative name: text}`` of every file under /opt/train in ``image`` (``listing``)."""
     import docker.errors
 
     check_registry(image.repository, config.policy.allowed_registries)  # also when refused
@@ -45,16 +50,39 @@ def train_files(runner: DockerRunner, image: Image, config: StationConfig) -> di
         archive = b"".join(stream)
     finally:
         container.remove(force=True, v=True)  # with any anonymous volume
+    return listing(archive)
+
+
+def not_shown(text: str) -> bool:
+    """True for the placeholder of a file ``listing`` lists but does not show."""
+    return text.startswith(NOT_SHOWN)
+
+
+def listing(archive: bytes) -> dict[str, str]:
+    """``{relative name: text}`` of EVERY file in a tar of /opt/train: text files as they
+    are; a file that is not shown (compiled, binary, a link) as a flagged placeholder with
+    its size, so nothing that could run is invisible to the admin."""
     files = {}
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
         for member in tar:
-            if not member.isfile() or not member.name.endswith(SHOWN_SUFFIXES):
+            if member.isdir():
                 continue
             name = member.name.split("/", 1)[-1]  # drop the leading "train/"
+            if not member.isfile():
+                target = f" to {member.linkname}" if member.linkname else ""
+                files[name] = f"{NOT_SHOWN}: a link or special file{target}; {REVIEW}"
+                continue
             if member.size > MAX_FILE_BYTES:
-                files[name] = f"({member.size} bytes; too large to show here)"
+                files[name] = f"{NOT_SHOWN}: {member.size} bytes, too large to show; {REVIEW}"
                 continue
             handle = tar.extractfile(member)
-            if handle is not None:
-                files[name] = handle.read().decode("utf-8", errors="replace")
+            data = handle.read() if handle is not None else b""
+            if name.endswith(COMPILED_SUFFIXES) or "__pycache__/" in f"/{name}":
+                kind = "compiled or binary module"
+            elif not name.endswith(SHOWN_SUFFIXES):
+                kind = "not a source or text file"
+            else:
+                files[name] = data.decode("utf-8", errors="replace")
+                continue
+            files[name] = f"{NOT_SHOWN}: {member.size} bytes, {kind}; {REVIEW}"
     return dict(sorted(files.items()))

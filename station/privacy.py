@@ -125,6 +125,44 @@ def apply_dp(
     return released, notes
 
 
+def refuse_train_nulls(quantities: list[Quantity], suppressed: object) -> None:
+    """Raise NotCovered when a quantity holds more nulls than the disclosure rules noted.
+
+    Nulls pass un-noised, so a null the train chose would tell the researcher one exact
+    bit per cell. Only the station's own rules, which run before DP in the same release
+    and note each part they blank in ``release.suppressed`` (a cell, a value, or a whole
+    table), may null one."""
+    noted: dict[str, int] = {}
+    whole: set[str] = set()
+    for note in suppressed if isinstance(suppressed, list) else []:
+        if isinstance(note, dict) and note.get("action") == "suppressed":
+            name = str(note.get("quantity"))
+            noted[name] = noted.get(name, 0) + 1
+            if str(note.get("what", "")).startswith("whole"):
+                whole.add(name)
+    for quantity in quantities:
+        if quantity.name not in whole and _nulls(quantity) > noted.get(quantity.name, 0):
+            raise NotCovered(
+                "this station releases only differentially private results, and the train "
+                f"itself supplied a null in the {quantity.type.replace('_', ' ')} of this "
+                "release: which cells are null would pass without noise; publish every "
+                "count and value (the station's rules blank small cells themselves); "
+                "nothing was released or charged"
+            )
+
+
+def _nulls(quantity: Quantity) -> int:
+    """How many cells or values of a quantity DP covers are null."""
+    if isinstance(quantity, FrequencyTable):
+        return sum(v is None for row in quantity.counts for v in row)
+    if isinstance(quantity, MagnitudeTable):
+        pairs = zip(quantity.values, quantity.counts, strict=True)
+        return sum(v is None or n is None for vs, ns in pairs for v, n in zip(vs, ns, strict=True))
+    if isinstance(quantity, Statistic):
+        return int(quantity.value is None)
+    return 0
+
+
 def components(quantity: Quantity) -> int | None:
     """How many noised vectors a quantity takes (its share of the budget), or None when DP
     does not cover it."""

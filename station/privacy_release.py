@@ -17,7 +17,7 @@ from typing import Any
 
 from station.audit import AUDIT_FILE, AuditLog
 from station.config import PrivacyPolicy, StationConfig
-from station.privacy import NoiseNote, apply_dp
+from station.privacy import NoiseNote, apply_dp, refuse_train_nulls
 from station.privacy_ledger import BudgetLedger
 from station.verify import VerifiedHop
 from trains.errors import StateInvalid
@@ -77,6 +77,8 @@ def privatize_published(
         quantities = [_with_quantile_levels(q, document) for q in from_document(document)]
     except InvalidPublished as exc:
         raise StateInvalid(f"{PUBLISHED_FILE} is not valid: {exc}") from None
+    # the rules' notes tell their nulls from the train's (a train's null is refused)
+    refuse_train_nulls(quantities, release.get("suppressed") if isinstance(release, dict) else [])
     noisy, notes = apply_dp(
         quantities, privacy, ledger, signer, datasets, train_id=train_id, hop=hop
     )

@@ -110,7 +110,7 @@ def _span(seconds: float) -> str:
 
 
 def _files(manifest: Manifest, config: StationConfig) -> str:
-    from station.inspect import train_files
+    from station.inspect import not_shown, train_files
     from station.runner import DockerRunner
 
     try:
@@ -118,6 +118,9 @@ def _files(manifest: Manifest, config: StationConfig) -> str:
     except PhtError as exc:
         return f"  code       cannot show the train's files: {printable(str(exc))}"
     out = [f"  code       {len(files)} files in /opt/train of the image (exactly what runs)"]
+    flagged = [name for name, text in files.items() if not_shown(text)]
+    if flagged:
+        out.append(f"  WARNING    {len(flagged)} file(s) NOT SHOWN (compiled, binary or a link)")
     for name, text in files.items():
         # the researcher's code, escaped line by line: it cannot rewrite this screen
         out.append(f"\n----- {printable(name)} -----\n{printable_lines(text.rstrip())}")

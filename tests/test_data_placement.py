@@ -72,7 +72,7 @@ def test_preparing_the_work_folder_leaves_a_linked_source_as_it_is(tmp_path):
     (work / "data" / "cohort").mkdir(parents=True)
     (work / "output").mkdir()
     place_file(src, work / "data" / "cohort" / "data.csv")
-    _open_for_container(work, work / "output")
+    _open_for_container(work)
     assert stat.S_IMODE(src.stat().st_mode) == 0o444
 
 

@@ -93,6 +93,10 @@ def disclosure_view(record: HopRecord) -> dict[str, Any] | None:
         "total_bytes": disclosure.total_bytes,
         "suppressed_cells": disclosure.suppressed_cells,
         "output_digest": record.output_digest,
+        # at the release point (station.show shows the same): types, shapes and counts of
+        # suppressions, never a value; a release there goes to the researcher
+        "release": None if disclosure.release is None else disclosure.release.to_dict(),
+        "destination": "the next stop" if disclosure.release is None else "the researcher",
     }
 
 

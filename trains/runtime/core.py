@@ -89,7 +89,21 @@ class Context:
         )
 
 
+# Compiled or binary modules the admin cannot review as source (station/inspect.py shows
+# only text): Python would import them, or a shipped .pyc in place of the reviewed train.py.
+UNREVIEWABLE_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd")
+
+
 def load_train_module(train_dir: Path) -> ModuleType:
+    """Import ``train.py``, after refusing a folder holding code that is not source."""
+    for found in sorted(train_dir.rglob("*")):
+        if found.name == "__pycache__" or found.name.endswith(UNREVIEWABLE_SUFFIXES):
+            what = "__pycache__" if found.name == "__pycache__" else "compiled module"
+            raise TrainCodeError(
+                f"the train folder holds a {what} ({found.relative_to(train_dir)}), code an "
+                "admin cannot review as source; build the image from source files only"
+            )
+    sys.dont_write_bytecode = True  # a second run in the same folder must not refuse itself
     path = train_dir / "train.py"
     spec = importlib.util.spec_from_file_location("pht_train", path)
     if spec is None or spec.loader is None:
