@@ -126,7 +126,7 @@ def run_secure_route(
                 rounds=rounds,
                 parallel=parallel,
             )
-            run.state = run_train(train_dir, input_dir, data_dir, output_dir, ctx)
+            run.state = run_train(train_dir, input_dir, data_dir, output_dir, ctx).state
             started = time.perf_counter()
             if masking:
                 secure_masking.mask_output(manifest, hop, me.sealing, output_dir)

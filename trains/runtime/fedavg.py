@@ -251,6 +251,9 @@ def _secure_aggregate(
         "scaler": _agree(states, "scaler"),
         "history": [*_agree(states, "history"), scores(evaluation, ctx.round)],
         "n_train": n_train,
+        # masked, no site's own row count reaches the aggregator; every stop that took
+        # part passed require_min_rows, so min_rows is the smallest a site can have had
+        "site_min_n": int(ctx.params.get("min_rows", 10)),
     }
     if last:
         return out | {"weights": _agree(states, "weights"), "evaluation": evaluation}
