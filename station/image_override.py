@@ -27,10 +27,11 @@ STOP_SIGNAL = "SIGKILL"
 RUNTIME_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "PYTHONPATH": "/opt/pht:/opt/pht-deps",  # the runtime, and a train's own wheels
+    # a shipped __pycache__ or .pyc in the train's folder is refused by the runtime before
+    # it imports anything (trains.runtime.core.load_train_module), so what runs is the
+    # source the admin reviewed. No PYTHONPYCACHEPREFIX: it would also hide the base
+    # image's own compiled numpy and pandas, and every hop would compile them (seconds).
     "PYTHONDONTWRITEBYTECODE": "1",
-    # caches are read from (and written to) here, a path no image has: a shipped
-    # __pycache__ .pyc is never run in place of the source the admin reviewed
-    "PYTHONPYCACHEPREFIX": "/nonexistent/pht-pycache",
     "PYTHONUNBUFFERED": "1",
     "PYTHONNOUSERSITE": "1",
     "LANG": "C.UTF-8",
