@@ -20,20 +20,19 @@ Checks 1 and 2 look only at names and sizes. Everything that reads the files' by
 3 and the shapes) runs in a child process, ``station.output_parse``, under its own memory,
 CPU and file-size limits and with explicit parse bounds (listed there): whatever a train
 writes, the daemon's memory stays flat and no parser error reaches it. A child that dies
-or overruns ``PARSE_TIMEOUT_S`` fails the hop with a reason; nothing is sealed.
+or overruns ``station.parse_child.PARSE_TIMEOUT_S`` fails the hop with a reason; nothing is sealed.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from station.config import DisclosurePolicy
+from station.parse_child import run_parser
 from station.release import ReleaseSummary, release_output
 from trains import state_codec
 from trains.errors import DisclosureRefused, StateInvalid, StateTooLarge
@@ -116,9 +115,6 @@ def check_output(
     return Disclosure(files, summary)
 
 
-PARSE_TIMEOUT_S = 600.0  # wall clock for one output's parse (its CPU limit is lower)
-
-
 def _parse_in_child(
     output_dir: Path, counted: dict[str, bool], policy: DisclosurePolicy
 ) -> dict[str, tuple[str, int]]:
@@ -132,21 +128,9 @@ def _parse_in_child(
         "min_cell": policy.min_cell,
         "refuse": policy.small_cells == "refuse",
     }
-    try:
-        child = subprocess.run(
-            # -P: no working directory on the module path; this package and the stdlib only
-            [sys.executable, "-P", "-m", "station.output_parse"],
-            input=json.dumps(request).encode(),
-            cwd="/",
-            capture_output=True,
-            timeout=PARSE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise StateInvalid(
-            f"checking the output took longer than {PARSE_TIMEOUT_S:.0f}s; write smaller "
-            "or simpler outputs"
-        ) from None
+    child = run_parser(
+        request, "checking the output took too long; write smaller or simpler outputs"
+    )
     results: dict[str, tuple[str, int]] = {}
     for line in child.stdout.decode("utf-8", errors="replace").splitlines():
         try:

@@ -22,17 +22,14 @@ The daemon sees names, types, shapes and counts of suppressions, never a value.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from station.config import DisclosurePolicy
+from station.parse_child import run_parser
 from trains.errors import DisclosureRefused, StateInvalid
 from trains.published import PUBLISHED_FILE
-
-PARSE_TIMEOUT_S = 600.0
 
 
 class ReleaseRefused(DisclosureRefused):
@@ -113,20 +110,7 @@ def release_output(
 
 
 def _child(request: dict[str, Any]) -> dict[str, Any]:
-    try:
-        child = subprocess.run(
-            # -P: no working directory on the module path; this package and the stdlib only
-            [sys.executable, "-P", "-m", "station.output_parse"],
-            input=json.dumps(request).encode(),
-            cwd="/",
-            capture_output=True,
-            timeout=PARSE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise StateInvalid(
-            f"checking {PUBLISHED_FILE} took longer than {PARSE_TIMEOUT_S:.0f}s; publish less"
-        ) from None
+    child = run_parser(request, f"checking {PUBLISHED_FILE} took too long; publish less")
     try:
         answer = json.loads(child.stdout.decode("utf-8", errors="replace").splitlines()[0])
     except (ValueError, IndexError):
