@@ -26,9 +26,9 @@ from trains.published import (
     InvalidPublished,
     Quantity,
     SurvivalCurve,
-    from_document,
     to_document,
 )
+from trains.published_read import from_document
 
 MAX_PUBLISHED_BYTES = 64 * 1024 * 1024  # far above MAX_QUANTITIES x MAX_CELLS of numbers
 

@@ -26,9 +26,9 @@ from trains.published import (
     Quantity,
     Regression,
     SurvivalCurve,
-    from_document,
     to_document,
 )
+from trains.published_read import from_document
 
 EMPTY_STATE_BYTES = 64  # a state.json of "{}" or "null" (with whitespace) is not untyped
 

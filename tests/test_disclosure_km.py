@@ -21,7 +21,8 @@ import pytest
 from station.config import DisclosurePolicy
 from station.disclosure_rules import Rules, apply_rules
 from train_builder.local_run import LocalStop, run_local
-from trains.published import SurvivalCurve, from_document
+from trains.published import SurvivalCurve
+from trains.published_read import from_document
 
 KM = Path(__file__).parents[1] / "trains" / "reference" / "km"
 # the mother group: (time, event); at risk 7, 6, 5 at t=30, 120, 198 and 4 from t=250 on

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from trains.published import InvalidPublished, from_document, to_document
+from trains.published import InvalidPublished, to_document
+from trains.published_read import from_document
 from trains.runtime.publish import Publisher, PublishError
 
 
