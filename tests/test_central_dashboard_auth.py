@@ -5,10 +5,13 @@ in test_central_dashboard.py."""
 from __future__ import annotations
 
 import re
+import time
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
+from central.db import utcnow
 from tests import test_central_protocol as protocol
 from tests.test_central_protocol import auth, submit
 from trains.keys import Identity
@@ -190,3 +193,36 @@ def test_the_login_limit_refuses_the_right_token_after_five_wrong_ones(scene):
     locked = log_in(browser, tokens["root"])
     assert locked.headers["location"] == f"{D}/login?m=locked"
     assert browser.get(f"{D}/").status_code == 303
+
+
+def test_the_session_cookie_is_secure_over_https_only(scene):
+    client, tokens, _ = scene
+    plain = browser_of(client)
+    assert "secure" not in log_in(plain, tokens["root"]).headers["set-cookie"].lower()
+    tls = TestClient(client.app, base_url="https://testserver", follow_redirects=False)
+    assert "secure" in log_in(tls, tokens["root"]).headers["set-cookie"].lower()
+
+
+def test_a_revoked_token_cannot_log_in_and_an_expired_one_neither(scene):
+    client, tokens, _ = scene
+    service = client.app.state.service
+    service.identities.revoke("bob", "researcher")
+    refused = log_in(browser_of(client), tokens["bob"])
+    assert refused.headers["location"] == f"{D}/login?m=wrong"
+    brief = service.identities.register("admin", "brief", None, utcnow() + timedelta(seconds=1))
+    session = browser_of(client)
+    assert log_in(session, brief).headers["location"] == f"{D}/"
+    time.sleep(1.2)  # the token expires: its session ends with it
+    assert session.get(f"{D}/").headers["location"] == f"{D}/login?m=ended"
+    assert log_in(browser_of(client), brief).headers["location"] == f"{D}/login?m=wrong"
+
+
+def test_logging_out_ends_the_session(scene):
+    client, tokens, _ = scene
+    browser = browser_of(client)
+    log_in(browser, tokens["root"])
+    old = browser.cookies.get("pht_dashboard")
+    csrf = csrf_of(browser.get(f"{D}/").text)
+    assert browser.post(f"{D}/logout", data={"csrf": csrf}).headers["location"].endswith("m=ended")
+    replay = TestClient(client.app, follow_redirects=False, cookies={"pht_dashboard": old})
+    assert replay.get(f"{D}/").headers["location"] == f"{D}/login"
