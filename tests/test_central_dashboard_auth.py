@@ -176,12 +176,17 @@ def test_sessions_are_new_at_login_and_the_cookie_is_strict(scene):
 
 
 def test_a_url_cannot_put_text_on_a_page(scene):
-    client, _, _ = scene
+    client, tokens, _ = scene
     browser = browser_of(client)
     planted = browser.get(f"{D}/login", params={"m": "Call 555-0100 to verify your token"})
     assert "555-0100" not in planted.text
     fixed = browser.get(f"{D}/login", params={"m": "locked"})
     assert "Too many failed logins" in fixed.text
+    log_in(browser, tokens["root"])
+    for path in ("/no-such-page", "/trains/not-a-train-id", "/trains/%3Cb%3Eplanted%3C%2Fb%3E"):
+        missing = browser.get(D + path)
+        assert missing.status_code == 404 and "There is no such page." in missing.text
+        assert "planted" not in missing.text and "not-a-train-id" not in missing.text
 
 
 def test_the_login_limit_refuses_the_right_token_after_five_wrong_ones(scene):

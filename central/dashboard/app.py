@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from central.api.context import Context
 from central.dashboard import pages
@@ -143,6 +144,13 @@ def create_dashboard(ctx: Context) -> FastAPI:
     @app.exception_handler(CsrfRefused)
     async def _refused(request: Request, _: CsrfRefused) -> Response:
         return web.refused(request, web.session(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        title = "Not found" if exc.status_code == 404 else "Not done"
+        return web.page(request, "error.html", exc.status_code, title=title,
+                        text="There is no such page." if exc.status_code == 404
+                        else "The dashboard does not answer this request.")  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, _: RequestValidationError) -> Response:
