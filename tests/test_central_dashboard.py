@@ -98,7 +98,9 @@ def click(browser, css: str) -> None:
 
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(page))
+    wait = WebDriverWait(browser, 20)
+    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
 def log_in(browser, net, token: str) -> None:
