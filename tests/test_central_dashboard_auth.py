@@ -13,8 +13,11 @@ from fastapi.testclient import TestClient
 
 from central.db import utcnow
 from tests import test_central_protocol as protocol
+from tests.factories import make_parallel_manifest
 from tests.test_central_protocol import auth, submit
 from trains.keys import Identity
+from trains.manifest import MANIFEST_TYPE
+from trains.signing import sign
 
 database_url = protocol.database_url  # every test on SQLite and on PostgreSQL
 world = protocol.world
@@ -46,6 +49,7 @@ def scene(world):
     tokens["bob"] = service.register("researcher", Identity.generate("bob").public)
     tokens["root"] = service.identities.register("admin", "root")
     client.secret_of_alice = envelope.digest  # on alice's train page, on no page bob sees
+    client.world_identities = (researcher, stations)
     return client, tokens, manifest.train_id
 
 
@@ -231,3 +235,26 @@ def test_logging_out_ends_the_session(scene):
     assert browser.post(f"{D}/logout", data={"csrf": csrf}).headers["location"].endswith("m=ended")
     replay = TestClient(client.app, follow_redirects=False, cookies={"pht_dashboard": old})
     assert replay.get(f"{D}/").headers["location"] == f"{D}/login"
+
+
+def test_a_parallel_routes_graph_puts_each_aggregate_right_of_its_round(scene):
+    client, tokens, _ = scene
+    researcher, stations = client.world_identities
+    aggregator = Identity.generate("aggregator")
+    client.app.state.service.register("station", aggregator.public)
+    manifest = make_parallel_manifest(researcher, stations, aggregator, rounds=2)
+    envelope = sign(manifest, MANIFEST_TYPE, researcher.signing)
+    body = {"manifest": envelope.model_dump(mode="json")}
+    assert (
+        client.post("/api/v1/trains", json=body, headers=auth(tokens["alice"])).status_code == 201
+    )
+    browser = browser_of(client)
+    log_in(browser, tokens["alice"])
+    page = browser.get(f"{D}/trains/{manifest.train_id}").text
+    boxes = re.findall(r'<rect x="(\d+)" y="(\d+)"', page)
+    kinds = re.findall(r"<text x=\"\d+\" y=\"\d+\">(hop|aggregate) (\d+) · r(\d+)</text>", page)
+    assert [k for k, _, _ in kinds] == ["hop", "hop", "aggregate"] * 2
+    xs = [int(x) for x, _ in boxes]
+    # round 0: two local hops in one column, its aggregate right of them; round 1 further
+    assert xs[0] == xs[1] < xs[2] < xs[3] == xs[4] < xs[5]
+    assert page.count('class="edge"') == 2 + 2 + 2  # locals->aggregate, aggregate->locals
