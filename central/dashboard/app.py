@@ -66,9 +66,11 @@ class Web:
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     def session(self, request: Request) -> Session:
+        """The request's live session, or a new anonymous one."""
         return self.sessions.get_or_start(request.cookies.get(COOKIE))
 
     def finish(self, request: Request, response: Response, session: Session) -> Response:
+        """Add the security headers and the session cookie to ``response``."""
         response.headers.update(HEADERS)
         response.set_cookie(
             COOKIE,
@@ -96,11 +98,13 @@ class Web:
         return self.finish(request, response, session)
 
     def go(self, request: Request, to: str, session: Session, message: str = "") -> Response:
+        """Redirect (303) to a dashboard path, with one of the fixed ``MESSAGES`` by key."""
         assert message in MESSAGES or not message
         target = PREFIX + to + (f"?m={message}" if message else "")
         return self.finish(request, RedirectResponse(target, status_code=303), session)
 
     def refused(self, request: Request, session: Session) -> Response:
+        """The 403 page for a form without its session's CSRF token."""
         request.state.session = session
         return self.page(request, "error.html", 403, title="Refused",
                          text="This form is not from your current dashboard session: "
