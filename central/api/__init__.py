@@ -22,6 +22,7 @@ from central.api import admin, hops, trains
 from central.api.context import Anyone, Context, Ctx
 from central.api.middleware import RequestMiddleware
 from central.blobs import BlobStore
+from central.dashboard import create_dashboard
 from central.db import make_engine, make_sessions
 from central.doorbell import Doorbell
 from central.errors import ServiceError
@@ -141,6 +142,7 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
     app.include_router(trains.router)
     app.include_router(hops.router)
     app.include_router(admin.router)
+    app.mount("/dashboard", create_dashboard(ctx))  # web pages, same service and tokens
     return app
 
 

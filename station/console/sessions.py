@@ -1,115 +1,14 @@
-"""Sessions, CSRF tokens and the login limit of the console, kept in memory.
+"""The console's sessions, CSRF tokens and login limit: shared with central's dashboard,
+so they live in ``trains.websession`` (central may not import station)."""
 
-Every visitor gets a session (a random id in an HttpOnly, SameSite=Strict cookie) with its
-own CSRF token, before logging in too, so the login form is protected like every other;
-logging in replaces the session id (no fixation). A session ends ``session_minutes`` after
-it was last used. After ``MAX_FAILURES`` wrong passwords within ``WINDOW_S`` for one user
-name, or from one client address, logins are refused for ``LOCK_S`` even with the right
-password. A daemon restart ends every session (nothing to steal from disk).
-"""
+from trains.websession import (
+    LOCK_S,
+    MAX_FAILURES,
+    MAX_SESSIONS,
+    WINDOW_S,
+    Session,
+    Sessions,
+    csrf_ok,
+)
 
-from __future__ import annotations
-
-import hmac
-import secrets
-import threading
-import time
-from dataclasses import dataclass, field
-
-MAX_FAILURES = 5
-WINDOW_S = 15 * 60.0
-LOCK_S = 15 * 60.0
-MAX_SESSIONS = 10_000  # a flood of anonymous visits cannot grow memory without bound
-
-
-@dataclass
-class Session:
-    id: str
-    csrf: str
-    expires: float
-    user: str | None = None
-
-
-@dataclass
-class Sessions:
-    """Sessions by id, and the failed logins the limit counts."""
-
-    lifetime_s: float
-    _by_id: dict[str, Session] = field(default_factory=dict)
-    _failures: dict[str, list[float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get_or_start(self, sid: str | None) -> Session:
-        """The live session with this id, or a new anonymous one."""
-        now = time.monotonic()
-        with self._lock:
-            session = self._by_id.get(sid or "")
-            if session is not None and session.expires > now:
-                session.expires = now + self.lifetime_s
-                return session
-            self._by_id.pop(sid or "", None)
-            if len(self._by_id) >= MAX_SESSIONS:
-                self._drop_expired(now)
-            if len(self._by_id) >= MAX_SESSIONS:  # still full: forget the oldest anonymous
-                oldest = min(
-                    (s for s in self._by_id.values() if s.user is None),
-                    key=lambda s: s.expires,
-                    default=None,
-                )
-                if oldest is not None:
-                    del self._by_id[oldest.id]
-            session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), 0.0)
-            session.expires = now + self.lifetime_s
-            self._by_id[session.id] = session
-            return session
-
-    def log_in(self, old: Session, user: str) -> Session:
-        """A new session for ``user`` in place of ``old``."""
-        with self._lock:
-            self._by_id.pop(old.id, None)
-            session = Session(
-                secrets.token_urlsafe(32),
-                secrets.token_urlsafe(32),
-                time.monotonic() + self.lifetime_s,
-                user,
-            )
-            self._by_id[session.id] = session
-            return session
-
-    def end(self, session: Session) -> None:
-        with self._lock:
-            self._by_id.pop(session.id, None)
-
-    def locked(self, *keys: str) -> bool:
-        """Too many recent failures for any of ``keys`` (a user name, a client address)."""
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                recent = [t for t in self._failures.get(key, []) if now - t < WINDOW_S]
-                self._failures[key] = recent
-                if len(recent) >= MAX_FAILURES and now - recent[-1] < LOCK_S:
-                    return True
-            return False
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) >= MAX_SESSIONS:  # many names tried: forget the stale
-                for stale in [k for k, t in self._failures.items() if now - t[-1] >= LOCK_S]:
-                    del self._failures[stale]
-            for key in keys:
-                self._failures.setdefault(key, []).append(now)
-                del self._failures[key][:-MAX_FAILURES]
-
-    def succeeded(self, *keys: str) -> None:
-        with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)
-
-    def _drop_expired(self, now: float) -> None:
-        for sid in [sid for sid, s in self._by_id.items() if s.expires <= now]:
-            del self._by_id[sid]
-
-
-def csrf_ok(session: Session, given: str | None) -> bool:
-    return given is not None and hmac.compare_digest(session.csrf.encode(), given.encode())
+__all__ = ["LOCK_S", "MAX_FAILURES", "MAX_SESSIONS", "WINDOW_S", "Session", "Sessions", "csrf_ok"]

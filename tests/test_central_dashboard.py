@@ -1,0 +1,248 @@
+"""Central's dashboard in a real browser (Debian's chromium through chromium-driver and
+Selenium), served by a real ``pht-central serve`` process on 127.0.0.1 (SQLite). Trains are
+submitted and hops claimed through central's HTTP API, as researchers and stations do.
+
+The tests share one central and one browser and run in order: the login-limit test locks
+this client's address out, so it comes last. Screenshots of the main pages are taken every
+run; with ``PHT_SCREENSHOTS=1`` they are written into docs/img/, else into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from central.db import make_engine, make_sessions
+from central.service import Service
+from central.testing_server import CentralServer
+from tests.test_central_protocol import auth, submit
+from trains.keys import Identity
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
+        reason = "chromium and chromium-driver are not installed (scripts/setup.sh installs them)"
+        if os.environ.get("PHT_REQUIRE_DOCKER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = Options()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=DriverService(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    if os.environ.get("PHT_SCREENSHOTS") == "1":
+        folder = REPO / "docs" / "img"
+        folder.mkdir(exist_ok=True)
+        return folder
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    """One served central with an admin, two researchers, two stations and three trains:
+    alice's 2-round train (hop 0 queued), alice's 1-round train, bob's train."""
+    folder = tmp_path_factory.mktemp("dashboard")
+    url = f"sqlite:///{folder / 'central.db'}"
+    service = Service(make_sessions(make_engine(url)))  # registers, as `pht-central admin` does
+    alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    stations = [Identity.generate(n) for n in ("hospital-a", "hospital-b")]
+    tokens = {"root": service.identities.register("admin", "root")}
+    for party in (alice, bob):
+        tokens[party.name] = service.register("researcher", party.public)
+    for station in stations:
+        tokens[station.name] = service.register("station", station.public)
+    with (
+        CentralServer(folder / "central", url) as central,
+        httpx.Client(base_url=central.url, timeout=30) as api,
+    ):
+        trains = {
+            "alice": submit(api, alice, stations, tokens["alice"], rounds=2)[0].train_id,
+            "alice-2": submit(api, alice, stations[:1], tokens["alice"])[0].train_id,
+            "bob": submit(api, bob, stations, tokens["bob"])[0].train_id,
+        }
+        yield {"url": central.url, "api": api, "tokens": tokens, "trains": trains}
+
+
+def shoot(browser, path: Path) -> None:
+    """A screenshot of the whole page (the window grown to its height, then back)."""
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, min(max(height, 600), 4000))
+    browser.save_screenshot(str(path))
+    browser.set_window_size(1280, 1000)
+
+
+def click(browser, css: str) -> None:
+    """Click and wait for the next page (else the old page's elements are read)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, css).click()
+    wait = WebDriverWait(browser, 20)
+    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
+def log_in(browser, net, token: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{net['url']}/dashboard/login")
+    browser.find_element(By.ID, "token").send_keys(token)
+    click(browser, "form.login button")
+
+
+def log_out(browser) -> None:
+    click(browser, "form.logout button")
+
+
+def wait_until(predicate, what: str, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_operator_sees_trains_by_state_as_metrics_counts_them(browser, net, shots):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{net['url']}/dashboard/login")
+    shoot(browser, shots / "dashboard-login.png")
+    log_in(browser, net, net["tokens"]["root"])
+    assert browser.current_url == f"{net['url']}/dashboard/"
+    metrics = httpx.get(f"{net['url']}/metrics").text
+    for family, prefix in (("pht_trains", "trains"), ("pht_hops", "hops")):
+        reported = re.findall(rf'^{family}{{state="(\w+)"}} ([\d.]+)$', metrics, re.M)
+        assert reported
+        for state, value in reported:
+            shown = browser.find_element(By.ID, f"{prefix}-{state}").text
+            assert int(shown) == int(float(value)), (family, state)
+    assert browser.find_element(By.ID, "trains-running").text == "3"
+    listed = browser.find_element(By.ID, "trains").text
+    assert "alice" in listed and "bob" in listed  # the operator sees every researcher's
+    shoot(browser, shots / "dashboard-trains.png")
+
+
+def test_the_operator_opens_a_trains_route_graph(browser, net, shots):
+    from selenium.webdriver.common.by import By
+
+    train_id = net["trains"]["alice"]
+    click(browser, f'a[href="/dashboard/trains/{train_id}"]')
+    assert browser.current_url.endswith(f"/dashboard/trains/{train_id}")
+    nodes = browser.find_elements(By.CSS_SELECTOR, "svg g.node")
+    assert len(nodes) == 4  # 2 stops x 2 rounds
+    assert "state-queued" in nodes[0].get_attribute("class")
+    assert all("state-waiting" in n.get_attribute("class") for n in nodes[1:])
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg line.edge")) == 3
+    rows = browser.find_elements(By.CSS_SELECTOR, "#hops tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[2].text for r in rows] == [
+        "hospital-a", "hospital-b", "hospital-a", "hospital-b"
+    ]  # fmt: skip
+    shoot(browser, shots / "dashboard-route.png")
+
+
+def test_a_hop_changing_state_shows_without_a_reload(browser, net, shots):
+    from selenium.webdriver.common.by import By
+
+    browser.execute_script("window.pageNeverReloaded = true")
+    claimed = net["api"].post("/api/v1/hops/next", headers=auth(net["tokens"]["hospital-a"]))
+    assert claimed.status_code == 200 and claimed.json()["hop"] == 0
+    wait_until(
+        lambda: browser.find_element(By.ID, "hop-0").text == "running", "hop 0 shown running"
+    )
+    assert "state-running" in browser.find_element(By.ID, "node-0").get_attribute("class")
+    assert browser.execute_script("return window.pageNeverReloaded") is True
+    browser.get(f"{net['url']}/dashboard/")
+    assert browser.find_element(By.ID, "hops-running").text == "1"
+
+
+def test_the_operator_adds_a_researcher_and_revokes_a_token(browser, net, shots):
+    from selenium.webdriver.common.by import By
+
+    click(browser, 'nav a[href$="/stations"]')
+    row = browser.find_element(By.ID, "station-hospital-a").text
+    assert "never" not in row  # it claimed a hop: central saw it
+    assert "never" in browser.find_element(By.ID, "station-hospital-b").text
+    shoot(browser, shots / "dashboard-stations.png")
+    click(browser, 'nav a[href$="/parties"]')
+    carol = Identity.generate("carol").public
+    browser.find_element(By.ID, "identity").send_keys(carol.model_dump_json())
+    browser.find_element(By.ID, "expires").send_keys("30")
+    click(browser, "form.add button")
+    token = browser.find_element(By.ID, "new-token").get_attribute("value")
+    assert token.startswith("pht_res_")
+    me = net["api"].get("/api/v1/me", headers=auth(token))
+    assert me.json() == {"role": "researcher", "name": "carol"}
+    click(browser, 'main a[href$="/parties"]')
+    assert token not in browser.page_source  # shown once, never again
+    shoot(browser, shots / "dashboard-parties.png")
+    click(browser, 'form[action$="/researcher/carol/revoke"] button')
+    assert "Revoked" in browser.find_element(By.CSS_SELECTOR, "p.note").text
+    assert "revoked" in browser.find_element(By.ID, "party-researcher-carol").text
+    assert net["api"].get("/api/v1/me", headers=auth(token)).status_code == 401
+
+
+def test_a_form_without_its_csrf_token_is_refused(browser, net):
+    from selenium.webdriver.common.by import By
+
+    form = 'form[action$="/researcher/bob/revoke"]'
+    browser.execute_script(f"document.querySelector('{form} input[name=csrf]').remove()")
+    click(browser, f"{form} button")
+    assert "Refused" in browser.find_element(By.TAG_NAME, "h1").text
+    assert net["api"].get("/api/v1/me", headers=auth(net["tokens"]["bob"])).status_code == 200
+
+
+def test_a_researcher_sees_only_their_own_trains(browser, net, shots):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{net['url']}/dashboard/")
+    log_out(browser)
+    log_in(browser, net, net["tokens"]["bob"])
+    listed = browser.find_element(By.ID, "trains").text
+    assert net["trains"]["bob"][:8] in listed
+    assert net["trains"]["alice"][:8] not in listed and "alice" not in listed
+    assert browser.find_element(By.ID, "trains-running").text == "1"  # bob's one train
+    assert not browser.find_elements(By.LINK_TEXT, "Researchers and tokens")
+    browser.get(f"{net['url']}/dashboard/trains/{net['trains']['alice']}")
+    assert "not found" in browser.find_element(By.TAG_NAME, "main").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "svg")
+    browser.get(f"{net['url']}/dashboard/parties")
+    assert "needs the role admin" in browser.find_element(By.TAG_NAME, "main").text
+    browser.get(f"{net['url']}/dashboard/trains/{net['trains']['bob']}")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg g.node")) == 2
+    log_out(browser)
+
+
+def test_a_station_token_opens_no_page_and_failed_logins_are_limited(browser, net):
+    from selenium.webdriver.common.by import By
+
+    log_in(browser, net, net["tokens"]["hospital-b"])
+    assert "No dashboard for stations" in browser.find_element(By.TAG_NAME, "h1").text
+    for _ in range(5):
+        log_in(browser, net, "pht_adm_not-the-token")
+        assert "unknown, expired or revoked" in browser.find_element(By.CSS_SELECTOR, "p.note").text
+    log_in(browser, net, net["tokens"]["root"])  # the right token, refused for now
+    assert "Too many failed logins" in browser.find_element(By.CSS_SELECTOR, "p.note").text
+    assert browser.current_url.startswith(f"{net['url']}/dashboard/login")
