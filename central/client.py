@@ -11,6 +11,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +50,16 @@ ERROR_CHARS = 500  # and keep this much of its words
 _TRAIN_ID = re.compile(TRAIN_ID_PATTERN)
 
 
+def _version() -> str:
+    try:
+        return metadata.version("pht")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+VERSION = _version()  # sent as X-PHT-Version: a station's dashboard row shows it
+
+
 class CentralClient:
     def __init__(
         self,
@@ -63,7 +74,7 @@ class CentralClient:
         self.max_download_bytes = max_download_bytes
         self._http = httpx.Client(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}", "X-PHT-Version": VERSION},
             timeout=httpx.Timeout(timeout, read=max(timeout, 300.0)),
         )
 

@@ -55,6 +55,9 @@ class Party(Base):
     # a station's enrolment statement signed by the network root (DSSE envelope, JSON), as
     # the operator handed it over; central can store and serve it, not make one
     enrolment: Mapped[str | None] = mapped_column(Text, default=None)
+    # a station's newest poll and the version it reports (central.presence)
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    version: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 class RevocationListRow(Base):

@@ -23,6 +23,7 @@ from central.hop_desk import HopDesk
 from central.identities import Caller, Identities, hash_token, public_identity
 from central.locks import lock_train, locked_hops
 from central.messages import HopOffer
+from central.presence import Presence
 from central.records import (
     Hooks,
     apply_step,
@@ -57,6 +58,7 @@ class Service(HopDesk):
         self.sessions = sessions
         self.reads = read_sessions(sessions)
         self.identities = Identities(sessions, self.reads, token_cache_s)
+        self.presence = Presence(sessions)
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self.max_lifetime_days = max_lifetime_days

@@ -22,7 +22,7 @@ from central.api import admin, hops, trains
 from central.api.context import Anyone, Context, Ctx
 from central.api.middleware import RequestMiddleware
 from central.blobs import BlobStore
-from central.dashboard import create_dashboard
+from central.dashboard.app import create_dashboard
 from central.db import make_engine, make_sessions
 from central.doorbell import Doorbell
 from central.errors import ServiceError

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +17,7 @@ from central.api.params import HopPath, PositionPath, TrainIdPath
 from central.api.uploads import blob_response, receive, split_first_line
 from central.errors import ServiceError
 from central.messages import Delivered, FailRequest, Heartbeat, HopOffer
+from central.presence import HEADER
 from central.records import output_blob
 from trains.signing import Envelope
 
@@ -32,9 +33,14 @@ async def next_hop(
     who: Station,
     ctx: Ctx,
     wait: Annotated[float, Query(ge=0, le=3600, description="long-poll up to this many s")] = 0,
+    version: Annotated[
+        str | None, Header(alias=HEADER, description="the station's software version")
+    ] = None,
 ) -> HopOffer | Response:
     """Claim this station's oldest queued hop. With ``wait`` the request is held until a hop
-    is queued for the station (answered at once) or ``wait`` seconds pass (204)."""
+    is queued for the station (answered at once) or ``wait`` seconds pass (204). The poll
+    is the station's sign of life (``central.presence``)."""
+    await run_in_threadpool(ctx.service.presence.seen, who, version)
     deadline = time.monotonic() + min(wait, ctx.settings.long_poll_max_s)
     while True:
         rung = ctx.doorbell.event(who.name)  # before the check: a ring in between counts

@@ -175,8 +175,8 @@ def route(service: Service, caller: Caller, train_id: str) -> RouteView:
 
 
 def stations(service: Service) -> list[dict[str, object]]:
-    """Every registered station with what central's hop records say about it: last seen
-    (its newest claim or finish), queue length (hops queued for it), running and failed."""
+    """Every registered station: last seen (its newest poll for work, claim or finish), the
+    version it reports, queue length (hops queued for it), running, done and failed."""
     with service.reads() as db:
         parties = db.scalars(select(Party).where(Party.role == "station").order_by(Party.name))
         by_status = {
@@ -199,7 +199,11 @@ def stations(service: Service) -> list[dict[str, object]]:
                 "name": p.name,
                 "active": p.revoked_at is None,
                 "enrolled": p.enrolment is not None,
-                "last_seen": seen.get(p.name),
+                "last_seen": max(
+                    (t for t in (seen.get(p.name), p.last_seen_at and as_utc(p.last_seen_at)) if t),
+                    default=None,
+                ),
+                "version": p.version,
                 "queued": by_status.get((p.name, HopStatus.QUEUED.value), 0),
                 "running": by_status.get((p.name, HopStatus.RUNNING.value), 0),
                 "done": by_status.get((p.name, HopStatus.DONE.value), 0),
