@@ -10,8 +10,10 @@ runs them:
             the archive's digest for the commitment check
   data      place a dataset of the same size in the work folder (read-only source: a link)
   disclose  disclosure control on the output folder
-  pack      the output packed into the hop's archive file (station/outcome.py)
-  seal      the archive sealed to the next reader, both digests in the same pass
+  pack      ``--old`` only: the output packed into an archive file (now 0: one pipe)
+  seal      the output tarred and sealed to the next reader in one pipe, both digests on
+            the way (statepipe.pack_and_seal, as station/outcome.control_and_seal);
+            ``--old``: the archive file sealed, then a digest pass over each file
   receipt   build and sign the hop receipt
   outbox    the sealed output fsynced into the outbox (``--old``: after a digest pass over it)
 
@@ -76,8 +78,8 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
     from trains.signing import sign
 
     if not old:
-        from trains.sealing import check_sealed_to, seal_stream
-        from trains.statepipe import open_and_unpack
+        from trains.sealing import check_sealed_to
+        from trains.statepipe import open_and_unpack, pack_and_seal
 
     size = size_mb * 1024 * 1024
     alice, a, b = (
@@ -195,6 +197,8 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
         packed = root / "out.tar"
 
         def pack_output() -> None:
+            if not old:
+                return  # packed while sealed (seal_output)
             with packed.open("wb") as target:
                 state_codec.pack_to(out_dir, ["state.npy"], size * 2, target)
 
@@ -203,8 +207,9 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
             if old:
                 sealed = seal_file(packed, sealed_out, [alice.public], context)
                 return sealed, digest_file(packed)
-            with packed.open("rb") as plain, sealed_out.open("wb") as target:
-                digests = seal_stream(plain, target, [alice.public], context)
+            digests = pack_and_seal(
+                out_dir, ["state.npy"], size * 2, sealed_out, [alice.public], context
+            )
             return digests.sealed, digests.plain
 
         def outbox() -> None:
