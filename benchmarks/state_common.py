@@ -6,6 +6,7 @@ import os
 import resource
 import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,4 +66,62 @@ def print_row(size: int, row: dict[str, Any]) -> None:
         f"{'cpu s':>7} {cells} {sum(used.values()):>8.3f} | {'':>7} {base_cpu:>7.3f} {'':>7} | "
         f"{used['input'] / base_cpu:>5.1f}x {(used['pack'] + used['seal']) / base_cpu:>5.1f}x "
         f"{sum(used.values()) / base_cpu:>5.1f}x |"
+    )
+
+
+def measure_volume_fill(folder: Path) -> float:
+    """Seconds to fill a Docker volume with ``folder`` the way a hop fills its input and
+    data volumes (station/runner.py: a loader container created, never started, and
+    ``put_archive`` of station.input_volume.tar_stream), volume and loader removed after.
+    Needs Docker and the pht-base:latest image."""
+    import uuid
+
+    import docker
+    from docker.types import Mount
+
+    from station.input_volume import tar_stream
+
+    client = docker.from_env()
+    name = f"pht-bench-{uuid.uuid4().hex[:8]}"
+    volume = client.volumes.create(name=name)
+    loader = None
+    try:
+        started = time.perf_counter()
+        loader = client.containers.create(
+            "pht-base:latest",
+            entrypoint=["true"],
+            network_mode="none",
+            mounts=[Mount("/pht/input", name, type="volume", no_copy=True)],
+        )
+        if not loader.put_archive("/pht/input", tar_stream(folder)):
+            raise RuntimeError("Docker did not take the folder")
+        return time.perf_counter() - started
+    finally:
+        if loader is not None:
+            loader.remove(v=True)
+        volume.remove(force=True)
+
+
+def hop_predicate(previous: Any, me: Any, digests: tuple[str, str], offer: Any, reader: Any) -> Any:
+    """The receipt predicate of hop 1 of the benchmark's route (its output's digests)."""
+    from trains.receipt import HopPredicate
+
+    now = datetime.now(UTC)
+    return HopPredicate(
+        train_id=offer.train_id,
+        hop=1,
+        round=0,
+        kind="local",
+        station=me.name,
+        station_key=me.public.signing_fingerprint,
+        manifest_digest=offer.manifest.digest,
+        image_digest="sha256:" + "ab" * 32,
+        input_state_digests=[i.digest for i in offer.inputs],
+        output_state_digest=digests[0],
+        output_commitment=digests[1],
+        output_sealed_to=[reader.public.sealing_fingerprint],
+        previous_receipt_digests=[previous.digest],
+        started_at=now,
+        finished_at=now,
+        container_seconds=0.0,
     )

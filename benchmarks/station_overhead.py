@@ -10,8 +10,10 @@ runs them:
             the archive's digest for the commitment check
   data      place a dataset of the same size in the work folder (read-only source: a link)
   disclose  disclosure control on the output folder
-  pack      the output packed into the hop's archive file (station/outcome.py)
-  seal      the archive sealed to the next reader, both digests in the same pass
+  pack      ``--old`` only: the output packed into an archive file (now 0: one pipe)
+  seal      the output tarred and sealed to the next reader in one pipe, both digests on
+            the way (statepipe.pack_and_seal, as station/outcome.control_and_seal);
+            ``--old``: the archive file sealed, then a digest pass over each file
   receipt   build and sign the hop receipt
   outbox    the sealed output fsynced into the outbox (``--old``: after a digest pass over it)
 
@@ -27,6 +29,11 @@ copy without fsync: page cache only) and ``sha256`` once over the state. Targets
 
     python3 benchmarks/station_overhead.py                 # 1 MB and 100 MB
     python3 benchmarks/station_overhead.py --sizes 1 100 1024 [--old] [--repeat 3]
+    python3 benchmarks/station_overhead.py --sizes 1024 --volume   # + the input volume fill
+
+``--volume`` also times what the runner does next with the opened input (not a step of the
+table: it runs inside ``sandbox``): filling a Docker volume with it through a loader
+container (state_common.measure_volume_fill), printed against the same copy baseline.
 """
 
 from __future__ import annotations
@@ -47,13 +54,14 @@ from typing import Any
 from state_common import (  # run as: python3 benchmarks/station_overhead.py
     STEPS,
     cpu_seconds,
+    hop_predicate,
     measure_baselines,
     print_row,
     write_random,
 )
 
 
-def one(size_mb: int, old: bool) -> dict[str, Any]:
+def one(size_mb: int, old: bool, volume: bool = False) -> dict[str, Any]:
     from central.messages import HopInput, HopOffer
     from station.config import CsvSource, Policy, StationConfig, StationInfo
     from station.datasources import materialise
@@ -76,8 +84,8 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
     from trains.signing import sign
 
     if not old:
-        from trains.sealing import check_sealed_to, seal_stream
-        from trains.statepipe import open_and_unpack
+        from trains.sealing import check_sealed_to
+        from trains.statepipe import open_and_unpack, pack_and_seal
 
     size = size_mb * 1024 * 1024
     alice, a, b = (
@@ -195,6 +203,8 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
         packed = root / "out.tar"
 
         def pack_output() -> None:
+            if not old:
+                return  # packed while sealed (seal_output)
             with packed.open("wb") as target:
                 state_codec.pack_to(out_dir, ["state.npy"], size * 2, target)
 
@@ -203,8 +213,9 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
             if old:
                 sealed = seal_file(packed, sealed_out, [alice.public], context)
                 return sealed, digest_file(packed)
-            with packed.open("rb") as plain, sealed_out.open("wb") as target:
-                digests = seal_stream(plain, target, [alice.public], context)
+            digests = pack_and_seal(
+                out_dir, ["state.npy"], size * 2, sealed_out, [alice.public], context
+            )
             return digests.sealed, digests.plain
 
         def outbox() -> None:
@@ -214,6 +225,10 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
 
         timed("verify", lambda: verify_offer(offer, config, b.public))
         timed("input", open_input)
+        if volume:
+            from state_common import measure_volume_fill
+
+            results["volume_s"] = measure_volume_fill(root / "input")
         timed("data", lambda: materialise(config, "cohort", root / "data" / "cohort"))
         timed(
             "disclose",
@@ -224,9 +239,7 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
 
         def sign_receipt() -> Any:
             return sign(
-                HopReceipt.for_hop(
-                    previous_receipt_predicate(previous, b, results["seal"], offer, alice)
-                ),
+                HopReceipt.for_hop(hop_predicate(previous, b, results["seal"], offer, alice)),
                 RECEIPT_TYPE,
                 b.signing,
             )
@@ -242,33 +255,8 @@ def one(size_mb: int, old: bool) -> dict[str, Any]:
         "baselines": baselines,
         "peak_rss_mb": peak_kb / 1024,
         "rss_growth_mb": (peak_kb - start_kb) / 1024,
+        "volume_s": results.get("volume_s"),
     }
-
-
-def previous_receipt_predicate(
-    previous: Any, me: Any, digests: tuple[str, str], offer: Any, reader: Any
-) -> Any:
-    from trains.receipt import HopPredicate
-
-    now = datetime.now(UTC)
-    return HopPredicate(
-        train_id=offer.train_id,
-        hop=1,
-        round=0,
-        kind="local",
-        station=me.name,
-        station_key=me.public.signing_fingerprint,
-        manifest_digest=offer.manifest.digest,
-        image_digest="sha256:" + "ab" * 32,
-        input_state_digests=[i.digest for i in offer.inputs],
-        output_state_digest=digests[0],
-        output_commitment=digests[1],
-        output_sealed_to=[reader.public.sealing_fingerprint],
-        previous_receipt_digests=[previous.digest],
-        started_at=now,
-        finished_at=now,
-        container_seconds=0.0,
-    )
 
 
 def main() -> None:
@@ -276,10 +264,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100], help="state sizes, MB")
     parser.add_argument("--old", action="store_true", help="the steps as before issue 18")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each size")
+    parser.add_argument("--volume", action="store_true", help="time the input volume fill")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(one(args.one, args.old)))
+        print(json.dumps(one(args.one, args.old, args.volume)))
         return
     print(
         f"station overhead per hop ({'old' if args.old else 'new'} steps, no container run), "
@@ -294,7 +283,7 @@ def main() -> None:
         for _ in range(args.repeat):
             command = [sys.executable, __file__, "--one", str(size)]
             done = subprocess.run(
-                command + (["--old"] if args.old else []),
+                command + (["--old"] if args.old else []) + (["--volume"] if args.volume else []),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -302,7 +291,11 @@ def main() -> None:
             if done.returncode != 0:
                 print(f"{size:>5}MB failed: {done.stderr.strip().splitlines()[-1]}")
                 continue
-            print_row(size, json.loads(done.stdout))
+            row = json.loads(done.stdout)
+            print_row(size, row)
+            if row.get("volume_s") is not None:
+                fill, copy = row["volume_s"], row["baselines"]["copy"]
+                print(f"{'volume':>7} input volume fill {fill:.3f} s = {fill / copy:.1f}x copy")
     print("in/cp: input / copy (target 2x); p+s/cp: pack + seal / copy (target 2x); hop/cp:")
     print("total / copy (target 4x). growth: peak RSS minus RSS after imports (target 128 MB).")
     print("cpu s: CPU seconds of each step (all threads), ratios against the CPU seconds of")

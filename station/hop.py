@@ -30,7 +30,7 @@ from station.audit import AuditLog
 from station.config import StationConfig
 from station.delivery import is_transient
 from station.disclosure import Disclosure
-from station.outcome import check_result, contained, control_and_pack, ends_route
+from station.outcome import SealTo, check_result, contained, control_and_seal, ends_route
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from station.timeline import Stopwatch
@@ -52,7 +52,7 @@ from trains.errors import (
 )
 from trains.keys import Identity
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, readers_of
-from trains.sealing import check_sealed_to, output_context, seal_stream
+from trains.sealing import check_sealed_to, output_context
 from trains.signing import Envelope, sign
 from trains.statepipe import open_and_unpack
 
@@ -240,13 +240,25 @@ def _run(
         check_result(result, manifest.resources, me.name)
         converged = ends_route(result, manifest, hop.index)
         secure_masking.mask_output(manifest, hop, me.sealing, output_dir)  # before it is read
-        archive = work / "output.tar"
         watch.restart()
         release = hop.is_last or converged  # what leaves goes to the researcher
-        disclosure = control_and_pack(
-            output_dir, archive, verified, max_bytes, config, hop_log, release
+        # sealed once, to every stop that reads it (the researcher after the last hop, or
+        # after a hop where the converged train ended the route); tar and seal in one pipe,
+        # after every check passed: the archive's digest (the commitment) and the sealed
+        # file's are taken on the way
+        recipients = sealed_to_after(manifest, hop.index, converged)
+        seal_to = SealTo(recipients, output_context(manifest.train_id, hop.index))
+        disclosure, digests = control_and_seal(
+            output_dir,
+            sealed_out,
+            seal_to,
+            verified,
+            max_bytes,
+            config,
+            hop_log,
+            release,
+            checked=lambda _: watch.lap("disclosure"),
         )
-        watch.lap("disclosure")
         audit.append(
             "disclosure_checked",
             **ident,
@@ -254,14 +266,6 @@ def _run(
             bytes=disclosure.total_bytes,
             suppressed_cells=disclosure.suppressed_cells,
         )
-        # sealed once, to every stop that reads it (the researcher after the last hop, or
-        # after a hop where the converged train ended the route)
-        recipients = sealed_to_after(manifest, hop.index, converged)
-        with archive.open("rb") as plain, sealed_out.open("wb") as sealed:
-            # one pass: the archive's digest (the commitment) and the sealed file's
-            digests = seal_stream(
-                plain, sealed, recipients, output_context(manifest.train_id, hop.index)
-            )
         receipt = HopReceipt.for_hop(
             HopPredicate(
                 train_id=manifest.train_id,

@@ -12,7 +12,8 @@ log at the station. What remains is the choice among these categories: a few bit
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,8 +38,11 @@ from trains.errors import (
     TrainFailed,
     TrainRefused,
 )
+from trains.keys import PublicIdentity
 from trains.manifest import Manifest, Resources
 from trains.runtime.refusal import CONTRACT_BROKEN
+from trains.sealing import Digests
+from trains.statepipe import pack_and_seal
 
 T = TypeVar("T")
 
@@ -85,6 +89,44 @@ def contained(run: Callable[[], T], hop_log: Path) -> T:
         ) from None
 
 
+@dataclass(frozen=True)
+class SealTo:
+    """Whom a hop's output is sealed to, and under which context."""
+
+    recipients: Sequence[PublicIdentity]
+    context: str
+
+
+def control_and_seal(
+    output_dir: Path,
+    sealed_out: Path,
+    seal_to: SealTo,
+    verified: VerifiedHop,
+    max_bytes: int,
+    config: StationConfig,
+    hop_log: Path,
+    release: bool,
+    checked: Callable[[Disclosure], None] = lambda _: None,
+) -> tuple[Disclosure, Digests]:
+    """Disclosure control on the output (``checked`` is told its result), then tar and
+    seal the checked files in one pipe into ``sealed_out``
+    (:func:`trains.statepipe.pack_and_seal`: no archive file, both digests taken on the
+    way). Nothing is sealed before every check passed; a refusal or a failure while
+    sealing leaves no ``sealed_out``. Errors as :func:`control_and_pack`."""
+    sealed: list[Digests] = []
+
+    def pack(names: list[str], disclosure: Disclosure) -> None:
+        checked(disclosure)
+        sealed.append(
+            pack_and_seal(
+                output_dir, names, max_bytes, sealed_out, seal_to.recipients, seal_to.context
+            )
+        )
+
+    disclosure = _controlled(output_dir, verified, max_bytes, config, hop_log, release, pack)
+    return disclosure, sealed[0]
+
+
 def control_and_pack(
     output_dir: Path,
     archive: Path,
@@ -94,21 +136,40 @@ def control_and_pack(
     hop_log: Path,
     release: bool,
 ) -> Disclosure:
-    """Disclosure control on the output, then pack it into ``archive``; ``release``: this
-    hop is the release point (the last hop, or where a converged train ended the route).
+    """Disclosure control on the output, then pack it into ``archive``, unsealed (a hop
+    seals with :func:`control_and_seal`); ``release``: this hop is the release point (the
+    last hop, or where a converged train ended the route).
 
     Their own errors quote what the train chose (an undeclared file's name, a size, how
     many cells were small): that goes to the hop's log, here. Central and the researcher
     hear only which rule the output broke, in fixed words; whatever else goes wrong while
     reading the train's files (bad encoding, a malformed CSV) is the output being invalid.
     """
+
+    def pack(names: list[str], _: Disclosure) -> None:
+        with archive.open("wb") as target:
+            state_codec.pack_to(output_dir, names, max_bytes, target)
+
+    return _controlled(output_dir, verified, max_bytes, config, hop_log, release, pack)
+
+
+def _controlled(
+    output_dir: Path,
+    verified: VerifiedHop,
+    max_bytes: int,
+    config: StationConfig,
+    hop_log: Path,
+    release: bool,
+    pack: Callable[[list[str], Disclosure], None],
+) -> Disclosure:
+    """The checks, then ``pack`` of the checked files (+ published.json at release); an
+    error of either is logged here and raised in fixed words (:func:`output_refusal`)."""
     outputs = verified.manifest.outputs
     try:
         disclosure = check_output(output_dir, outputs, max_bytes, config.policy.disclosure, release)
         # differential privacy on what the release rules let through, if the policy asks
         privatize_at_release(output_dir, verified, config, release)
-        with archive.open("wb") as target:  # the checked files (+ published.json at release)
-            state_codec.pack_to(output_dir, [f.name for f in disclosure.files], max_bytes, target)
+        pack([f.name for f in disclosure.files], disclosure)
     except (BudgetExceeded, NotCovered):
         raise  # the station's own numbers and the types' fixed names: nothing the train chose
     except Exception as exc:

@@ -20,6 +20,7 @@ is as safe to repeat.
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import tempfile
@@ -42,10 +43,23 @@ from trains.errors import CentralError, HopDeferred, PhtError
 from trains.keys import Identity
 from trains.manifest import Manifest
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, readers_of
-from trains.sealing import check_sealed_to, digest_file, open_file, output_context, seal_file
+from trains.sealing import check_sealed_to, output_context
 from trains.signing import sign, unverified_payload
+from trains.statepipe import open_and_reseal, pack_and_seal
 
 log = logging.getLogger("pht.station")
+# the empty state is one tar record (trains.state_codec.pack_to of no file: 10240 bytes);
+# a state that must be empty and is larger than this is not the empty state
+EMPTY_STATE_BOUND = 1 << 16
+
+
+def check_empty(head: bytes, scratch: Path, source_hop: int | None) -> None:
+    """Refuse a state that must be the empty state (a skipped first hop with no initial
+    state had nothing else to pass on) but holds a file or is larger than the empty state."""
+    if len(head) > EMPTY_STATE_BOUND or state_codec.unpack_from(
+        io.BytesIO(head), scratch, EMPTY_STATE_BOUND
+    ):
+        raise empty_state_changed(source_hop)
 
 
 def may_pass_on(record: HopRecord) -> bool:
@@ -77,35 +91,46 @@ def pass_on(
     try:
         verified = verify_passage(record.offer, me.public, config.policy.network_root)
         manifest, hop = verified.manifest, verified.hop
-        archive = work / "state.tar"
+        started_at = datetime.now(UTC)
+        recipients = manifest.recipients_after(hop.index)
+        to_context = output_context(record.train_id, hop.index)
+        incoming = queue.sealed_path(record).with_suffix(".incoming")
         if record.offer.inputs:  # a local hop reads one state
             (source,) = record.offer.inputs
             sealed_in = work / "input.sealed"
-            try:
-                central.download_input(record.train_id, record.hop, sealed_in, 0)
+            try:  # the digest of the bytes written, taken while they streamed
+                digest = central.download_input(record.train_id, record.hop, sealed_in, 0)
             except CentralError as exc:
                 if is_transient(exc):
                     raise HopDeferred(str(exc)) from None
                 raise
-            check_input_digest(digest_file(sealed_in), source.digest)
+            check_input_digest(digest, source.digest)
             # sealed to exactly its readers (the header, not the receipt's word)
             check_sealed_to(sealed_in, readers_of(manifest, source.hop), "the input state")
-            open_file(sealed_in, archive, me.sealing, output_context(record.train_id, source.hop))
-            # the state the receipts commit to, each skip before us passing it on as read
-            if check_opened_input(record.offer, manifest, 0, digest_file(archive)):
-                with archive.open("rb") as stream:
-                    max_bytes = manifest.resources.max_output_mb * 1024 * 1024
-                    if state_codec.unpack_from(stream, work / "check", max_bytes):
-                        raise empty_state_changed(source.hop)
+            # opened and sealed again in one pass, byte for byte; ``incoming`` is kept
+            # only if every check below passes
+            passed = open_and_reseal(
+                sealed_in,
+                me.sealing,
+                output_context(record.train_id, source.hop),
+                incoming,
+                recipients,
+                to_context,
+                EMPTY_STATE_BOUND,
+                hash_sealed=False,
+            )
+            sealed_in.unlink()
+            try:
+                # the state the receipts commit to, each skip before us passing it on as read
+                if check_opened_input(record.offer, manifest, 0, passed.opened.plain):
+                    check_empty(passed.head, work / "check", source.hop)
+            except BaseException:
+                incoming.unlink(missing_ok=True)
+                raise
+            output_digest, commitment = passed.sealed, passed.opened.plain
         else:  # a first hop without an initial state hands on the empty state
-            with archive.open("wb") as empty:
-                state_codec.pack_to(work, [], 0, empty)
-        started_at = datetime.now(UTC)
-        recipients = manifest.recipients_after(hop.index)
-        incoming = queue.sealed_path(record).with_suffix(".incoming")
-        output_digest = seal_file(
-            archive, incoming, recipients, output_context(record.train_id, hop.index)
-        )
+            digests = pack_and_seal(work, [], 0, incoming, recipients, to_context)
+            output_digest, commitment = digests.sealed, digests.plain
         receipt = HopReceipt.for_hop(
             HopPredicate(
                 train_id=record.train_id,
@@ -119,7 +144,7 @@ def pass_on(
                 input_state_digests=[i.digest for i in record.offer.inputs],
                 output_state_digest=output_digest,
                 # the archive we opened, byte for byte: what the hop we read committed to
-                output_commitment=digest_file(archive),
+                output_commitment=commitment,
                 output_sealed_to=[r.sealing_fingerprint for r in recipients],
                 previous_receipt_digests=verified.previous_receipt_digests,
                 started_at=started_at,

@@ -11,12 +11,9 @@ result = r.result(train_id, Path("out"))
 
 from __future__ import annotations
 
-import json
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,10 +21,9 @@ from pydantic import ValidationError
 
 from central.client import CentralClient
 from train_builder.profile import Profile, resolve_profile
-from train_builder.release_view import read_published
+from train_builder.result import Result, fetch_result
 from train_builder.trust import StationTrust
-from trains import state_codec
-from trains.errors import CentralError, KeyFileError, PhtError, ReceiptChainBroken, RouteMismatch
+from trains.errors import KeyFileError, PhtError, ReceiptChainBroken, RouteMismatch
 from trains.keys import Identity
 from trains.manifest import (
     MANIFEST_TYPE,
@@ -39,45 +35,12 @@ from trains.manifest import (
     Stop,
     expiry_from_now,
 )
-from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, check_opened, verify_chain
-from trains.sealing import check_sealed_to, digest_file, open_file, output_context
+from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
 from trains.signing import open_envelope, sign, unverified_payload
 from trains.train_spec import load_train_spec
 
-MAX_RESULT_BYTES = 4 * 1024**3
 _WHOLE_ID = re.compile(TRAIN_ID_PATTERN)
 FINISHED = ("done", "failed", "cancelled")
-
-
-@dataclass(frozen=True)
-class Result:
-    """A verified, opened result. What the train released with a type is ``published``
-    (``quantity(name)`` for one of them); ``state`` is the state.json beside it, ``{}``
-    when the train published typed quantities (its state stays at the release point)."""
-
-    train_id: str
-    out_dir: Path
-    files: list[str]
-    hops: list[HopPredicate]
-
-    @property
-    def state(self) -> dict[str, Any] | None:
-        path = self.out_dir / "state.json"
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    @property
-    def published(self) -> dict[str, Any] | None:
-        """``published.json`` as the releasing station rewrote it: ``quantities`` (a
-        suppressed number is ``None``) and ``release`` (``suppressed``: every suppression
-        with its rule); ``None`` if the train published nothing typed."""
-        return read_published(self.out_dir)
-
-    def quantity(self, name: str) -> dict[str, Any]:
-        """The released quantity called ``name``; KeyError if none was released by it."""
-        for q in (self.published or {}).get("quantities", []):
-            if q.get("name") == name:
-                return dict(q)
-        raise KeyError(f"the result of {self.train_id} released no quantity named {name!r}")
 
 
 class Researcher:
@@ -327,62 +290,6 @@ class Researcher:
     def result(self, train_id: str, out_dir: Path) -> Result:
         """Download, verify the whole receipt chain (every hop of the plan) and that the
         final state is sealed to exactly you, then open it into ``out_dir``: a new (or
-        empty) folder that appears only once every file is out, readable by you only."""
-        _check_out_dir(out_dir)
-        status = self.central.status(train_id)
-        if status["status"] != "done":
-            detail = f": {status['error']}" if status.get("error") else ""
-            raise CentralError(f"train {train_id} is {status['status']}{detail}")
-        envelope = self.central.manifest(train_id)
-        manifest = open_envelope(
-            envelope,
-            MANIFEST_TYPE,
-            self.identity.public,
-            Manifest,
-            "manifest (as central holds it)",
-        )
-        receipts = self.central.receipts(train_id)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        # mkdtemp: 0700, next to out_dir so that the final rename stays on one file system
-        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".pht-download-") as tmp:
-            sealed, archive = Path(tmp) / "result.sealed", Path(tmp) / "result.tar"
-            self.central.download_result(train_id, sealed)  # streamed: a state may be large
-            hops = verify_chain(
-                manifest,
-                envelope.digest,
-                manifest.initial_state_digest,
-                receipts,
-                digest_file(sealed),
-            )
-            last = hops[-1].hop  # the last hop, or where a converged train ended the route
-            # the header decides who can open it, whatever the receipt says
-            check_sealed_to(sealed, [manifest.researcher], "the final state")
-            open_file(sealed, archive, self.identity.sealing, output_context(train_id, last))
-            # the plaintext the last station signed for (its commitment), nothing else
-            check_opened(digest_file(archive), hops[-1], "the final state")
-            staged = Path(tmp) / "result"
-            staged.mkdir(mode=0o700)
-            with archive.open("rb") as source:
-                files = state_codec.unpack_from(source, staged, MAX_RESULT_BYTES)
-            _private(staged)
-            _check_out_dir(out_dir)  # still new or empty: rename replaces an empty folder
-            staged.rename(out_dir)
-        return Result(train_id, out_dir, files, hops)
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise PhtError(f"{out_dir} exists and is not a folder; give a new folder for the result")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise PhtError(
-            f"{out_dir} is not empty; give a new or empty folder for the result (it is never "
-            "mixed with files already there)"
-        )
-
-
-def _private(folder: Path) -> None:
-    """Readable by the researcher only: folders 0700, files 0600 (a result is patient-level
-    aggregate data that other users of this machine have no business reading)."""
-    folder.chmod(0o700)
-    for path in folder.rglob("*"):
-        path.chmod(0o700 if path.is_dir() else 0o600)
+        empty) folder that appears only once every file is out, readable by you only
+        (:func:`train_builder.result.fetch_result`)."""
+        return fetch_result(self.central, self.identity, train_id, out_dir)

@@ -117,9 +117,15 @@ class Opened:
     sealed: str | None  # of the sealed file; None where the caller took it (downloading)
 
 
-def start_seal(target: BinaryIO, recipients: Sequence[PublicIdentity], context: str) -> SealWriter:
+def start_seal(
+    target: BinaryIO,
+    recipients: Sequence[PublicIdentity],
+    context: str,
+    hash_plain: bool = True,
+) -> SealWriter:
     """Write the header to ``target`` and return the writer of the payload; its
-    ``close()`` writes the last chunk. Memory use is one batch, whatever the size."""
+    ``close()`` writes the last chunk. Memory use is one batch, whatever the size.
+    ``hash_plain`` False: the writer takes no digest of the plaintext (the caller has it)."""
     if not recipients:
         raise SealError("a state must be sealed to at least one recipient")
     file_key = os.urandom(32)
@@ -133,7 +139,7 @@ def start_seal(target: BinaryIO, recipients: Sequence[PublicIdentity], context: 
     header = SealHeader(context=context, nonce=b64encode(os.urandom(16)), recipients=wrapped)
     header_bytes = header.model_dump_json().encode()
     prefix = MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes
-    return SealWriter(target, _payload_cipher(file_key, header, prefix), prefix)
+    return SealWriter(target, _payload_cipher(file_key, header, prefix), prefix, hash_plain)
 
 
 def seal_stream(

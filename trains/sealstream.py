@@ -82,9 +82,12 @@ class SealWriter:
 
     ``plain`` and ``sealed`` are running sha256 digests of the plaintext and of every
     byte written to ``target`` (``prefix`` included). :meth:`close` writes the last chunk:
-    until then the sealed file is incomplete and opens as truncated."""
+    until then the sealed file is incomplete and opens as truncated. ``hash_plain`` False:
+    the plaintext's digest is not taken (the caller has it: a state passed on as read)."""
 
-    def __init__(self, target: BinaryIO, cipher: ChaCha20Poly1305, prefix: bytes) -> None:
+    def __init__(
+        self, target: BinaryIO, cipher: ChaCha20Poly1305, prefix: bytes, hash_plain: bool = True
+    ) -> None:
         self._target, self._cipher = target, cipher
         self._buf = bytearray(BATCH * CHUNK)
         self._view = memoryview(self._buf)
@@ -93,7 +96,7 @@ class SealWriter:
         self._counter = 0
         self._closed = False
         self.size = 0
-        self.plain = Hashing()
+        self.plain = Hashing(wanted=hash_plain)
         self.sealed = Hashing(prefix)
         target.write(prefix)
 

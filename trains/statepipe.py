@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -67,3 +68,50 @@ def open_and_unpack(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return Opened(sha256(reader.plain), sha256_if_wanted(reader.sealed)), names
+
+
+@dataclass(frozen=True)
+class Resealed:
+    """A state opened and sealed again, byte for byte, in one pass."""
+
+    opened: Opened  # the plaintext's digest (and the sealed input's, if it was asked for)
+    sealed: str  # sha256 of the new sealed file
+    head: bytes  # the plaintext's first ``head_bytes`` + 1 bytes at most
+
+
+def open_and_reseal(
+    sealed: Path,
+    key: X25519PrivateKey,
+    context: str,
+    target: Path,
+    recipients: Sequence[PublicIdentity],
+    to_context: str,
+    head_bytes: int = 0,
+    hash_sealed: bool = True,
+) -> Resealed:
+    """Open ``sealed`` with ``key`` and seal its plaintext, unchanged, to ``recipients``
+    under ``to_context`` into ``target``, in one pass (no plaintext file; a state passed on
+    as read). Each chunk is authenticated before a byte of it is sealed again; on any
+    failure ``target`` is removed, so a stream that fails late leaves nothing. The first
+    ``head_bytes`` + 1 bytes of the plaintext are kept (enough to tell a small archive
+    from a larger one and to read a small one)."""
+    head = bytearray()
+
+    class _Tee:
+        def write(self, data: memoryview) -> int:
+            if len(head) <= head_bytes:
+                head.extend(data[: head_bytes + 1 - len(head)])
+            return writer.write(data)
+
+    try:
+        with sealed.open("rb", buffering=0) as source, target.open("wb") as out:
+            reader = start_open(source, key, context, hash_sealed)
+            # the reader already hashes the plaintext: the writer need not again
+            writer = start_seal(out, recipients, to_context, hash_plain=False)
+            reader.copy_to(_Tee())  # type: ignore[arg-type]
+            writer.close()
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    opened = Opened(sha256(reader.plain), sha256_if_wanted(reader.sealed))
+    return Resealed(opened, sha256(writer.sealed), bytes(head))
