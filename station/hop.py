@@ -121,6 +121,7 @@ def run(
         # remembered so that a restart can remove what a killed run left behind
         record.runner_id = getattr(docker, "runner_id", None)
         record.state, record.attempts = HopState.RUNNING, record.attempts + 1
+        record.pulled_image = None  # a prepared image is the run's now (station.prepare)
         queue.save(record)
         incoming = queue.sealed_path(record).with_suffix(".incoming")
         receipt_env, disclosure, output_digest = _run(
@@ -221,6 +222,7 @@ def _run(
                     output_dir=output_dir,
                     env=_environment(verified, me.name),
                     resources=manifest.resources,
+                    defer_cleanup=True,  # removed while the output is checked and sealed
                 ),
                 hop_log,
             )
@@ -262,6 +264,9 @@ def _run(
             digests = seal_stream(
                 plain, sealed, recipients, output_context(manifest.train_id, hop.index)
             )
+        watch.lap("seal")
+        # the containers' removal ran alongside disclosure and sealing: what is left of it
+        watch.amend("cleanup", result.cleanup_s + docker.settle())
         receipt = HopReceipt.for_hop(
             HopPredicate(
                 train_id=manifest.train_id,
@@ -281,7 +286,7 @@ def _run(
                 finished_at=datetime.now(UTC),
                 container_seconds=round(result.seconds, 3),
                 converged=converged,
-                timeline=watch.last("seal"),
+                timeline=list(watch.phases),
             )
         )
         return sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict(), digests.sealed
