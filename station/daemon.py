@@ -43,6 +43,7 @@ from trains.keys import Identity
 from trains.sealing import sealed_size_bound
 
 log = logging.getLogger("pht.station")
+RUNNER_FILE = "runner"  # the Docker label of this daemon's runs (pht.runner)
 MAX_RUN_ATTEMPTS = 3  # runs started (a restart mid-run counts one) before the hop fails
 
 
@@ -66,6 +67,9 @@ class Station:
         if self._runner is None:
             # raises DockerUnavailable; the hop is deferred
             self._runner = DockerRunner(runtime=self.config.station.runtime)
+            # a run's removal goes on after its hop (defer_cleanup): if this daemon dies
+            # first, the next one removes what is labelled with this id (recover)
+            (self.queue.root / RUNNER_FILE).write_text(self._runner.runner_id + "\n")
         return self._runner
 
     def recover(self) -> None:
@@ -74,6 +78,10 @@ class Station:
         Nothing of it left the station (outputs leave only from the outbox), so running it
         again is safe; its stale scratch folders are removed.
         """
+        previous = self.queue.root / RUNNER_FILE
+        if previous.is_file():  # the last daemon's containers, whatever their hop's state
+            _remove_leftovers(previous.read_text().strip()[:64])
+            previous.unlink()
         for record in self.queue.in_state(HopState.RUNNING):
             if record.runner_id:
                 _remove_leftovers(record.runner_id)

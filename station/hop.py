@@ -222,7 +222,9 @@ def _run(
                     output_dir=output_dir,
                     env=_environment(verified, me.name),
                     resources=manifest.resources,
-                    defer_cleanup=True,  # removed while the output is checked and sealed
+                    # removed while the output is checked, sealed and delivered; the next
+                    # run waits for it (a failure goes to the admin's log)
+                    defer_cleanup=True,
                 ),
                 hop_log,
             )
@@ -264,9 +266,6 @@ def _run(
             digests = seal_stream(
                 plain, sealed, recipients, output_context(manifest.train_id, hop.index)
             )
-        watch.lap("seal")
-        # the containers' removal ran alongside disclosure and sealing: what is left of it
-        watch.amend("cleanup", result.cleanup_s + docker.settle())
         receipt = HopReceipt.for_hop(
             HopPredicate(
                 train_id=manifest.train_id,
@@ -286,7 +285,7 @@ def _run(
                 finished_at=datetime.now(UTC),
                 container_seconds=round(result.seconds, 3),
                 converged=converged,
-                timeline=list(watch.phases),
+                timeline=watch.last("seal"),
             )
         )
         return sign(receipt, RECEIPT_TYPE, me.signing), disclosure.to_dict(), digests.sealed

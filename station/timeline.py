@@ -32,13 +32,6 @@ class Stopwatch:
         """A step timed elsewhere (inside the runner); ``restart`` after adding them."""
         self.phases.append(Phase(step=step, seconds=round(max(seconds, 0.0), 2)))
 
-    def amend(self, step: TimelineStep, seconds: float) -> None:
-        """Set a step recorded earlier (``add``) that finished later: it keeps its place."""
-        self.phases = [
-            Phase(step=step, seconds=round(max(seconds, 0.0), 2)) if p.step == step else p
-            for p in self.phases
-        ]
-
     def restart(self) -> None:
         """The next lap starts now (the time since was recorded with ``add``)."""
         self._last = time.monotonic()

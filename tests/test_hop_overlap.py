@@ -59,3 +59,34 @@ def test_the_next_run_waits_for_the_previous_removal(runner, attack_image, hop):
     assert first.ok and second.ok
     assert_removed(f"pht.run={first.run_id}")  # removed before the second run began
     assert_removed(f"pht.run={second.run_id}")
+
+
+def test_a_restart_removes_what_a_dead_daemons_deferred_cleanup_left(tmp_path, attack_image):  # noqa: F811
+    """The daemon died before a deferred removal ran: the next one removes the containers
+    and volumes labelled with the dead daemon's runner id, whatever state their hop is in."""
+    import docker
+
+    from station.audit import AuditLog
+    from station.config import Policy, StationConfig, StationInfo
+    from station.daemon import RUNNER_FILE, Station
+    from station.queue import HopQueue
+    from trains.keys import Identity
+
+    config = StationConfig(
+        station=StationInfo(
+            name="st-restart", central_url="http://127.0.0.1:1", state_dir=tmp_path / "state"
+        ),
+        policy=Policy(trusted_signers=[]),
+    )
+    queue = HopQueue(tmp_path / "state")
+    station = Station(config, Identity.generate("st-restart"), queue, AuditLog(tmp_path / "a"))
+    dead = "deadbeef0123"
+    labels = {"pht": "hop", "pht.runner": dead}
+    client = docker.from_env()
+    volume = client.volumes.create(name=f"pht-output-{dead}", labels=labels)
+    client.containers.create(attack_image("noop"), name=f"pht-hold-{dead}", labels=labels)
+    (queue.root / RUNNER_FILE).write_text(dead + "\n")
+    station.recover()
+    assert_removed(f"pht.runner={dead}")
+    assert not (queue.root / RUNNER_FILE).exists()
+    assert volume.name  # it was made, and is gone (assert_removed)
