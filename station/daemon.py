@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from central.client import CentralClient
 from central.messages import HopOffer
-from station import delivery, passage
+from station import delivery, passage, prepare
 from station import hop as hops
 from station.audit import AUDIT_FILE, AuditLog
 from station.config import StationConfig
@@ -43,6 +43,7 @@ from trains.keys import Identity
 from trains.sealing import sealed_size_bound
 
 log = logging.getLogger("pht.station")
+RUNNER_FILE = "runner"  # the Docker label of this daemon's runs (pht.runner)
 MAX_RUN_ATTEMPTS = 3  # runs started (a restart mid-run counts one) before the hop fails
 
 
@@ -66,6 +67,9 @@ class Station:
         if self._runner is None:
             # raises DockerUnavailable; the hop is deferred
             self._runner = DockerRunner(runtime=self.config.station.runtime)
+            # a run's removal goes on after its hop (defer_cleanup): if this daemon dies
+            # first, the next one removes what is labelled with this id (recover)
+            (self.queue.root / RUNNER_FILE).write_text(self._runner.runner_id + "\n")
         return self._runner
 
     def recover(self) -> None:
@@ -74,6 +78,10 @@ class Station:
         Nothing of it left the station (outputs leave only from the outbox), so running it
         again is safe; its stale scratch folders are removed.
         """
+        previous = self.queue.root / RUNNER_FILE
+        if previous.is_file():  # the last daemon's containers, whatever their hop's state
+            _remove_leftovers(previous.read_text().strip()[:64])
+            previous.unlink()
         for record in self.queue.in_state(HopState.RUNNING):
             if record.runner_id:
                 _remove_leftovers(record.runner_id)
@@ -110,6 +118,7 @@ class Station:
         is queued, or empty-handed after ``wait`` seconds (an approval given meanwhile with
         ``pht-station approve`` is picked up on the next pass)."""
         self.drop_cancelled()
+        prepare.give_back(self.queue, self.runner, self.audit)
         for record in self.queue.in_state(HopState.SEALED):
             if delivery.due(record):
                 self._tell(record, central)
@@ -141,12 +150,16 @@ class Station:
         if offer is None:
             return False
         try:
-            self._take(offer)
+            waiting = self._take(offer)
         except Exception as exc:
             self._refuse_unhandled(offer, exc, central)
+            return True
+        if waiting is not None:  # checks passed, waiting for the admin: pull meanwhile
+            prepare.prepare(waiting, self.config, self.runner, self.queue, self.audit)
         return True
 
-    def _take(self, offer: HopOffer) -> None:
+    def _take(self, offer: HopOffer) -> HopRecord | None:
+        """Record an offer; the new record if it waits for approval (to prepare)."""
         if self.queue.knows(offer):
             # central offered again a hop we hold (its lease ran out while we were away):
             # keep our record and the admin's decision; a refusal is told again
@@ -155,8 +168,9 @@ class Station:
             if record.state in (HopState.REJECTED, HopState.FAILED):
                 record.reported = False
                 self.queue.save(record)
-            return
-        hops.admit(offer, self.config, self.identity, self.queue, self.audit)
+            return None
+        record = hops.admit(offer, self.config, self.identity, self.queue, self.audit)
+        return record if record.state == HopState.PENDING else None
 
     def _refuse_unhandled(self, offer: HopOffer, exc: Exception, central: CentralClient) -> None:
         """An offer that broke its verification or could not be recorded: report it failed
@@ -305,6 +319,15 @@ def run_daemon(config: StationConfig, once: bool = False) -> None:
             console.stop()
 
 
+def long_poll(config: StationConfig, queue: HopQueue) -> float:
+    """How long to wait on central for the next offer. An admin's approval from the command
+    line reaches the daemon only between two polls, so while a hop waits for one the wait
+    is the short poll interval: an approved hop starts within it, not a long poll later."""
+    if queue.in_state(HopState.PENDING):
+        return min(config.station.long_poll_s, config.station.poll_interval_s)
+    return config.station.long_poll_s
+
+
 def _loop(station: Station, once: bool, interval: float, ceiling: float) -> None:
     config = station.config
     backoff = interval
@@ -315,7 +338,7 @@ def _loop(station: Station, once: bool, interval: float, ceiling: float) -> None
     ) as central:
         log.info("station %s polling %s", station.identity.name, config.station.central_url)
         while True:
-            wait = 0.0 if once else config.station.long_poll_s
+            wait = 0.0 if once else long_poll(config, station.queue)
             try:
                 worked = station.step(central, wait)
                 backoff = interval

@@ -121,6 +121,7 @@ def run(
         # remembered so that a restart can remove what a killed run left behind
         record.runner_id = getattr(docker, "runner_id", None)
         record.state, record.attempts = HopState.RUNNING, record.attempts + 1
+        record.pulled_image = None  # a prepared image is the run's now (station.prepare)
         queue.save(record)
         incoming = queue.sealed_path(record).with_suffix(".incoming")
         receipt_env, disclosure, output_digest = _run(
@@ -221,6 +222,9 @@ def _run(
                     output_dir=output_dir,
                     env=_environment(verified, me.name),
                     resources=manifest.resources,
+                    # removed while the output is checked, sealed and delivered; the next
+                    # run waits for it (a failure goes to the admin's log)
+                    defer_cleanup=True,
                 ),
                 hop_log,
             )

@@ -44,7 +44,13 @@ class PullLimits:
 
 
 def pull(client: Any, image: Image, limits: PullLimits) -> str:
-    """Pull ``repository@digest`` within ``limits``; return the image id."""
+    """Pull ``repository@digest`` within ``limits``; return the image id.
+
+    An image Docker already holds under that digest is not asked of the registry again
+    (Docker checked its content against the digest when it was pulled; the digest names
+    those bytes for ever): it gets the same checks as a fresh pull (``checked``)."""
+    if (held := present(client, image, limits)) is not None:
+        return held
     api = client.api
     cap = limits.max_image_mb * MIB
     deadline = time.monotonic() + limits.timeout_s
@@ -84,12 +90,25 @@ def pull(client: Any, image: Image, limits: PullLimits) -> str:
     return checked(client, image, limits)
 
 
+def present(client: Any, image: Image, limits: PullLimits) -> str | None:
+    """The id of the image if Docker holds it under the pinned digest (checked), else None."""
+    try:
+        held = client.images.get(image.reference)
+    except docker.errors.ImageNotFound:
+        return None
+    return _check(client, held, image, limits)
+
+
 def checked(client: Any, image: Image, limits: PullLimits) -> str:
     """The pulled image carries the pinned digest, fits the cap and declares no volume."""
     try:
         pulled = client.images.get(image.reference)
     except docker.errors.ImageNotFound:
         raise ImageError(f"cannot pull {image.reference}: Docker did not keep it") from None
+    return _check(client, pulled, image, limits)
+
+
+def _check(client: Any, pulled: Any, image: Image, limits: PullLimits) -> str:
     digests = pulled.attrs.get("RepoDigests") or []
     if image.reference not in digests:
         raise ImageError(f"pulled image does not carry digest {image.reference}: {digests}")

@@ -87,6 +87,10 @@ class HopRecord(BaseModel):
     # not before retry_at (station.delivery)
     tries: int = 0
     retry_at: datetime | None = None
+    # prepare while waiting (station.prepare): when the image was made ready for a pending
+    # hop, and the reference it pulled (given back if the hop ends without running)
+    prepared_at: datetime | None = None
+    pulled_image: str | None = None
 
     @property
     def train_id(self) -> str:

@@ -15,8 +15,10 @@ container sees no path of the station's host.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,16 +39,11 @@ from station.output_volume import (
     output_mount,
     volume_options,
 )
+from station.run_result import RunResult as RunResult  # where callers have imported it
 from trains.errors import ImageError, PhtError
 from trains.manifest import Image, Resources
-from trains.runtime.refusal import (
-    CONTRACT_BROKEN,
-    CONTRACT_EXIT,
-    CONVERGED_EXIT,
-    REFUSALS,
-    refusal_of,
-)
 
+log = logging.getLogger("pht.station")
 CONTAINER_UID = 10001
 CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_UID}"
 LOG_TAIL_BYTES = 20_000
@@ -72,70 +69,14 @@ class SandboxLimits:
     log_mb: int = 1  # what Docker keeps of the container's stdout/stderr
 
 
-@dataclass(frozen=True)
-class RunResult:
-    exit_code: int
-    seconds: float
-    timed_out: bool
-    log: str  # stays at the station
-    oom_killed: bool = False
-    output_too_large: bool = False
-    output_bytes: int = 0  # what the train wrote to /pht/output
-    run_id: str = ""  # names the hop's containers and volume: pht-{hop,hold,output}-<run_id>
-    # where the rest of the run's time went (station/timeline.py): before the container
-    # started, copying its output out, removing what the run created
-    sandbox_s: float = 0.0
-    copy_out_s: float = 0.0
-    cleanup_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.failure(None) is None
-
-    def failure(self, resources: Resources | None) -> str | None:
-        """What went wrong as one fixed sentence per category; None when the run succeeded.
-
-        This sentence goes to central and the researcher, so it holds nothing the train
-        chose beyond the category: never the exit code or the log (they stay here). The
-        limits named are the manifest's, which the researcher set."""
-        if self.timed_out:
-            limit = f" of {resources.timeout_s}s" if resources else ""
-            return f"the train exceeded its timeout{limit} and was killed"
-        if self.oom_killed:
-            limit = f" of {resources.memory_mb} MB" if resources else ""
-            return (
-                f"the train ran out of its memory{limit} and was killed; ask for more "
-                "memory_mb in train.toml (files in /pht/output count against it)"
-            )
-        if self.output_too_large:
-            limit = f" of {resources.max_output_mb} MB" if resources else ""
-            return f"the train wrote more than its max_output_mb{limit}; nothing was kept"
-        if self.refusal is not None:
-            return f"the train refused ({self.refusal}): {REFUSALS[self.refusal]}"
-        if self.exit_code == CONTRACT_EXIT:
-            return CONTRACT_BROKEN
-        if self.exit_code not in (0, CONVERGED_EXIT):
-            return "the train failed (its code raised an error or exited with one)"
-        return None
-
-    @property
-    def converged(self) -> bool:
-        """The train succeeded and says the route may end here (trains/early_end.py)."""
-        return self.exit_code == CONVERGED_EXIT and self.failure(None) is None
-
-    @property
-    def refusal(self) -> str | None:
-        """The refusal code (trains/runtime/refusal.py) the train exited with, if any."""
-        if self.timed_out or self.oom_killed or self.output_too_large:
-            return None
-        return refusal_of(self.exit_code)
-
-
 class DockerRunner:
     def __init__(self, limits: SandboxLimits | None = None, runtime: str = "runc") -> None:
         self.limits = limits or SandboxLimits()
         self.runtime = runtime  # the OCI runtime of every container of a hop
         self.runner_id = uuid.uuid4().hex[:12]  # label of everything this runner creates
+        # Docker API calls of one hop that overlap (the holder's start); reused across hops
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pht-runner")
+        self._removing: Future[None] | None = None  # a deferred cleanup still under way
         try:
             self.client = docker.from_env(timeout=120)
             self.client.ping()
@@ -164,6 +105,7 @@ class DockerRunner:
         output_dir: Path,
         env: dict[str, str],
         resources: Resources,
+        defer_cleanup: bool = False,
     ) -> RunResult:
         """Run one hop locked down; copy ``/pht/output`` to ``output_dir`` if it succeeded.
 
@@ -171,7 +113,12 @@ class DockerRunner:
         or exception. Nothing of the output is copied when the run failed. Docker's own
         errors (``docker.errors.DockerException``) pass through unchanged, so the caller can
         tell a refused run (4xx) from a Docker Engine in trouble (5xx, connection).
+
+        ``defer_cleanup``: after a run that got this far, the removal goes on in the
+        background (the output is already copied out) while the caller checks and seals;
+        :meth:`settle` waits for it and raises what it raised. The next run waits for it too.
         """
+        self._settle_quietly()
         began = time.monotonic()
         run_id = uuid.uuid4().hex[:12]
         made: list[Any] = []  # what this run created, removed in reverse order
@@ -197,7 +144,10 @@ class DockerRunner:
             self._remove(made, quiet=True)  # never mask what went wrong
             raise
         copied = time.monotonic()
-        self._remove(made)
+        if defer_cleanup:
+            self._removing = self._pool.submit(self._remove, made)
+        else:
+            self._remove(made)
         return replace(
             result,
             output_bytes=written,
@@ -206,6 +156,25 @@ class DockerRunner:
             copy_out_s=copied - exited,
             cleanup_s=time.monotonic() - copied,
         )
+
+    def settle(self) -> float:
+        """Wait for the removal a deferred cleanup left running; the seconds waited.
+
+        Raises :class:`SandboxError` naming what could not be removed."""
+        removing, self._removing = self._removing, None
+        if removing is None:
+            return 0.0
+        began = time.monotonic()
+        removing.result()
+        return time.monotonic() - began
+
+    def _settle_quietly(self) -> None:
+        """The previous hop's removal, finished before the next hop starts; it already
+        ended its own hop, so a failure here is the admin's to see, not this hop's."""
+        try:
+            self.settle()
+        except SandboxError as exc:
+            log.warning("%s", exc)
 
     def _run(
         self,
@@ -219,7 +188,6 @@ class DockerRunner:
     ) -> tuple[RunResult, Any]:
         """Create the volumes, the holder and the hop container; run to the end."""
         labels = {"pht": "hop", "pht.runner": self.runner_id, "pht.run": run_id}
-        inputs = self._inputs(run_id, made, image_id, labels, input_dir, data_dir, settings)
         tmpfs = volume_options(resources.max_output_mb, self.limits.output_files, CONTAINER_UID)
         volume = self.client.volumes.create(
             name=f"pht-output-{run_id}",
@@ -238,17 +206,27 @@ class DockerRunner:
             **self._sandbox(memory_mb=16, cpus=0.1, pids=8),
         )
         made.append(holder)
-        holder.start()
-        container = self.client.containers.create(
-            image_id,
-            name=f"pht-hop-{run_id}",
-            entrypoint=RUNTIME,
-            mounts=[*inputs, output_mount(volume.name, read_only=False)],
-            labels=labels,
-            **settings,
-            **self._sandbox(resources.memory_mb, resources.cpus, self.limits.pids),
-        )
-        made.append(container)
+        # the holder starts while the inputs are copied in and the train's container is
+        # created; it is running (joined below) before the train's container starts, so the
+        # tmpfs outlives the train whenever the train ends
+        holding = self._pool.submit(holder.start)
+        try:
+            inputs = self._inputs(run_id, made, image_id, labels, input_dir, data_dir, settings)
+            container = self.client.containers.create(
+                image_id,
+                name=f"pht-hop-{run_id}",
+                entrypoint=RUNTIME,
+                mounts=[*inputs, output_mount(volume.name, read_only=False)],
+                labels=labels,
+                **settings,
+                **self._sandbox(resources.memory_mb, resources.cpus, self.limits.pids),
+            )
+            made.append(container)
+        except BaseException:
+            with contextlib.suppress(Exception):  # what went wrong first is what is raised
+                holding.result()
+            raise
+        holding.result()  # raises what starting the holder raised
         started = time.monotonic()
         container.start()
         exit_code, timed_out = self._wait(container, resources.timeout_s)

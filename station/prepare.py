@@ -1,0 +1,96 @@
+"""Prepare while waiting (issue 15 item 2): a hop that waits for the admin's approval has
+its image pulled and checked meanwhile, so approving it starts the container sooner.
+
+Only after the offer's checks passed (``station.hop.admit`` records a hop as pending only
+then) and only the pull: nothing of the image runs before the hop is approved and run
+(``station.hop.run`` checks the offer again, and pulls again if the image went away). The
+pull has the same deadlines, size cap and checks as the run's (``station.pull``).
+
+What the preparation pulled is named in the record (``pulled_image``); a hop that ends
+without running (rejected, cancelled, failed before its run) gives it back: the image
+reference is removed again unless another open hop here uses the same image. An image
+Docker already held is not the preparation's and is left alone. A preparation that fails
+(Docker away, the registry refusing) changes nothing for the hop: its run pulls as before.
+
+The datasets are not materialised ahead: a hop may wait for days, and patient data
+should sit in a work folder only for the run it was approved for (a query would also read
+the database before anyone approved the train).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import docker.errors
+
+from station import pull as pulling
+from station.audit import AuditLog
+from station.config import StationConfig
+from station.queue import OPEN, HopQueue, HopRecord, HopState, now
+from station.runner import DockerRunner
+from trains.errors import PhtError
+from trains.manifest import Manifest
+from trains.signing import unverified_payload
+
+log = logging.getLogger("pht.station")
+ENDED = (HopState.REJECTED, HopState.FAILED, HopState.QUARANTINED, HopState.DONE)
+
+
+def image_of(record: HopRecord) -> str:
+    """The pinned image reference of a hop's train (its manifest was verified at admit)."""
+    return unverified_payload(record.manifest, Manifest).image.reference
+
+
+def prepare(
+    record: HopRecord,
+    config: StationConfig,
+    runner: Callable[[], DockerRunner],
+    queue: HopQueue,
+    audit: AuditLog,
+) -> HopRecord:
+    """Pull and check the image of a hop waiting for approval; a failure is logged only."""
+    if record.state != HopState.PENDING or record.prepared_at is not None:
+        return record
+    manifest = unverified_payload(record.manifest, Manifest)
+    ident = {"train_id": record.train_id, "hop": record.hop}
+    try:
+        engine = runner()
+        held = pulling.present(engine.client, manifest.image, config.pull_limits)
+        if held is None:
+            engine.pull(manifest.image, config.pull_limits)
+            record.pulled_image = manifest.image.reference
+        audit.append("image_ready", **ident, image=manifest.image.reference, pulled=held is None)
+    except (PhtError, docker.errors.DockerException, OSError) as exc:
+        # the run pulls again and fails the hop there if the image is at fault
+        log.warning("hop %s: the image was not prepared (%s)", record.id, type(exc).__name__)
+    record.prepared_at = now()
+    # the admin may have decided while the pull ran: keep their decision, add ours
+    current = queue.get(record.id)
+    current.prepared_at, current.pulled_image = record.prepared_at, record.pulled_image
+    return queue.save(current)
+
+
+def give_back(queue: HopQueue, runner: Callable[[], DockerRunner], audit: AuditLog) -> None:
+    """Remove the images preparations pulled for hops that ended without running."""
+    records = queue.all()
+    ended = [r for r in records if r.state in ENDED and r.pulled_image]
+    if not ended:
+        return
+    wanted = {image_of(r) for r in records if r.state in OPEN}
+    for record in ended:
+        reference = record.pulled_image
+        assert reference is not None
+        if reference not in wanted:
+            try:
+                client = runner().client
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    client.images.remove(reference)  # this reference only, not others' tags
+            except (PhtError, docker.errors.DockerException) as exc:
+                # in use by a container, or Docker away: tried again on the next pass
+                log.info("hop %s: image not removed yet (%s)", record.id, type(exc).__name__)
+                continue
+            audit.append("image_removed", train_id=record.train_id, hop=record.hop)
+        record.pulled_image = None
+        queue.save(record)

@@ -1,0 +1,92 @@
+"""The hop's Docker work that overlaps (issue 15 item 1), with real containers: the
+holder of the output volume starts while the inputs are copied in, and the removal of a
+run's containers and volumes goes on while the station checks and seals the output.
+
+Neither may lose a guarantee: the output of a train that exits at once is still copied
+(the holder was up before the train started), and after ``settle`` nothing of the run is
+left; a run that starts while the previous removal is under way waits for it first."""
+
+from __future__ import annotations
+
+import pytest
+
+from station.runner import DockerRunner
+from tests.test_sandbox_attacks import (  # noqa: F401  (fixtures)
+    ENV,
+    LIMITS,
+    SMALL,
+    HopDirs,
+    assert_removed,
+    attack_image,
+    hop,
+)
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def runner(docker_required) -> DockerRunner:
+    return DockerRunner(LIMITS)
+
+
+def run(runner: DockerRunner, image_id: str, dirs: HopDirs, defer: bool):
+    return runner.run(
+        image_id,
+        input_dir=dirs.input,
+        data_dir=dirs.data,
+        output_dir=dirs.output,
+        env=ENV,
+        resources=SMALL,
+        defer_cleanup=defer,
+    )
+
+
+def test_a_deferred_cleanup_leaves_nothing_once_settled(runner, attack_image, hop):  # noqa: F811
+    result = run(runner, attack_image("noop"), hop, defer=True)
+    assert result.ok, result.log
+    assert (hop.output / "state.json").is_file()  # the holder kept the tmpfs until copied
+    assert result.cleanup_s < 0.01  # not waited for here
+    assert runner.settle() >= 0.0
+    assert_removed(f"pht.run={result.run_id}")
+    assert runner.settle() == 0.0  # nothing left to wait for
+
+
+def test_the_next_run_waits_for_the_previous_removal(runner, attack_image, hop):  # noqa: F811
+    first = run(runner, attack_image("noop"), hop, defer=True)
+    for path in hop.output.iterdir():
+        path.unlink()
+    second = run(runner, attack_image("noop"), hop, defer=False)
+    assert first.ok and second.ok
+    assert_removed(f"pht.run={first.run_id}")  # removed before the second run began
+    assert_removed(f"pht.run={second.run_id}")
+
+
+def test_a_restart_removes_what_a_dead_daemons_deferred_cleanup_left(tmp_path, attack_image):  # noqa: F811
+    """The daemon died before a deferred removal ran: the next one removes the containers
+    and volumes labelled with the dead daemon's runner id, whatever state their hop is in."""
+    import docker
+
+    from station.audit import AuditLog
+    from station.config import Policy, StationConfig, StationInfo
+    from station.daemon import RUNNER_FILE, Station
+    from station.queue import HopQueue
+    from trains.keys import Identity
+
+    config = StationConfig(
+        station=StationInfo(
+            name="st-restart", central_url="http://127.0.0.1:1", state_dir=tmp_path / "state"
+        ),
+        policy=Policy(trusted_signers=[]),
+    )
+    queue = HopQueue(tmp_path / "state")
+    station = Station(config, Identity.generate("st-restart"), queue, AuditLog(tmp_path / "a"))
+    dead = "deadbeef0123"
+    labels = {"pht": "hop", "pht.runner": dead}
+    client = docker.from_env()
+    volume = client.volumes.create(name=f"pht-output-{dead}", labels=labels)
+    client.containers.create(attack_image("noop"), name=f"pht-hold-{dead}", labels=labels)
+    (queue.root / RUNNER_FILE).write_text(dead + "\n")
+    station.recover()
+    assert_removed(f"pht.runner={dead}")
+    assert not (queue.root / RUNNER_FILE).exists()
+    assert volume.name  # it was made, and is gone (assert_removed)
