@@ -59,3 +59,39 @@ def image_for(localnet):
         return cache[key]
 
     return build
+
+
+# The end-to-end route tests' network: three station daemons holding the reference
+# samples of three hospitals, an aggregator station holding no data, and one researcher
+# they all trust. Started once per session on the session's localnet (each test module
+# used to start its own four daemons, and one its own registry and central too).
+SITE_STATIONS = ["site-a", "site-b", "site-c"]
+SITE_AGGREGATOR = "site-agg"  # joins parallel rounds; holds no patient data
+SITE_SAMPLES = ["hospital-a", "hospital-b", "hospital-c"]  # station i holds site i's rows
+
+
+@pytest.fixture(scope="session")
+def sites(localnet):
+    """A :class:`Researcher` that :data:`SITE_STATIONS` and :data:`SITE_AGGREGATOR` trust.
+    Each station offers, from its hospital's reference samples: ``cohort`` (the logreg and
+    fedavg sample, one file), ``survival`` (km's) and ``counts`` (the cohort train's)."""
+    from pathlib import Path
+
+    from central.client import CentralClient
+    from train_builder.researcher import Researcher
+
+    reference = Path(__file__).resolve().parents[1] / "trains" / "reference"
+    identity, _, token = localnet.add_researcher("dr-sites")
+    for name, site in zip(SITE_STATIONS, SITE_SAMPLES, strict=True):
+        datasets = {
+            "cohort": reference / "logreg" / "sample" / f"{site}.csv",
+            "survival": reference / "km" / "sample" / f"{site}.csv",
+            "counts": reference / "cohort" / "sample" / f"{site}.csv",
+        }
+        localnet.add_station(name, datasets, trusted=[identity])
+        localnet.start_station(name)
+    localnet.add_station(SITE_AGGREGATOR, {}, trusted=[identity])
+    localnet.start_station(SITE_AGGREGATOR)
+    client = CentralClient(localnet.central_url, token.read_text().strip())
+    with Researcher(identity, client, trust=localnet.trust()) as researcher:
+        yield researcher

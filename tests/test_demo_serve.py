@@ -14,6 +14,7 @@ import time
 import tomllib
 from pathlib import Path
 
+import httpx
 import pytest
 
 from central.client import CentralClient
@@ -57,11 +58,21 @@ class Demo:
         return self.out.read_text(errors="replace")
 
     @property
+    def run_dir(self) -> Path:
+        return self.work / "demo" / "serve"
+
+    @property
     def central_url(self) -> str:
         match = re.search(r"^central\s+(http://127\.0\.0\.1:\d+)\s+data folder (\S+)$",
                           self.text, re.MULTILINE)  # fmt: skip
         assert match, self.text
         return match.group(1)
+
+    def consoles(self) -> dict[str, tuple[str, str, str]]:
+        """Each station's console as printed: ``{station: (url, user, password)}``."""
+        found = re.findall(r"^console\s+(\S+)\s+(http://127\.0\.0\.1:\d+/)\s+user (\S+)\s+"
+                           r"password (\S+)$", self.text, re.MULTILINE)  # fmt: skip
+        return {station: (url, user, password) for station, url, user, password in found}
 
     def stop(self, sig: int) -> None:
         self.process.send_signal(sig)
@@ -143,6 +154,29 @@ def station_names(demo: Demo) -> set[str]:
         return {s.name for s in client.stations()}
 
 
+def log_in_to_console(url: str, user: str, password: str) -> str:
+    """Log in as a browser would (the login form's CSRF token, the session cookie); return
+    the page the login leads to."""
+    with httpx.Client(base_url=url, timeout=30, follow_redirects=True) as browser:
+        form = browser.get("/")  # not logged in: the login page
+        assert form.status_code == 200 and "<h1>Log in</h1>" in form.text, form.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf, form.text
+        done = browser.post("/login", data={"csrf": csrf.group(1), "user": user,
+                                            "password": password})  # fmt: skip
+        assert done.status_code == 200, done.text
+        return done.text
+
+
+def dashboard_answer(demo: Demo) -> tuple[str, httpx.Response]:
+    """The dashboard URL the demo printed, and central's answer to it."""
+    match = re.search(r"^dashboard\s+(http://127\.0\.0\.1:\d+/dashboard/)\s", demo.text,
+                      re.MULTILINE)  # fmt: skip
+    assert match, demo.text
+    assert match.group(1).startswith(demo.central_url + "/")
+    return match.group(1), httpx.get(match.group(1), timeout=30, follow_redirects=False)
+
+
 def test_sigint_stops_every_child_of_a_demo_started_in_the_background(docker_required, demos):
     demo = demos(sigint_ignored=True)
     names = {cmd.split("\0")[2] for cmd in demo.children.values() if "\0-m\0" in cmd}
@@ -158,19 +192,48 @@ def test_restart_keeps_port_and_stations_unless_fresh_and_sigterm_stops_all(dock
                      first.text, re.MULTILINE)  # fmt: skip
     add_station_by_hand(first)
     assert "my-station" in station_names(first)
+    # every station's console, with a login that works (the pending page after logging in)
+    consoles = first.consoles()
+    assert set(consoles) == {"hospital-a", "hospital-b", "hospital-c"}, first.text
+    for url, user, password in consoles.values():
+        assert "Hops waiting here" in log_in_to_console(url, user, password)
+    assert "Hops waiting here" not in log_in_to_console(*consoles["hospital-a"][:2], "wrong" * 4)
+    logins = first.run_dir / "logins.json"
+    admin = first.run_dir / "admin-token"
+    assert logins.stat().st_mode & 0o777 == 0o600 and admin.stat().st_mode & 0o777 == 0o600
+    assert re.search(rf"^  operator\s+\(admin\)\s+{re.escape(admin.read_text().strip())}\s",
+                     first.text, re.MULTILINE)  # fmt: skip
     first.stop(signal.SIGTERM)
 
     again = demos()
     assert "resumed" in again.text
     assert again.central_url == first.central_url
     assert {"hospital-a", "hospital-b", "hospital-c", "my-station"} <= station_names(again)
+    assert again.consoles() == consoles  # same ports, same logins
+    url, user, password = again.consoles()["hospital-b"]
+    assert "Hops waiting here" in log_in_to_console(url, user, password)
+    dashboard, answer = dashboard_answer(again)
     again.stop(signal.SIGTERM)
 
     fresh = demos("--fresh")
     assert "resumed" not in fresh.text
     assert "my-station" not in station_names(fresh)
     assert {"hospital-a", "hospital-b", "hospital-c"} <= station_names(fresh)
+    assert set(fresh.consoles()) == set(consoles)
+    assert [login[2] for login in fresh.consoles().values()] != [
+        login[2] for login in consoles.values()
+    ]  # a new network, new passwords
     fresh.stop(signal.SIGTERM)
+
+    # last, so that everything above has been checked whatever the answer here
+    if answer.status_code == 404:
+        pytest.skip(  # the lead removes this once the dashboard branch is merged
+            f"central does not serve {dashboard} yet (the dashboard is on another branch); "
+            "every other assertion of this test passed"
+        )
+    assert answer.status_code == 200 or (
+        answer.status_code in (302, 303, 307) and "/dashboard/login" in answer.headers["location"]
+    ), (answer.status_code, answer.headers)
 
 
 def test_a_damaged_network_file_is_named_with_what_to_do(tmp_path):

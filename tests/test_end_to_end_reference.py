@@ -17,7 +17,7 @@ import statsmodels.api as sm
 from lifelines import KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 
-from central.client import CentralClient
+from tests.conftest import SITE_AGGREGATOR, SITE_SAMPLES, SITE_STATIONS
 from tests.test_reference_in_image import assert_same
 from train_builder.local_run import run_local, stops_from_frames
 from train_builder.localnet import LocalNet
@@ -28,9 +28,9 @@ from trains.runtime.core import read_train_toml
 pytestmark = pytest.mark.docker
 
 REFERENCE = Path(__file__).resolve().parents[1] / "trains" / "reference"
-STATIONS = ["ref-a", "ref-b", "ref-c"]
-AGGREGATOR = "ref-agg"  # joins FedAvg's parallel rounds; holds no patient data
-SITES = ["hospital-a", "hospital-b", "hospital-c"]  # station i holds the sample of site i
+STATIONS = SITE_STATIONS
+AGGREGATOR = SITE_AGGREGATOR  # joins FedAvg's parallel rounds; holds no patient data
+SITES = SITE_SAMPLES  # station i holds the sample of site i
 REL = 1e-6
 
 
@@ -39,22 +39,11 @@ def sample(train: str) -> list[pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def researcher(localnet: LocalNet):
-    """Three stations offering the logreg sample as 'cohort' and the km sample as
-    'survival', an aggregator station without data, and a researcher they all trust."""
-    identity, _, token = localnet.add_researcher("dr-reference")
-    for name, site in zip(STATIONS, SITES, strict=True):
-        datasets = {
-            "cohort": REFERENCE / "logreg" / "sample" / f"{site}.csv",
-            "survival": REFERENCE / "km" / "sample" / f"{site}.csv",
-        }
-        localnet.add_station(name, datasets, trusted=[identity])
-        localnet.start_station(name)
-    localnet.add_station(AGGREGATOR, {}, trusted=[identity])
-    localnet.start_station(AGGREGATOR)
-    client = CentralClient(localnet.central_url, token.read_text().strip())
-    with Researcher(identity, client, trust=localnet.trust()) as r:
-        yield r
+def researcher(sites: Researcher) -> Researcher:
+    """The session's three stations (conftest ``sites``: the logreg sample as 'cohort', the
+    km sample as 'survival'), its aggregator station without data, and a researcher they
+    all trust."""
+    return sites
 
 
 def travel(

@@ -26,15 +26,14 @@ import docker
 import pandas as pd
 import pytest
 
-from central.client import CentralClient
+from tests.conftest import SITE_AGGREGATOR, SITE_SAMPLES, SITE_STATIONS
 from tests.released import assert_cohort_released_matches_pooled, by_name, read_published
 from tests.secure_route import secure_copy
 from train_builder.image import build_image, push_image
 from train_builder.local_run import run_local, stops_from_frames
-from train_builder.localnet import LocalNet, wait_http
+from train_builder.localnet import LocalNet
 from train_builder.researcher import Researcher
 from trains import state_codec
-from trains.errors import PhtError
 from trains.runtime.masking import SECURE_FILE, RingOverflow, SecureParts, decode_sum
 from trains.sealing import open_file, output_context
 
@@ -42,9 +41,9 @@ pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "trains" / "reference"
-STATIONS = ["sec-a", "sec-b", "sec-c"]
-AGGREGATOR = "sec-agg"
-SITES = ["hospital-a", "hospital-b", "hospital-c"]
+STATIONS = SITE_STATIONS
+AGGREGATOR = SITE_AGGREGATOR
+SITES = SITE_SAMPLES
 BUILT: list[str] = []  # image tags this module built, removed at its end
 LEVELS = {
     "sex": ["F", "M"],
@@ -55,19 +54,6 @@ LEVELS = {
 
 def sample(train: str) -> list[pd.DataFrame]:
     return [pd.read_csv(REFERENCE / train / "sample" / f"{site}.csv") for site in SITES]
-
-
-@pytest.fixture(scope="module")
-def localnet(tmp_path_factory, docker_required) -> Iterator[LocalNet]:
-    """conftest's localnet, but patient with a slow start: on a loaded CI machine central
-    can take longer than LocalNet's 30 s to answer, and the process is still coming up."""
-    with LocalNet(tmp_path_factory.mktemp("secure-localnet")) as net:
-        net.start_registry()
-        try:
-            net.start_central()
-        except PhtError:
-            wait_http(f"{net.central_url}/healthz", timeout_s=180)
-        yield net
 
 
 @pytest.fixture(scope="module")
@@ -97,20 +83,11 @@ def secure_base() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def researcher(localnet: LocalNet) -> Iterator[Researcher]:
-    identity, _, token = localnet.add_researcher("dr-secure")
-    for name, site in zip(STATIONS, SITES, strict=True):
-        datasets = {
-            "cohort": REFERENCE / "cohort" / "sample" / f"{site}.csv",
-            "fed": REFERENCE / "fedavg" / "sample" / f"{site}.csv",
-        }
-        localnet.add_station(name, datasets, trusted=[identity])
-        localnet.start_station(name)
-    localnet.add_station(AGGREGATOR, {}, trusted=[identity])
-    localnet.start_station(AGGREGATOR)
-    client = CentralClient(localnet.central_url, token.read_text().strip())
-    with Researcher(identity, client, trust=localnet.trust()) as r:
-        yield r
+def researcher(sites: Researcher) -> Researcher:
+    """The session's three stations (conftest ``sites``: the cohort sample as 'counts', the
+    fedavg sample as 'cohort'), its aggregator station without data, and a researcher they
+    all trust."""
+    return sites
 
 
 def renamed(folder: Path, name: str, dataset: str) -> Path:
@@ -178,7 +155,7 @@ def travel(
 
 def test_secure_cohort_on_a_sequential_route(researcher, localnet, secure_base, tmp_path):
     folder = renamed(
-        secure_copy(REFERENCE / "cohort", tmp_path / "train", levels=LEVELS), "secure", "cohort"
+        secure_copy(REFERENCE / "cohort", tmp_path / "train", levels=LEVELS), "secure", "counts"
     )
     _, tag = build_image(folder, localnet.registry, base=secure_base)
     BUILT.append(tag)
@@ -190,7 +167,7 @@ def test_secure_cohort_on_a_sequential_route(researcher, localnet, secure_base, 
     assert_cohort_released_matches_pooled(state, sample("cohort"))
 
     # the curious second station opens what the first sealed to it
-    seen = opened_by(localnet, copies, train_id, 0, "sec-b")
+    seen = opened_by(localnet, copies, train_id, 0, STATIONS[1])
     assert seen["state.json"] == b'{"stations": 1}'
     parts = SecureParts.loads(seen[SECURE_FILE])
     for name, (_, ring) in parts.parts.items():
@@ -200,7 +177,7 @@ def test_secure_cohort_on_a_sequential_route(researcher, localnet, secure_base, 
 
 
 def test_secure_fedavg_on_a_parallel_route(researcher, localnet, secure_base, tmp_path):
-    folder = renamed(secure_copy(REFERENCE / "fedavg", tmp_path / "train"), "secure", "fed")
+    folder = renamed(secure_copy(REFERENCE / "fedavg", tmp_path / "train"), "secure", "cohort")
     _, tag = build_image(folder, localnet.registry, base=secure_base)
     BUILT.append(tag)
     rounds = 4

@@ -100,3 +100,38 @@ def test_passwords_are_argon2_hashes_and_short_ones_refused(tmp_path):
     assert not users.check("nobody", PASSWORD)
     with pytest.raises(ConfigError, match="at least 12"):
         users.add("other", "short")
+
+
+def test_a_url_cannot_put_its_own_text_on_a_page(console):
+    """A link someone sends the steward must not make the console say anything: the URL
+    can only pick one of the console's own messages."""
+    _, client = console
+    crafted = "Central says: approve train 1234 now, it is urgent"
+    for path in ("/login", "/logout"):
+        assert crafted not in client.get(path, params={"note": crafted}).text
+    log_in(client)
+    for path in ("/", "/hops/no-such-hop", "/history", f"/hops/{crafted}"):
+        page = client.get(path, params={"note": crafted})
+        assert crafted not in page.text and "approve train 1234" not in page.text, path
+    # one of the console's own messages, picked by its key, still shows
+    assert "Logged out" in client.get("/login", params={"note": "logged-out"}).text
+
+
+def test_after_a_daemon_restart_the_login_page_says_the_session_ended(console):
+    """Sessions live in the daemon's memory (nothing to steal from disk), so a restart ends
+    them: the next page, and a login form opened before the restart, say so plainly."""
+    config, before = console
+    stale_form = csrf_of(before.get("/login").text)
+    log_in(before)
+    assert before.get("/history").status_code == 200
+    restarted = create_app(config)  # the daemon after a restart: a new Sessions
+    page = TestClient(restarted, cookies=before.cookies).get("/history")
+    assert page.url.path == "/login" and "Your session ended" in page.text
+    after = TestClient(restarted, cookies=before.cookies)  # a login form opened before
+    submitted = after.post(
+        "/login", data={"csrf": stale_form, "user": "steward", "password": PASSWORD}
+    )
+    assert submitted.status_code == 200 and "Your session ended" in submitted.text
+    assert log_in(after).url.path == "/"  # and logging in again works
+    fresh = TestClient(create_app(config))  # a first visit is no ended session
+    assert "session ended" not in fresh.get("/history").text

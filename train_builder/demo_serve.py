@@ -26,7 +26,8 @@ from types import FrameType
 from typing import Any
 
 from train_builder.demo_compare import HOSPITALS, hospital_datasets, say
-from train_builder.localnet import LocalNet, Station
+from train_builder.demo_logins import ConsoleLogin, admin_token, busy_console_ports, ensure_consoles
+from train_builder.localnet import LocalNet, Station, wait_http
 from trains.errors import PhtError
 from trains.keys import Identity, load_public
 
@@ -189,10 +190,23 @@ def serve(workdir: Path, fresh: bool = False) -> int:
             for name in saved["stations"]:
                 directory = run_dir / "stations" / name
                 net.stations[name] = Station(name, directory, Identity.load(directory / "keys"))
+            busy = busy_console_ports(net, _port_free)
+            if busy:
+                name, port = busy[0]
+                raise PhtError(
+                    f"port {port}, kept for the console of {name}, is in use (is the demo "
+                    f"already serving from {workdir}?); stop that, or start a new network "
+                    "with --fresh"
+                )
+        consoles = ensure_consoles(net, run_dir)  # before the stations read station.toml
+        admin = admin_token(net, run_dir)
         for name in net.stations:
             net.start_station(name)
+        for login in consoles:  # printed once it answers: a URL you can open at once
+            wait_http(f"{login.url}login")
         profile = _write_profile(net, keys, token)
         _print_network(net, workdir, keys, profile, resumed=saved is not None)
+        _print_logins(net, consoles, admin, token)
         say("press Ctrl-C to stop the network")
         while all(p.poll() is None for p in net.processes):
             time.sleep(0.5)
@@ -271,6 +285,20 @@ def _print_network(net: LocalNet, workdir: Path, keys: Path, profile: Path, resu
         f"  then add {HAND_RESEARCHER}'s signing key ('pht-train --keys {bob}/keys keys show') to "
         f"trusted_signers in {net.root}/stations/*/station.toml and restart the demo"
     )
+
+
+def _print_logins(
+    net: LocalNet, consoles: list[ConsoleLogin], admin: Path, researcher: Path
+) -> None:
+    """Where to open the consoles and the dashboard, with a login for each (kept in the
+    demo's state folder, so a restart prints the same ones)."""
+    say("\nopen in a browser on this machine:")
+    for login in consoles:
+        say(f"console    {login.station:<11} {login.url}   user {login.user}   "
+            f"password {login.password}")  # fmt: skip
+    say(f"dashboard  {net.central_url}/dashboard/   log in at /dashboard/login with a token:")
+    say(f"  operator   (admin)       {admin.read_text().strip()}   (in {admin})")
+    say(f"  researcher (you)         {researcher.read_text().strip()}   (in {researcher})")
 
 
 def _datasets(config: Path) -> str:

@@ -20,12 +20,13 @@ from fastapi.templating import Jinja2Templates
 from station.config import StationConfig
 from station.console.sessions import Session, Sessions, csrf_ok
 from station.console.users import Users
-from station.console.views import CodeCache, code_diff, hop_view, last_approved
+from station.console.views import NOTES, CodeCache, code_diff, hop_view, last_approved, note_text
 from station.queue import HopState
 from station.service import StationService, manifest_of
 from trains.errors import PhtError
 
 HERE = Path(__file__).parent
+NO_HOP = "No hop with this id here: the Waiting and History pages list them."
 # what a browser may do with these pages: nothing from elsewhere, no framing, no scripts
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -64,13 +65,18 @@ def create_app(config: StationConfig) -> FastAPI:
         return response
 
     def go(to: str, session: Session, note: str = "") -> Response:
-        from urllib.parse import quote
-
-        target = to + (f"?note={quote(note)}" if note else "")
+        assert not note or note in NOTES  # a key of the console's own messages, never text
+        target = to + (f"?note={note}" if note else "")
         return _finish(RedirectResponse(target, status_code=303), session)
 
     def current(request: Request) -> Session:
         return sessions.get_or_start(request.cookies.get(cookie))
+
+    def ended(request: Request, session: Session) -> bool:
+        """The browser came with a session this process does not know: it expired, or
+        the daemon restarted (sessions live in memory only)."""
+        given = request.cookies.get(cookie)
+        return bool(given) and given != session.id
 
     async def checked_form(request: Request, session: Session) -> dict[str, str] | None:
         """The form, if the session is logged in and the form carries its CSRF token."""
@@ -91,7 +97,8 @@ def create_app(config: StationConfig) -> FastAPI:
     @app.get("/login")
     def login_page(request: Request, note: str = "") -> Response:
         session = current(request)
-        return page(request, session, "login.html", note=note, no_users=not users.names())
+        return page(request, session, "login.html", note=note_text(note),
+                    no_users=not users.names())  # fmt: skip
 
     @app.post("/login")
     async def login(request: Request) -> Response:
@@ -99,16 +106,19 @@ def create_app(config: StationConfig) -> FastAPI:
         form = await request.form()
         token, user, password = (form.get(k) for k in ("csrf", "user", "password"))
         if not csrf_ok(session, token if isinstance(token, str) else None):
+            # a login form from before a restart: say so, rather than refuse with an error
+            if ended(request, session):
+                return go("/login", session, "session-ended")
             return refused(session)
         user = user if isinstance(user, str) else ""
         client = f"ip:{request.client.host if request.client else '?'}"
         keys = (f"user:{user[:64]}", client)
         if sessions.locked(*keys):  # not audited: a guesser could fill the log
-            return go("/login", session, "Too many failed logins: wait 15 minutes.")
+            return go("/login", session, "too-many")
         if not users.check(user, password if isinstance(password, str) else ""):
             sessions.failed(*keys)
             service.audit.append("console_login", user=user[:64], result="failed")
-            return go("/login", session, "Wrong user name or password.")
+            return go("/login", session, "wrong-login")
         sessions.succeeded(*keys)
         service.audit.append("console_login", user=user, result="ok")
         return go("/", sessions.log_in(session, user))
@@ -119,7 +129,7 @@ def create_app(config: StationConfig) -> FastAPI:
         if await checked_form(request, session) is None:
             return refused(session)
         sessions.end(session)
-        return go("/login", sessions.get_or_start(None), "Logged out.")
+        return go("/login", sessions.get_or_start(None), "logged-out")
 
     @app.middleware("http")
     async def need_login(request: Request, call_next: Any) -> Response:
@@ -130,6 +140,8 @@ def create_app(config: StationConfig) -> FastAPI:
             return response
         session = current(request)
         if session.user is None:
+            if ended(request, session):  # nothing was done: the next step is to log in
+                return go("/login", session, "session-ended")
             if request.method == "POST":
                 return refused(session)
             return go("/login", session)
@@ -141,16 +153,20 @@ def create_app(config: StationConfig) -> FastAPI:
     def pending(request: Request, note: str = "") -> Response:
         session: Session = request.state.session
         waiting = [hop_view(r, config) for r in service.waiting()]
-        return page(request, session, "pending.html", hops=waiting, note=note,
+        return page(request, session, "pending.html", hops=waiting, note=note_text(note),
                     standing=service.standing())  # fmt: skip
 
     @app.get("/hops/{rid}")
     def hop(request: Request, rid: str, note: str = "") -> Response:
-        session: Session = request.state.session
+        return hop_page(request, request.state.session, rid, note_text(note))
+
+    def hop_page(
+        request: Request, session: Session, rid: str, note: str, status: int = 200
+    ) -> Response:
         try:
             record = service.get(rid)
-        except PhtError as exc:
-            return page(request, session, "error.html", message=str(exc))
+        except PhtError:  # its message quotes the id, and a page never shows a URL's text
+            return page(request, session, "error.html", message=NO_HOP)
         view = hop_view(record, config)
         files: dict[str, str] = {}
         why = None
@@ -164,8 +180,10 @@ def create_app(config: StationConfig) -> FastAPI:
                 before, _ = code.files(earlier.image)
                 compared = {"id": previous.id, "version": earlier.version}
                 diff = code_diff(before, files, earlier.version, manifest.version)
-        return page(request, session, "hop.html", hop=view, files=files, files_error=why,
-                    note=note, diff=diff, compared=compared)  # fmt: skip
+        response = page(request, session, "hop.html", hop=view, files=files, files_error=why,
+                        note=note, diff=diff, compared=compared)  # fmt: skip
+        response.status_code = status
+        return response
 
     @app.post("/hops/{rid}/{action}")
     async def act(request: Request, rid: str, action: str) -> Response:
@@ -178,24 +196,24 @@ def create_app(config: StationConfig) -> FastAPI:
         try:
             record = service.get(rid)
             if action == "approve-train":
-                approval, done = service.approve_train(record.train_id, by, seen=record.id)
-                until = f"{approval.expires_at:%Y-%m-%d %H:%M}Z"
-                note = (
-                    f"Approved train {approval.train_id} until {until}: {len(done)} hop(s) "
-                    "run now, its later hops here without asking."
-                )
+                service.approve_train(record.train_id, by, seen=record.id)
+                note = "approved-train"
             elif action == "approve-hop":
-                note = f"Approved hop {service.approve_hop(record.id, by).id}."
+                service.approve_hop(record.id, by)
+                note = "approved-hop"
             elif action == "reject":
-                note = f"Rejected {service.reject(record.id, reason, by).id}."
+                service.reject(record.id, reason, by)
+                note = "rejected"
             elif action == "release":
-                note = f"Released the output of {service.release(record.id, by).id}."
+                service.release(record.id, by)
+                note = "released"
             elif action == "refuse":
-                note = f"Refused the output of {service.refuse_release(record.id, reason, by).id}."
+                service.refuse_release(record.id, reason, by)
+                note = "refused"
             else:
-                return page(request, session, "error.html", message=f"no action {action[:40]!r}")
-        except PhtError as exc:
-            return go(f"/hops/{rid}", session, f"Not done: {exc}")
+                return page(request, session, "error.html", message="No such action.")
+        except PhtError as exc:  # nothing changed: the hop page again, saying why (no redirect)
+            return hop_page(request, session, rid, f"Not done: {exc}", status=409)
         return go(f"/hops/{record.id}", session, note)
 
     @app.get("/history")

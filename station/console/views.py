@@ -17,6 +17,28 @@ from station.service import manifest_of
 from trains.errors import PhtError
 from trains.manifest import EXPOSURE_SHOWN, Image
 
+# The only messages a URL can put on a page (``?note=KEY``): a link someone sends the
+# steward picks one of these or nothing, never text of its own. A message that needs
+# details (why an action was not done) is rendered with the page, never carried in a URL.
+NOTES = {
+    "wrong-login": "Wrong user name or password.",
+    "too-many": "Too many failed logins: wait 15 minutes.",
+    "logged-out": "Logged out.",
+    "session-ended": "Your session ended (it expired, or the station daemon restarted, which "
+    "ends every session): log in again.",
+    "approved-train": "Approved train as a whole: its hops waiting here run now, and its later "
+    "hops here run without asking until the approval expires (listed on the Waiting page).",
+    "approved-hop": "Approved this hop.",
+    "rejected": "Rejected: the researcher sees your reason.",
+    "released": "Released this output.",
+    "refused": "Refused this output: the researcher sees your reason.",
+}
+
+
+def note_text(key: str) -> str:
+    """The console's own message for ``key`` ("" for any other text)."""
+    return NOTES.get(key, "")
+
 
 def hop_view(record: HopRecord, config: StationConfig) -> dict[str, Any]:
     """Everything the hop page shows, as plain values for the template."""
