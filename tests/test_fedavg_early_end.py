@@ -89,9 +89,12 @@ def _log_loss(logit: np.ndarray, y: np.ndarray) -> float:
 
 
 def test_after_every_round_the_scores_are_of_the_published_model(tmp_path):
-    full, _ = route(configured("fedavg", tmp_path / "f", stop_early=False), tmp_path / "full")
+    full, ran = route(configured("fedavg", tmp_path / "f", stop_early=False), tmp_path / "full")
     assert full["scored_model_training_rounds"] == full["training_rounds"] == ROUNDS - 2
     assert full["last_change"] is None
+    # published as before early end existed (stations on older code compare it)
+    names = {q["name"] for q in ran.published["quantities"]}
+    assert names == {"model/weights", "model/standardisation", "accuracy", "auc", "log_loss"}
 
 
 def test_without_stop_early_in_train_toml_the_route_runs_every_round(tmp_path):

@@ -24,7 +24,8 @@ round's averaging made. Below ``tol``, the route ends at that aggregate hop (tra
 early_end.py): the researcher gets the model it just averaged, and the held-out scores the
 stops sent in that same round, which are those of the model one averaging earlier (at most
 ``change`` away in every weight). ``finalize`` publishes which model the scores belong to
-(``training_rounds`` and ``scored_model_training_rounds``); after every round they are equal.
+(``training_rounds`` and ``scored_model_training_rounds``, published only then: after every
+round the scores are the published model's, and what is published is as before).
 
 The aggregator never sees a row: scores come to it as counts (a confusion count and
 per-class histograms of the held-out logits). Weights travel as JSON lists, never pickled.
@@ -298,8 +299,9 @@ def finalize(
     publish.model_parameters("model/standardisation", standardise, n_train, site_min_n)
     for name, kind in (("accuracy", "proportion"), ("auc", "other"), ("log_loss", "mean")):
         publish.statistic(name, kind, final[name], n_test)
-    publish.statistic("training_rounds", "other", trained, n_train)
-    publish.statistic("scored_model_training_rounds", "other", scored, n_test)
+    if ended_early:  # the scores are not the published model's: say whose they are
+        publish.statistic("training_rounds", "other", trained, n_train)
+        publish.statistic("scored_model_training_rounds", "other", scored, n_test)
     return {
         "method": method,
         "settings": settings,
