@@ -100,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=10, help="logreg's rounds")
     parser.add_argument("--fed-rounds", type=int, default=12, help="FedAvg's rounds")
+    parser.add_argument("--fed-only", action="store_true", help="only the FedAvg routes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name, LocalNet(Path(tmp_name)) as net:
         tmp = Path(tmp_name)
@@ -119,13 +120,15 @@ def main() -> None:
         net.start_station(AGGREGATOR)
         client = CentralClient(net.central_url, token.read_text().strip())
         researcher = Researcher(alice, client, trust=net.trust())
-        runs = {
-            "logreg, every round": run(
+        runs = {}
+        if not args.fed_only:
+            runs["logreg, every round"] = run(
                 researcher, net, with_stop_early(tmp, False), args.rounds, tmp / "a", False
-            ),
-            "logreg, ends when converged": run(
+            )
+            runs["logreg, ends when converged"] = run(
                 researcher, net, with_stop_early(tmp, True), args.rounds, tmp / "b", False
-            ),
+            )
+        runs |= {
             "fedavg, every round": run(
                 researcher, net, fed(tmp, False), args.fed_rounds, tmp / "c", True
             ),
