@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from station import secure_masking
+from trains.early_end import early_end_refused
 from trains.keys import Identity
 from trains.manifest import Hop, Image, Manifest, Route, Stop, expiry_from_now
 from trains.runtime.core import Context, read_train_toml, run_train
@@ -38,6 +39,7 @@ class SecureRun:
     sent: dict[int, dict[str, bytes]] = field(default_factory=dict)
     state: dict[str, Any] | None = None
     station_seconds: float = 0.0  # in the stations' masking hooks, all hops
+    ended_at: int | None = None  # the hop where a converged train ended the route
 
 
 def make_route(
@@ -125,14 +127,19 @@ def run_secure_route(
                 stops=n,
                 rounds=rounds,
                 parallel=parallel,
+                may_end=early_end_refused(manifest, hop.index) is None,
             )
-            run.state = run_train(train_dir, input_dir, data_dir, output_dir, ctx).state
+            ran = run_train(train_dir, input_dir, data_dir, output_dir, ctx)
+            run.state = ran.state
             started = time.perf_counter()
             if masking:
                 secure_masking.mask_output(manifest, hop, me.sealing, output_dir)
             run.station_seconds += time.perf_counter() - started
             run.sent[hop.index] = _files(output_dir)
             outputs[hop.index] = output_dir
+            if ran.converged:  # the route ends here (trains/early_end.py)
+                run.ended_at = hop.index
+                break
     return run
 
 

@@ -105,8 +105,9 @@ def pooled_training(train_dir: Path, fit_x: np.ndarray, fit_y: np.ndarray, round
 @pytest.mark.parametrize("train", ["fedavg", "fedprox"])
 def test_parallel_rounds_match_the_model_trained_on_pooled_rows(train, tmp_path):
     frames = sites(train)
-    rounds = 12
-    result = run_parallel(REFERENCE / train, frames, tmp_path, rounds)
+    rounds = 12  # every round: tests/test_fedavg_early_end.py has the route that ends early
+    every_round = configured(train, tmp_path / "train", stop_early=False)
+    result = run_parallel(every_round, frames, tmp_path, rounds)
     fit_x, fit_y, test_x, test_y = split(REFERENCE / train, frames)
     assert result["method"] == train and result["training_rounds"] == rounds - 2
     assert (result["n_train"], result["n_test"]) == (len(fit_y), len(test_y))
@@ -149,6 +150,7 @@ def test_what_leaves_a_stop_is_a_model_and_counts_never_rows(tmp_path):
     second = partial(tmp_path, 1, 0)
     assert set(second) == {
         "kind", "round", "columns", "scaler", "history", "n", "evaluation", "weights",
+        "started_from",
     }  # fmt: skip
     assert set(second["evaluation"]) == {"n", "correct", "log_loss", "positive", "negative"}
     assert len(second["weights"]) == 5  # intercept + 4 covariates, plain JSON numbers

@@ -18,6 +18,15 @@ Rounds (``--rounds R``, at least 3):
 * round R-1: each stop only scores the final model; ``finalize`` publishes the model and
   the accuracy and AUC summed over every stop's held-out rows.
 
+Ending early (``stop_early = true`` and ``tol`` in train.toml; ``converged`` below): the
+aggregate of a training round records ``change``, the largest change of any weight that
+round's averaging made. Below ``tol``, the route ends at that aggregate hop (trains/
+early_end.py): the researcher gets the model it just averaged, and the held-out scores the
+stops sent in that same round, which are those of the model one averaging earlier (at most
+``change`` away in every weight). ``finalize`` publishes which model the scores belong to
+(``training_rounds`` and ``scored_model_training_rounds``, published only then: after every
+round the scores are the published model's, and what is published is as before).
+
 The aggregator never sees a row: scores come to it as counts (a confusion count and
 per-class histograms of the held-out logits). Weights travel as JSON lists, never pickled.
 """
@@ -37,6 +46,7 @@ from trains.runtime.design import (
     require_min_rows,
     the_dataset,
 )
+from trains.runtime.fedavg_scores import EVALUATION, evaluate, scores, sum_evaluations
 from trains.runtime.secure import is_secure, sum_partials, sum_parts
 
 Array = npt.NDArray[Any]
@@ -120,50 +130,6 @@ def train_locally(
     return w
 
 
-def evaluate(weights: Array, x: Array, y: Array, bins: int) -> dict[str, Any]:
-    """Counts from which accuracy, log-loss and AUC are summed over stops."""
-    z = logits(np.asarray(weights, dtype=np.float64), x)
-    p = np.clip(1.0 / (1.0 + np.exp(-z)), 1e-15, 1 - 1e-15)
-    edges = np.linspace(-8.0, 8.0, bins + 1)
-    clipped = np.clip(z, -8.0, 8.0)
-    return {
-        "n": len(y),
-        "correct": int(((z > 0) == (y == 1)).sum()),
-        "log_loss": float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).sum()),
-        "positive": np.histogram(clipped[y == 1], edges)[0],
-        "negative": np.histogram(clipped[y == 0], edges)[0],
-    }
-
-
-def sum_evaluations(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "n": sum(e["n"] for e in parts),
-        "correct": sum(e["correct"] for e in parts),
-        "log_loss": sum(e["log_loss"] for e in parts),
-        "positive": np.sum([np.asarray(e["positive"]) for e in parts], axis=0),
-        "negative": np.sum([np.asarray(e["negative"]) for e in parts], axis=0),
-    }
-
-
-def binned_auc(positive: Array, negative: Array) -> float | None:
-    """Mann-Whitney AUC from score histograms; pairs in one bin count as ties (half)."""
-    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
-    below = np.concatenate([[0.0], np.cumsum(negative)[:-1]])
-    pairs = positive.sum() * negative.sum()
-    return float((positive * (below + 0.5 * negative)).sum() / pairs) if pairs else None
-
-
-def scores(evaluation: dict[str, Any], round_: int) -> dict[str, Any]:
-    n = evaluation["n"]
-    return {
-        "round": round_,
-        "n_test": n,
-        "accuracy": evaluation["correct"] / n if n else None,
-        "auc": binned_auc(evaluation["positive"], evaluation["negative"]),
-        "log_loss": evaluation["log_loss"] / n if n else None,
-    }
-
-
 # ------------------------------------------------------------------ the train functions
 
 
@@ -201,6 +167,9 @@ def local(
         return out | {"moments": moments(x[~test])}
     scaler, weights = state["scaler"], np.asarray(state["weights"], dtype=np.float64)
     out |= {"scaler": scaler, "history": state["history"], "n": int((~test).sum())}
+    # the global model it started from (every stop got it in the clear): the aggregate
+    # measures how far this round's averaging moved it
+    out["started_from"] = weights
     out["evaluation"] = evaluate(
         weights, standardise(scaler, x[test]), y[test], int(p.get("auc_bins", 1000))
     )
@@ -257,10 +226,7 @@ def _secure_aggregate(
     }
     if last:
         return out | {"weights": _agree(states, "weights"), "evaluation": evaluation}
-    return out | {"weights": np.asarray(sums["weighted"]) / n_train}
-
-
-EVALUATION = ("n", "correct", "log_loss", "positive", "negative")
+    return _averaged(out, states, np.asarray(sums["weighted"]) / n_train)
 
 
 def _agree(states: list[dict[str, Any]], key: str) -> Any:
@@ -295,14 +261,35 @@ def aggregate(partials: list[dict[str, Any] | None], ctx: Context) -> dict[str, 
     if ctx.round == ctx.rounds - 1:
         return out | {"weights": _agree(states, "weights"), "evaluation": evaluation}
     weights = np.array([s["weights"] for s in states], dtype=np.float64)
-    return out | {"weights": n @ weights / n.sum()}
+    return _averaged(out, states, n @ weights / n.sum())
+
+
+def _averaged(out: dict[str, Any], states: list[dict[str, Any]], weights: Array) -> dict[str, Any]:
+    """A training round's global model, and the largest change of a weight it made."""
+    start = np.asarray(_agree(states, "started_from"), dtype=np.float64)
+    return out | {"weights": weights, "change": float(np.abs(weights - start).max())}
+
+
+def converged(state: dict[str, Any], ctx: Context) -> bool:
+    """True when ``stop_early`` is on and this round's averaging moved no weight by ``tol``
+    or more; asked by the runtime only at an aggregate hop that may end the route. Without
+    ``stop_early`` in train.toml the route runs every round."""
+    change = state.get("change")
+    if not ctx.params.get("stop_early", False) or change is None:
+        return False
+    return bool(change < float(ctx.params.get("tol", 0.0)))
 
 
 def finalize(
     state: dict[str, Any], ctx: Context, method: str, settings: dict[str, Any]
 ) -> dict[str, Any]:
-    """What the researcher receives: the model and its held-out scores over all stops."""
-    final = scores(state["evaluation"], state["round"])
+    """What the researcher receives: the model and held-out scores over all stops, and
+    which model the scores belong to (``scored_model_training_rounds``): the published one
+    after every round, the one before the last averaging if the route ended early."""
+    final = state["history"][-1]  # the round's scores of the model the stops received
+    ended_early = state["round"] < ctx.rounds - 1
+    trained = state["round"] if ended_early else ctx.rounds - 2
+    scored = trained - 1 if ended_early else trained
     weights = np.asarray(state["weights"], dtype=np.float64)
     scaler = state["scaler"]
     publish = ctx.publish  # what leaves a station, typed
@@ -312,10 +299,16 @@ def finalize(
     publish.model_parameters("model/standardisation", standardise, n_train, site_min_n)
     for name, kind in (("accuracy", "proportion"), ("auc", "other"), ("log_loss", "mean")):
         publish.statistic(name, kind, final[name], n_test)
+    if ended_early:  # the scores are not the published model's: say whose they are
+        publish.statistic("training_rounds", "other", trained, n_train)
+        publish.statistic("scored_model_training_rounds", "other", scored, n_test)
     return {
         "method": method,
         "settings": settings,
-        "training_rounds": ctx.rounds - 2,
+        "training_rounds": trained,
+        "scored_model_training_rounds": scored,  # the scores below are of this model
+        "ended_early": ended_early,
+        "last_change": state.get("change"),  # None after every round: the last only scores
         "n_train": state["n_train"],
         "n_test": final["n_test"],
         "accuracy": final["accuracy"],

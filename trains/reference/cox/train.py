@@ -139,7 +139,9 @@ def secure_local(state, t, e, x, ctx):
     centre = np.asarray(state["sum_x"]) / state["n"]
     state["event_sum_x"] = totals["event_sum"] + state["deaths"].sum() * centre
     newton_step(state, float(p.get("tol", 1e-8)), ctx.round)
-    if not ctx.is_last:  # the pooled sums stay here; the model (and the centre) go on
+    # the pooled sums stay here and the model (and the centre) go on, unless the route ends
+    # here (the last hop, or converged where it may end: finalize needs the information)
+    if not (ctx.is_last or (ctx.may_end and converged(state, ctx))):
         for key in ("deaths", "event_sum_x", "information"):
             del state[key]
     return state

@@ -20,3 +20,10 @@ def aggregate(states, ctx):
 
 def finalize(state, ctx):
     return core.finalize(state, ctx, "fedavg", {})
+
+
+def converged(state, ctx):
+    """End the route at this aggregate hop once a round's averaging moved no weight by
+    ``tol`` (with ``stop_early = true``); the scores published are then those of the model
+    one averaging earlier, and say so."""
+    return core.converged(state, ctx)

@@ -47,7 +47,10 @@ def local(data, state, ctx):
     state.update(sums)
     if ctx.is_round_end:
         newton_step(state, float(p.get("tol", 1e-8)), ctx.round)
-        if is_secure(ctx) and not ctx.is_last:  # the pooled sums stay here; the model goes on
+        # the pooled sums stay here and the model goes on, unless the route ends at this
+        # hop (the last, or converged where it may end: finalize needs the information)
+        ends_here = ctx.is_last or (ctx.may_end and converged(state, ctx))
+        if is_secure(ctx) and not ends_here:
             return {key: value for key, value in state.items() if key not in mine}
     return state
 
