@@ -21,4 +21,4 @@ echo "test: mypy"
 "$PHT_VENV/bin/python" -m mypy trains central station train_builder
 echo "test: pytest ($PHT_VENV/bin/python)"
 # Docker- and PostgreSQL-backed tests must run here, not skip: setup.sh installed both.
-PHT_REQUIRE_DOCKER=1 PHT_REQUIRE_POSTGRES=1 "$PHT_VENV/bin/python" -m pytest -ra "$@"
+PHT_REQUIRE_DOCKER=1 PHT_REQUIRE_POSTGRES=1 "$PHT_VENV/bin/python" -m pytest -ra --durations=30 "$@"

@@ -30,6 +30,7 @@ V1_ENTRIES = {
     "approvals.json": False,  # standing approvals (station.approvals)
     "console-users.json": False,  # the console's logins (station.console.users)
     "privacy": True,  # the privacy budget ledger (station.privacy_ledger)
+    "runner": False,  # the Docker label of the daemon's runs, for cleanup after a restart
 }
 # version N -> N + 1, rewriting the folder in place (safe to run again after a crash)
 MIGRATIONS: dict[int, Callable[[Path], None]] = {}

@@ -2,8 +2,11 @@
 with the FedAvg sample, an aggregator station without data, real containers, central and
 registry. Asked for 12 rounds, the route ends at the aggregate hop of the round whose
 averaging moved no weight by ``tol``; central marks the rest not_needed, the researcher's
-receipt chain verifies (``Researcher.result``), and the model equals the one of running
-every round to within ``tol``. Prints both routes' hops and wall times."""
+receipt chain verifies (``Researcher.result``) and what is published equals the in-process
+route's. Prints the route's hops and wall time. How close the early model is to running
+every round is checked in process, with the sample's own tol
+(tests/test_fedavg_early_end.py): here a larger tol keeps the route short for CI, and a
+tol bounds one round's change, not what the remaining rounds would add."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -60,33 +62,33 @@ def travel(
     return researcher.result(train_id, out), status, wall  # verifies every receipt
 
 
-def test_fedavg_asked_for_12_rounds_ends_early_with_the_model_of_every_round(
+TOL = 0.1  # ends after 3 training rounds on the sample: 20 hops instead of 48 (CI time)
+
+
+def with_parameters(folder: Path, stop_early: bool) -> Path:
+    """The reference FedAvg with ``tol = TOL`` and ``stop_early`` as given."""
+    shutil.copytree(REFERENCE / "fedavg", folder)
+    toml = folder / "train.toml"
+    text = toml.read_text().replace("tol = 0.05", f"tol = {TOL}")
+    toml.write_text(text.replace("stop_early = true", f"stop_early = {str(stop_early).lower()}"))
+    parameters = read_train_toml(folder)["parameters"]
+    assert parameters["tol"] == TOL and parameters["stop_early"] is stop_early
+    return folder
+
+
+def test_fedavg_asked_for_12_rounds_ends_early_as_it_does_in_process(
     researcher, image_for, tmp_path
 ):
-    every = tmp_path / "every-round"
-    shutil.copytree(REFERENCE / "fedavg", every)
-    toml = every / "train.toml"
-    toml.write_text(toml.read_text().replace("stop_early = true", "stop_early = false"))
-    assert read_train_toml(every)["parameters"]["stop_early"] is False
-    tol = read_train_toml(REFERENCE / "fedavg")["parameters"]["tol"]
-
-    early, status, early_s = travel(researcher, image_for, REFERENCE / "fedavg", tmp_path / "e")
-    full, _, full_s = travel(researcher, image_for, every, tmp_path / "f")
+    early_folder = with_parameters(tmp_path / "early", stop_early=True)
+    early, status, early_s = travel(researcher, image_for, early_folder, tmp_path / "e")
     hops = ROUNDS * (len(STATIONS) + 1)
-    print(
-        f"\nfedavg {ROUNDS} rounds asked: every round {len(full.hops)} hops {full_s:.1f} s; "
-        f"ends when converged {len(early.hops)} hops {early_s:.1f} s"
-    )
-    assert len(full.hops) == hops and not full.hops[-1].converged
+    print(f"\nfedavg {ROUNDS} rounds asked, tol {TOL}: ended after {len(early.hops)} of "
+          f"{hops} hops in {early_s:.1f} s")  # fmt: skip
     # ended at an aggregate hop, signed converged; central marked the rest not needed
     assert early.hops[-1].converged and early.hops[-1].station == AGGREGATOR
     assert len(early.hops) < hops and len(early.hops) % (len(STATIONS) + 1) == 0
     states = [h["status"] for h in status["hops"]]
     assert states.count("not_needed") == hops - len(early.hops)
-    # the same model as every round, to within tol
-    w_early = np.array(early.quantity("model/weights")["weights"])
-    w_full = np.array(full.quantity("model/weights")["weights"])
-    assert np.abs(w_early - w_full).max() < tol
     # the scores say whose they are: the model one averaging before the published one
     trained = early.quantity("training_rounds")["value"]
     assert early.quantity("scored_model_training_rounds")["value"] == trained - 1
@@ -94,6 +96,6 @@ def test_fedavg_asked_for_12_rounds_ends_early_with_the_model_of_every_round(
     # containers, sealing and routing change nothing: the in-process route ends alike
     frames = [pd.read_csv(REFERENCE / "fedavg" / "sample" / f"{s}.csv") for s in SITES]
     stops = stops_from_frames(frames, "cohort", tmp_path / "here")
-    here = run_local(REFERENCE / "fedavg", stops, ROUNDS, parallel=True)
+    here = run_local(early_folder, stops, ROUNDS, parallel=True)
     assert len(here.hops) == len(early.hops)
     assert_same(early.published, here.published)
