@@ -33,6 +33,7 @@ from trains.errors import (
     BudgetExceeded,
     DisclosureRefused,
     PhtError,
+    SealError,
     StateInvalid,
     StateTooLarge,
     TrainFailed,
@@ -42,7 +43,7 @@ from trains.keys import PublicIdentity
 from trains.manifest import Manifest, Resources
 from trains.runtime.refusal import CONTRACT_BROKEN
 from trains.sealing import Digests
-from trains.statepipe import pack_and_seal
+from trains.statepipe import SinkError, pack_and_seal
 
 T = TypeVar("T")
 
@@ -172,6 +173,8 @@ def _controlled(
         pack([f.name for f in disclosure.files], disclosure)
     except (BudgetExceeded, NotCovered):
         raise  # the station's own numbers and the types' fixed names: nothing the train chose
+    except (SinkError, SealError):
+        raise  # the station's disk or keys failed while sealing: not the train's output
     except Exception as exc:
         with hop_log.open("a") as handle:
             handle.write(f"\npht station: the output was refused: {type(exc).__name__}: {exc}\n")

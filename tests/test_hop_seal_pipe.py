@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -17,10 +18,11 @@ from station.outcome import SealTo, control_and_seal
 from station.verify import VerifiedHop
 from tests.factories import make_manifest
 from trains import state_codec
-from trains.errors import DisclosureRefused, StateTooLarge
+from trains.errors import DisclosureRefused, StateInvalid, StateTooLarge
 from trains.keys import Identity
 from trains.manifest import Resources
 from trains.sealing import digest_file, open_sealed
+from trains.statepipe import SinkError
 
 RESOURCES = Resources(memory_mb=256, cpus=1.0, timeout_s=60, max_output_mb=1)
 
@@ -97,3 +99,22 @@ def test_an_output_over_the_cap_is_never_sealed(hop):
     with pytest.raises(StateTooLarge):
         seal_output(hop)
     assert not (tmp_path / "out.sealed").exists()
+
+
+@pytest.mark.parametrize("fault", ["missing folder", "disk full"])
+def test_a_station_disk_failure_while_sealing_is_not_blamed_on_the_train(hop, fault):
+    """Review finding: a write error of the sealed file (the station's disk) came out as
+    StateInvalid, "the output does not match the train's declared outputs", telling the
+    researcher their train was wrong. /dev/full is a real full disk (ENOSPC on write)."""
+    researcher, verified, config, output, tmp_path = hop
+    if fault == "missing folder":
+        target = tmp_path / "gone" / "out.sealed"
+    else:
+        target = tmp_path / "out.sealed"
+        target.symlink_to("/dev/full")  # removed on failure: the link, never the device
+    with pytest.raises(SinkError) as raised:
+        control_and_seal(output, target, SealTo([researcher.public], "pht/t/output-of-hop/0"),
+                         verified, 1 << 20, config, tmp_path / "hop.log", False)  # fmt: skip
+    assert not isinstance(raised.value, StateInvalid)
+    assert not target.exists() and not target.is_symlink()
+    assert Path("/dev/full").exists()

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -36,14 +37,40 @@ def pack_and_seal(
     ``target``; return the archive's digest (the receipt's commitment) and the sealed
     file's. On failure ``target`` is removed (a half-sealed file never stays)."""
     try:
-        with target.open("wb") as out:
-            writer = start_seal(out, recipients, context)
+        try:
+            out = target.open("wb", buffering=0)  # the writer batches; errors surface here
+        except OSError as exc:
+            raise SinkError(f"cannot write the sealed state: {exc.strerror}") from exc
+        with out:
+            writer = start_seal(cast(BinaryIO, _Sink(out)), recipients, context)
             pack_to(folder, files, max_bytes, writer)  # type: ignore[arg-type]
             writer.close()
     except BaseException:
         target.unlink(missing_ok=True)
         raise
     return Digests(sha256(writer.plain), sha256(writer.sealed))
+
+
+class SinkError(OSError):
+    """Writing the sealed file failed (the station's disk: full, gone, not writable), as
+    opposed to reading what was packed: the hop's caller must not blame the train."""
+
+
+class _Sink:
+    """The sealed file's writes, their failures raised as :class:`SinkError`."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):  # an unbuffered write may take part of it
+                done += self.out.write(view[done:]) or 0
+        except OSError as exc:
+            raise SinkError(f"cannot write the sealed state: {exc.strerror}") from exc
+        return done
 
 
 def open_and_unpack(

@@ -27,6 +27,7 @@ from central.api.context import Context
 from central.dashboard import pages
 from central.errors import ServiceError
 from central.identities import Caller
+from trains.webform import FormLimit
 from trains.websession import Session, Sessions, csrf_ok
 
 HERE = Path(__file__).parent
@@ -117,6 +118,7 @@ class Web:
         found = await run_in_threadpool(self.ctx.service.authenticate, session.secret)
         if found is None or found.role == "station":
             self.sessions.end(session)
+            return None
         return found
 
 
@@ -135,6 +137,7 @@ def create_dashboard(ctx: Context) -> FastAPI:
     app = FastAPI(
         docs_url=None, redoc_url=None, openapi_url=None, dependencies=[Depends(csrf_checked)]
     )
+    app.add_middleware(FormLimit)  # a form's body is bounded before anything parses it
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.exception_handler(ServiceError)

@@ -24,6 +24,7 @@ from station.console.views import NOTES, CodeCache, code_diff, hop_view, last_ap
 from station.queue import HopState
 from station.service import StationService, manifest_of
 from trains.errors import PhtError
+from trains.webform import FormLimit
 
 HERE = Path(__file__).parent
 NO_HOP = "No hop with this id here: the Waiting and History pages list them."
@@ -50,6 +51,7 @@ def create_app(config: StationConfig) -> FastAPI:
     cookie = f"pht_console_{config.station.name}"
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(FormLimit)  # a form's body is bounded before anything parses it
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     def page(request: Request, session: Session, name: str, **context: Any) -> Response:
