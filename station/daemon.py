@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from central.client import CentralClient
 from central.messages import HopOffer
-from station import delivery, passage, prepare
+from station import delivery, leftovers, passage, prepare
 from station import hop as hops
 from station.audit import AUDIT_FILE, AuditLog
 from station.config import StationConfig
@@ -43,7 +43,6 @@ from trains.keys import Identity
 from trains.sealing import sealed_size_bound
 
 log = logging.getLogger("pht.station")
-RUNNER_FILE = "runner"  # the Docker label of this daemon's runs (pht.runner)
 MAX_RUN_ATTEMPTS = 3  # runs started (a restart mid-run counts one) before the hop fails
 
 
@@ -69,7 +68,9 @@ class Station:
             self._runner = DockerRunner(runtime=self.config.station.runtime)
             # a run's removal goes on after its hop (defer_cleanup): if this daemon dies
             # first, the next one removes what is labelled with this id (recover)
-            (self.queue.root / RUNNER_FILE).write_text(self._runner.runner_id + "\n")
+            leftovers.note(
+                self.queue.root, [*leftovers.noted(self.queue.root), self._runner.runner_id]
+            )
         return self._runner
 
     def recover(self) -> None:
@@ -78,13 +79,12 @@ class Station:
         Nothing of it left the station (outputs leave only from the outbox), so running it
         again is safe; its stale scratch folders are removed.
         """
-        previous = self.queue.root / RUNNER_FILE
-        if previous.is_file():  # the last daemon's containers, whatever their hop's state
-            _remove_leftovers(previous.read_text().strip()[:64])
-            previous.unlink()
+        # the last daemons' containers, whatever their hop's state; an id whose removal
+        # failed (Docker away) stays noted for the next restart
+        left = [i for i in leftovers.noted(self.queue.root) if not leftovers.remove(i)]
         for record in self.queue.in_state(HopState.RUNNING):
-            if record.runner_id:
-                _remove_leftovers(record.runner_id)
+            if record.runner_id and not leftovers.remove(record.runner_id):
+                left.append(record.runner_id)
             if record.attempts >= MAX_RUN_ATTEMPTS:
                 reason = (
                     f"the hop was interrupted {record.attempts} times while it ran (the "
@@ -96,6 +96,7 @@ class Station:
             self.audit.append("resumed", train_id=record.train_id, hop=record.hop)
             record.state = HopState.APPROVED
             self.queue.save(record)
+        leftovers.note(self.queue.root, left)
         if self.config.work_dir.is_dir():
             for stale in self.config.work_dir.glob(f"{hops.WORK_PREFIX}*"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -281,22 +282,6 @@ def beat_interval(interval: float, lease_s: float) -> float:
     """How long until the next beat: within a third of a lease central gave (a lease of 0
     means central keeps none), never below a tenth of a second."""
     return max(0.1, min(interval, lease_s / 3)) if lease_s > 0 else interval
-
-
-def _remove_leftovers(runner_id: str) -> None:
-    """Containers and volumes of a run whose station died under it: never wanted again."""
-    import docker
-    import docker.errors
-
-    label = f"pht.runner={runner_id}"
-    try:
-        client = docker.from_env(timeout=30)
-        for container in client.containers.list(all=True, filters={"label": label}):
-            container.remove(force=True, v=True)
-        for volume in client.volumes.list(filters={"label": label}):
-            volume.remove(force=True)
-    except docker.errors.DockerException as exc:
-        log.warning("could not remove the containers of an interrupted run (%s)", exc)
 
 
 class _Deferred(Exception):

@@ -68,7 +68,8 @@ def test_a_restart_removes_what_a_dead_daemons_deferred_cleanup_left(tmp_path, a
 
     from station.audit import AuditLog
     from station.config import Policy, StationConfig, StationInfo
-    from station.daemon import RUNNER_FILE, Station
+    from station.daemon import Station
+    from station.leftovers import RUNNER_FILE
     from station.queue import HopQueue
     from trains.keys import Identity
 
@@ -90,3 +91,42 @@ def test_a_restart_removes_what_a_dead_daemons_deferred_cleanup_left(tmp_path, a
     assert_removed(f"pht.runner={dead}")
     assert not (queue.root / RUNNER_FILE).exists()
     assert volume.name  # it was made, and is gone (assert_removed)
+
+
+def test_a_restart_while_docker_is_away_keeps_the_dead_daemons_id_for_later(
+    tmp_path, monkeypatch
+):
+    """Review finding: when Docker did not answer at the restart, the dead daemon's runner
+    id was deleted anyway, so its containers (a train still running on patient data) and
+    volumes were never removed. Docker away is real here: DOCKER_HOST names a socket that
+    nothing listens on. The id stays until a later restart removes what it labels."""
+    import docker
+
+    from station.audit import AuditLog
+    from station.config import Policy, StationConfig, StationInfo
+    from station.daemon import Station
+    from station.leftovers import RUNNER_FILE
+    from station.queue import HopQueue
+    from trains.keys import Identity
+
+    config = StationConfig(
+        station=StationInfo(
+            name="st-away", central_url="http://127.0.0.1:1", state_dir=tmp_path / "state"
+        ),
+        policy=Policy(trusted_signers=[]),
+    )
+    queue = HopQueue(tmp_path / "state")
+    station = Station(config, Identity.generate("st-away"), queue, AuditLog(tmp_path / "a"))
+    dead = "feedface4567"
+    (queue.root / RUNNER_FILE).write_text(dead + "\n")
+    with monkeypatch.context() as away:
+        away.setenv("DOCKER_HOST", f"unix://{tmp_path}/nobody-listens.sock")
+        station.recover()
+    assert dead in (queue.root / RUNNER_FILE).read_text().split()
+    client = docker.from_env()
+    volume = client.volumes.create(name=f"pht-output-{dead}", labels={"pht.runner": dead})
+    station.recover()  # Docker answers now
+    assert_removed(f"pht.runner={dead}")
+    assert dead not in ((queue.root / RUNNER_FILE).read_text().split()
+                        if (queue.root / RUNNER_FILE).exists() else [])  # fmt: skip
+    assert volume.name
