@@ -12,6 +12,12 @@ reference is removed again unless another open hop here uses the same image. An 
 Docker already held is not the preparation's and is left alone. A preparation that fails
 (Docker away, the registry refusing) changes nothing for the hop: its run pulls as before.
 
+A researcher may submit many trains nobody approves: at most ``MAX_PREPARED`` pending
+hops hold an image their preparation pulled (disk: that many times ``max_image_mb``), and a
+preparation's pull ends after ``PREPARE_PULL_S`` (stalled after ``PREPARE_STALL_S``), so
+offers nobody approved can neither fill the disk nor hold the daemon's loop for long; a hop
+not prepared is pulled by its run, as before.
+
 The datasets are not materialised ahead: a hop may wait for days, and patient data
 should sit in a work folder only for the run it was approved for (a query would also read
 the database before anyone approved the train).
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import docker.errors
 
@@ -35,12 +42,21 @@ from trains.manifest import Manifest
 from trains.signing import unverified_payload
 
 log = logging.getLogger("pht.station")
+MAX_PREPARED = 2
+PREPARE_PULL_S = 120.0
+PREPARE_STALL_S = 30.0
 ENDED = (HopState.REJECTED, HopState.FAILED, HopState.QUARANTINED, HopState.DONE)
 
 
 def image_of(record: HopRecord) -> str:
     """The pinned image reference of a hop's train (its manifest was verified at admit)."""
     return unverified_payload(record.manifest, Manifest).image.reference
+
+
+def has_room(records: list[HopRecord]) -> bool:
+    """Fewer than MAX_PREPARED pending hops hold an image their preparation pulled."""
+    held = sum(1 for r in records if r.state == HopState.PENDING and r.pulled_image)
+    return held < MAX_PREPARED
 
 
 def prepare(
@@ -53,13 +69,21 @@ def prepare(
     """Pull and check the image of a hop waiting for approval; a failure is logged only."""
     if record.state != HopState.PENDING or record.prepared_at is not None:
         return record
+    if not has_room(queue.all()):
+        log.info("hop %s: not prepared (%d hops wait with images pulled)", record.id, MAX_PREPARED)
+        return record
     manifest = unverified_payload(record.manifest, Manifest)
     ident = {"train_id": record.train_id, "hop": record.hop}
+    limits = replace(
+        config.pull_limits,
+        timeout_s=min(config.pull_limits.timeout_s, PREPARE_PULL_S),
+        stall_s=min(config.pull_limits.stall_s, PREPARE_STALL_S),
+    )
     try:
         engine = runner()
-        held = pulling.present(engine.client, manifest.image, config.pull_limits)
+        held = pulling.present(engine.client, manifest.image, limits)
         if held is None:
-            engine.pull(manifest.image, config.pull_limits)
+            engine.pull(manifest.image, limits)
             record.pulled_image = manifest.image.reference
         audit.append("image_ready", **ident, image=manifest.image.reference, pulled=held is None)
     except (PhtError, docker.errors.DockerException, OSError) as exc:

@@ -8,6 +8,10 @@ left; a run that starts while the previous removal is under way waits for it fir
 
 from __future__ import annotations
 
+import threading
+import time
+
+import docker
 import pytest
 
 from station.runner import DockerRunner
@@ -41,24 +45,58 @@ def run(runner: DockerRunner, image_id: str, dirs: HopDirs, defer: bool):
     )
 
 
-def test_a_deferred_cleanup_leaves_nothing_once_settled(runner, attack_image, hop):  # noqa: F811
+def hold_removal(runner: DockerRunner, monkeypatch) -> threading.Event:
+    """The runner's removals wait until the returned event is set (the removal itself is
+    Docker's, real; only its start is held, to see what runs before it)."""
+    gate = threading.Event()
+    real = runner._remove
+
+    def held(made, quiet=False):
+        assert gate.wait(120), "the test never let the removal go"
+        real(made, quiet)
+
+    monkeypatch.setattr(runner, "_remove", held)
+    return gate
+
+
+def containers_of(runner: DockerRunner) -> set[str]:
+    client = docker.from_env()
+    label = f"pht.runner={runner.runner_id}"
+    return {c.id for c in client.containers.list(all=True, filters={"label": label})}
+
+
+def test_a_deferred_cleanup_leaves_nothing_once_settled(runner, attack_image, hop, monkeypatch):  # noqa: F811
+    gate = hold_removal(runner, monkeypatch)
     result = run(runner, attack_image("noop"), hop, defer=True)
     assert result.ok, result.log
     assert (hop.output / "state.json").is_file()  # the holder kept the tmpfs until copied
-    assert result.cleanup_s < 0.01  # not waited for here
-    assert runner.settle() >= 0.0
+    assert containers_of(runner)  # the run returned before its removal: deferred
+    gate.set()
+    runner.settle()
     assert_removed(f"pht.run={result.run_id}")
     assert runner.settle() == 0.0  # nothing left to wait for
 
 
-def test_the_next_run_waits_for_the_previous_removal(runner, attack_image, hop):  # noqa: F811
+def test_the_next_run_waits_for_the_previous_removal(runner, attack_image, hop, monkeypatch):  # noqa: F811
+    gate = hold_removal(runner, monkeypatch)
     first = run(runner, attack_image("noop"), hop, defer=True)
+    left = containers_of(runner)
+    assert first.ok and left  # its removal is held
     for path in hop.output.iterdir():
         path.unlink()
-    second = run(runner, attack_image("noop"), hop, defer=False)
-    assert first.ok and second.ok
-    assert_removed(f"pht.run={first.run_id}")  # removed before the second run began
-    assert_removed(f"pht.run={second.run_id}")
+    done: dict[str, object] = {}
+    second = threading.Thread(
+        target=lambda: done.setdefault("run", run(runner, attack_image("noop"), hop, False))
+    )
+    second.start()
+    for _ in range(30):  # 3 s in which a run that did not wait would create its containers
+        assert containers_of(runner) <= left, "the next run started before the removal"
+        time.sleep(0.1)
+    gate.set()
+    second.join(180)
+    assert not second.is_alive() and done["run"].ok  # type: ignore[attr-defined]
+    assert_removed(f"pht.run={first.run_id}")
+    assert_removed(f"pht.run={done['run'].run_id}")  # type: ignore[attr-defined]
 
 
 def test_a_restart_removes_what_a_dead_daemons_deferred_cleanup_left(tmp_path, attack_image):  # noqa: F811
@@ -93,9 +131,7 @@ def test_a_restart_removes_what_a_dead_daemons_deferred_cleanup_left(tmp_path, a
     assert volume.name  # it was made, and is gone (assert_removed)
 
 
-def test_a_restart_while_docker_is_away_keeps_the_dead_daemons_id_for_later(
-    tmp_path, monkeypatch
-):
+def test_a_restart_while_docker_is_away_keeps_the_dead_daemons_id_for_later(tmp_path, monkeypatch):
     """Review finding: when Docker did not answer at the restart, the dead daemon's runner
     id was deleted anyway, so its containers (a train still running on patient data) and
     volumes were never removed. Docker away is real here: DOCKER_HOST names a socket that

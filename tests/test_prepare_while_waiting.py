@@ -147,3 +147,23 @@ def test_an_offer_that_fails_its_checks_pulls_nothing(world):
     seen = kinds(station, train_id)
     assert "verified" in seen and "image_ready" not in seen, seen
     assert not held(image.reference)
+
+
+def test_offers_nobody_approved_hold_at_most_max_prepared_images():
+    """Review finding: every offer that passed its checks had its image pulled and kept
+    until decided, so a researcher submitting many trains could fill the station's disk
+    without any approval. A pure count over the records (built without validation: only
+    their state and pulled image matter here)."""
+    from station import prepare
+    from station.queue import HopRecord
+
+    def record(state: HopState, pulled: str | None) -> HopRecord:
+        return HopRecord.model_construct(state=state, pulled_image=pulled)
+
+    waiting = [record(HopState.PENDING, f"reg/t@sha256:{i}") for i in range(prepare.MAX_PREPARED)]
+    assert not prepare.has_room(waiting)
+    assert prepare.has_room(waiting[:-1])
+    # approved or ended hops, and pending hops whose image was already here, do not count
+    others = [record(HopState.APPROVED, "reg/a@sha256:1"), record(HopState.REJECTED, "x"),
+              record(HopState.PENDING, None)]  # fmt: skip
+    assert prepare.has_room(waiting[:-1] + others)
