@@ -204,6 +204,18 @@ def test_the_login_limit_refuses_the_right_token_after_five_wrong_ones(scene):
     assert browser.get(f"{D}/").status_code == 303
 
 
+def test_a_station_token_does_not_clear_the_failed_logins(scene):
+    """A station token opens no page; it must not reset the count of wrong tokens (review
+    finding: four wrong tokens, a station's, four more, and the limit never came)."""
+    client, tokens, _ = scene
+    browser = browser_of(client)
+    for _ in range(4):
+        log_in(browser, "pht_adm_wrong-token")
+    assert log_in(browser, tokens["hospital-a"]).status_code == 403
+    log_in(browser, "pht_adm_wrong-token")
+    assert log_in(browser, tokens["root"]).headers["location"] == f"{D}/login?m=locked"
+
+
 def test_the_session_cookie_is_secure_over_https_only(scene):
     client, tokens, _ = scene
     plain = browser_of(client)

@@ -193,12 +193,12 @@ def create_dashboard(ctx: Context) -> FastAPI:
         if found is None:
             web.sessions.failed(client)
             return web.go(request, "/login", session, "wrong")
-        web.sessions.succeeded(client)
         if found.role == "station":  # a station's token works the API, not these pages
             request.state.session = session
             return web.page(request, "error.html", 403, title="No dashboard for stations",
                             text="A station token opens no dashboard page. Log in with an "
                             "admin's or a researcher's token.")  # fmt: skip
+        web.sessions.succeeded(client)  # only a login that opens a page clears the count
         return web.go(request, "/", web.sessions.log_in(session, found.name, token))
 
     @app.post("/logout")
