@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def docker_ready() -> str | None:
@@ -95,3 +99,37 @@ def sites(localnet):
     client = CentralClient(localnet.central_url, token.read_text().strip())
     with Researcher(identity, client, trust=localnet.trust()) as researcher:
         yield researcher
+
+
+# --- a real browser for the web pages' tests (station console, central dashboard) ---------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, headless, driven by chromium-driver through Selenium."""
+    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
+        reason = "chromium and chromium-driver are not installed (scripts/setup.sh installs them)"
+        if os.environ.get("PHT_REQUIRE_DOCKER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = Options()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=DriverService(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """Where the browser tests' screenshots go: docs/img/ with PHT_SCREENSHOTS=1."""
+    if os.environ.get("PHT_SCREENSHOTS") == "1":
+        folder = REPO / "docs" / "img"
+        folder.mkdir(exist_ok=True)
+        return folder
+    return tmp_path_factory.mktemp("screenshots")

@@ -9,9 +9,7 @@ run; with ``PHT_SCREENSHOTS=1`` they are written into docs/img/, else into a tem
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -23,37 +21,6 @@ from central.service import Service
 from central.testing_server import CentralServer
 from tests.test_central_protocol import auth, submit
 from trains.keys import Identity
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
-        reason = "chromium and chromium-driver are not installed (scripts/setup.sh installs them)"
-        if os.environ.get("PHT_REQUIRE_DOCKER") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    options = Options()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=DriverService(shutil.which("chromedriver")), options=options)
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    if os.environ.get("PHT_SCREENSHOTS") == "1":
-        folder = REPO / "docs" / "img"
-        folder.mkdir(exist_ok=True)
-        return folder
-    return tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,6 @@ written into docs/img/ (the ones checked in were made so), else into a temporary
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +27,6 @@ from train_builder.localnet import Station, free_port, wait_http
 from train_builder.researcher import Researcher
 
 pytestmark = pytest.mark.docker
-REPO = Path(__file__).resolve().parents[1]
 MARKER = "ZZCONSOLEMARKER-7d2"  # a category that exists only in patient data
 PASSWORD = "correct horse battery staple"
 TRAIN_PY = """
@@ -74,35 +71,6 @@ def wait_for(predicate, what: str, station: Station, timeout_s: float = 180.0):
 
 def pending_of(station: Station, train_id: str, state: HopState = HopState.PENDING):
     return next((r for r in records(station) if r.train_id == train_id and r.state == state), None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
-        reason = "chromium and chromium-driver are not installed (scripts/setup.sh installs them)"
-        if os.environ.get("PHT_REQUIRE_DOCKER") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    if os.environ.get("PHT_SCREENSHOTS") == "1":
-        folder = REPO / "docs" / "img"
-        folder.mkdir(exist_ok=True)
-        return folder
-    return tmp_path_factory.mktemp("screenshots")
 
 
 def console_station(net, name: str, data: Path, researcher: Researcher, policy: str) -> Station:
