@@ -14,6 +14,7 @@ import time
 import docker
 import pytest
 
+from station.leftovers import RUNNER_FILE
 from station.runner import DockerRunner
 from tests.test_sandbox_attacks import (  # noqa: F401  (fixtures)
     ENV,
@@ -99,26 +100,28 @@ def test_the_next_run_waits_for_the_previous_removal(runner, attack_image, hop, 
     assert_removed(f"pht.run={done['run'].run_id}")  # type: ignore[attr-defined]
 
 
-def test_a_restart_removes_what_a_dead_daemons_deferred_cleanup_left(tmp_path, attack_image):  # noqa: F811
-    """The daemon died before a deferred removal ran: the next one removes the containers
-    and volumes labelled with the dead daemon's runner id, whatever state their hop is in."""
-    import docker
-
+def bare_station(tmp_path, name: str):
+    """A station daemon's object with a state folder and no central: enough to recover."""
     from station.audit import AuditLog
     from station.config import Policy, StationConfig, StationInfo
     from station.daemon import Station
-    from station.leftovers import RUNNER_FILE
     from station.queue import HopQueue
     from trains.keys import Identity
 
     config = StationConfig(
         station=StationInfo(
-            name="st-restart", central_url="http://127.0.0.1:1", state_dir=tmp_path / "state"
+            name=name, central_url="http://127.0.0.1:1", state_dir=tmp_path / "state"
         ),
         policy=Policy(trusted_signers=[]),
     )
     queue = HopQueue(tmp_path / "state")
-    station = Station(config, Identity.generate("st-restart"), queue, AuditLog(tmp_path / "a"))
+    return Station(config, Identity.generate(name), queue, AuditLog(tmp_path / "a")), queue
+
+
+def test_a_restart_removes_what_a_dead_daemons_deferred_cleanup_left(tmp_path, attack_image):  # noqa: F811
+    """The daemon died before a deferred removal ran: the next one removes the containers
+    and volumes labelled with the dead daemon's runner id, whatever state their hop is in."""
+    station, queue = bare_station(tmp_path, "st-restart")
     dead = "deadbeef0123"
     labels = {"pht": "hop", "pht.runner": dead}
     client = docker.from_env()
@@ -136,23 +139,7 @@ def test_a_restart_while_docker_is_away_keeps_the_dead_daemons_id_for_later(tmp_
     id was deleted anyway, so its containers (a train still running on patient data) and
     volumes were never removed. Docker away is real here: DOCKER_HOST names a socket that
     nothing listens on. The id stays until a later restart removes what it labels."""
-    import docker
-
-    from station.audit import AuditLog
-    from station.config import Policy, StationConfig, StationInfo
-    from station.daemon import Station
-    from station.leftovers import RUNNER_FILE
-    from station.queue import HopQueue
-    from trains.keys import Identity
-
-    config = StationConfig(
-        station=StationInfo(
-            name="st-away", central_url="http://127.0.0.1:1", state_dir=tmp_path / "state"
-        ),
-        policy=Policy(trusted_signers=[]),
-    )
-    queue = HopQueue(tmp_path / "state")
-    station = Station(config, Identity.generate("st-away"), queue, AuditLog(tmp_path / "a"))
+    station, queue = bare_station(tmp_path, "st-away")
     dead = "feedface4567"
     (queue.root / RUNNER_FILE).write_text(dead + "\n")
     with monkeypatch.context() as away:
