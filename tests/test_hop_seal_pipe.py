@@ -13,39 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from station.config import CsvSource, DisclosurePolicy, Policy, StationConfig, StationInfo
 from station.outcome import SealTo, control_and_seal
-from station.verify import VerifiedHop
-from tests.factories import make_manifest
+from tests.test_outcome import hop_parts
 from trains import state_codec
 from trains.errors import DisclosureRefused, StateInvalid, StateTooLarge
-from trains.keys import Identity
-from trains.manifest import Resources
 from trains.sealing import digest_file, open_sealed
 from trains.statepipe import SinkError
-
-RESOURCES = Resources(memory_mb=256, cpus=1.0, timeout_s=60, max_output_mb=1)
 
 
 @pytest.fixture
 def hop(tmp_path):
-    researcher, station = Identity.generate("alice"), Identity.generate("hospital-a")
-    manifest = make_manifest(
-        researcher, [station], outputs=["state.json", "table.counts.csv"], resources=RESOURCES
-    )
-    verified = VerifiedHop(manifest, "sha256:" + "0" * 64, manifest.hop(0), [])
-    csv = tmp_path / "d.csv"
-    csv.write_text("x\n1\n")
-    config = StationConfig(
-        station=StationInfo(name="hospital-a", central_url="http://127.0.0.1:1"),
-        datasets={"cohort": CsvSource(path=csv)},
-        policy=Policy(disclosure=DisclosurePolicy(small_cells="refuse")),
-        base_dir=tmp_path / "station",
-    )
-    output = tmp_path / "output"
-    output.mkdir()
+    researcher, verified, config, output = hop_parts(tmp_path)
     (output / "state.json").write_text('{"n": 100}')
-    (output / "table.counts.csv").write_text("n\n100\n")
     return researcher, verified, config, output, tmp_path
 
 

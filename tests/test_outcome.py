@@ -92,8 +92,9 @@ def test_a_failed_run_names_the_station_that_keeps_its_log():
     assert not isinstance(caught.value, TrainRefused) and "61" not in str(caught.value)
 
 
-@pytest.fixture
-def hop(tmp_path):
+def hop_parts(tmp_path: Path):
+    """A verified one-stop hop of alice's at hospital-a, a station config that refuses small
+    cells, and an output folder holding state.json and a count table."""
     researcher, station = Identity.generate("alice"), Identity.generate("hospital-a")
     manifest = make_manifest(
         researcher,
@@ -114,6 +115,12 @@ def hop(tmp_path):
     output.mkdir()
     (output / "state.json").write_text("{}")
     (output / "table.counts.csv").write_text("n\n100\n")
+    return researcher, verified, config, output
+
+
+@pytest.fixture
+def hop(tmp_path):
+    _, verified, config, output = hop_parts(tmp_path)
     return verified, config, output, tmp_path / "output.tar", tmp_path / "hop.log"
 
 
