@@ -158,7 +158,10 @@ class Identities:
 
     def authenticate(self, token: str) -> Caller | None:
         """The caller a token belongs to, unless it is unknown, revoked or expired."""
-        token_hash = hash_token(token)
+        return self.authenticate_hash(hash_token(token))
+
+    def authenticate_hash(self, token_hash: str) -> Caller | None:
+        """:meth:`authenticate` for a token known by its hash (a dashboard session)."""
         found = self.cache.get(token_hash)
         if found is not None:
             return found

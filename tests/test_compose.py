@@ -210,6 +210,7 @@ def network(docker_required, tmp_path_factory) -> Iterator[dict[str, object]]:
             "central_url": central_url,
             "root": root,
             "laps": laps,
+            "admin": admin,
         }
     finally:
         for project in reversed(projects):
@@ -254,6 +255,28 @@ def fetch(net: dict[str, object], train_id: str) -> dict[str, object]:
 def _all_logs(net: dict[str, object]) -> str:
     projects = [net["central"], *net["stations"].values()]  # type: ignore[attr-defined]
     return "\n".join(p.logs() for p in projects)
+
+
+def test_a_dashboard_session_holds_on_every_central_worker(network):
+    """Central runs several uvicorn workers behind one port: a session opened on one must
+    hold on the others (sessions and the login form's CSRF key are in the database). Each
+    request is a new connection, so the kernel spreads them over the workers."""
+    base = f"{net_url(network)}/dashboard"
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(limits=fresh, follow_redirects=False, timeout=30) as browser:
+        for _ in range(3):  # a login form from any worker is taken by any worker
+            form = browser.get(f"{base}/login")
+            csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            logged = browser.post(
+                f"{base}/login", data={"csrf": csrf, "token": str(network["admin"])}
+            )
+            assert logged.status_code == 303 and logged.headers["location"] == "/dashboard/"
+        answers = [browser.get(f"{base}/parties").status_code for _ in range(30)]
+    assert answers == [200] * 30, answers
+
+
+def net_url(net: dict[str, object]) -> str:
+    return str(net["central_url"])
 
 
 def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):

@@ -1,13 +1,15 @@
 """Central's dashboard: server-rendered pages (Jinja2, plain forms) over the service the API
 uses, mounted by ``central.api.create_app`` at ``/dashboard``.
 
-Logging in means pasting an API token: it is checked as the API checks a bearer token and
-kept only in the server's memory, in the session it opened (the browser holds a random
-session id in an HttpOnly, SameSite=Strict cookie, ``Secure`` over TLS). Every request
-checks the token again, so a revoked or expired token ends its sessions at once, and a
-page's data is what the API would give that token: an admin sees the network, a researcher
-their own trains, a station token no page. Every POST carries the session's CSRF token.
-Messages after an action are fixed texts picked by a key: nothing a URL says is shown.
+Logging in means pasting an API token: it is checked as the API checks a bearer token, and
+the session it opens is kept in central's database with the token's hash, never the token
+(``central.dashboard.store``: every central process knows every session; the browser holds
+a random session id in an HttpOnly, SameSite=Strict cookie, ``Secure`` over TLS). Every
+request authenticates that hash again, so a revoked or expired token ends its sessions at
+once, and a page's data is what the API would give that token: an admin sees the network, a
+researcher their own trains, a station token no page. Every POST carries the session's CSRF
+token. The note after an action is a fixed text whose key travels in a short-lived HttpOnly
+cookie set by the action itself: neither a URL's text nor a link can put a note on a page.
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from central.api.context import Context
 from central.dashboard import pages
+from central.dashboard.store import SessionStore
 from central.errors import ServiceError
-from central.identities import Caller
+from central.identities import Caller, hash_token
 from trains.webform import FormLimit
 from trains.websession import Session, Sessions, csrf_ok
 
 HERE = Path(__file__).parent
 PREFIX = "/dashboard"
 COOKIE = "pht_dashboard"
+NOTE_COOKIE = "pht_dashboard_note"  # the key of the note the next page shows, once
+NOTE_S = 60
 SESSION_S = 30 * 60.0
 MAX_TOKEN_CHARS = 200  # an API token is 48; anything longer is not one
 # nothing from elsewhere, no framing, no inline script: live.js is the one script, same origin
@@ -45,7 +50,8 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-# the only texts a redirect can put on a page: a URL picks one by key, never writes one
+# the only texts a redirect can put on a page, by key: the key travels in NOTE_COOKIE,
+# which only the action's own answer sets (a link cannot)
 MESSAGES = {
     "wrong": "That token is unknown, expired or revoked.",
     "locked": "Too many failed logins from here: wait 15 minutes.",
@@ -63,7 +69,10 @@ class Web:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.sessions = Sessions(SESSION_S)
+        self.sessions = SessionStore(ctx.service.sessions, SESSION_S)
+        # the failed logins the limit counts, in this process's memory: behind several
+        # processes a guesser gets the limit once per process (docs/central-operations.md)
+        self.failures = Sessions(SESSION_S)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     def session(self, request: Request) -> Session:
@@ -87,7 +96,7 @@ class Web:
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
         """Render ``template`` for this request's session and caller."""
         session: Session = getattr(request.state, "session", None) or self.session(request)
-        key = request.query_params.get("m", "")
+        key = request.cookies.get(NOTE_COOKIE, "")
         context.setdefault("message", MESSAGES.get(key, ""))
         context.update(
             session=session,
@@ -96,13 +105,26 @@ class Web:
             prefix=PREFIX,
         )
         response = self.templates.TemplateResponse(request, template, context, status_code=status)
+        if key:  # shown once
+            response.delete_cookie(NOTE_COOKIE, path=PREFIX)
         return self.finish(request, response, session)
 
     def go(self, request: Request, to: str, session: Session, message: str = "") -> Response:
-        """Redirect (303) to a dashboard path, with one of the fixed ``MESSAGES`` by key."""
+        """Redirect (303) to a dashboard path; the page there shows one of the fixed
+        ``MESSAGES``, by key."""
         assert message in MESSAGES or not message
-        target = PREFIX + to + (f"?m={message}" if message else "")
-        return self.finish(request, RedirectResponse(target, status_code=303), session)
+        response = self.finish(request, RedirectResponse(PREFIX + to, status_code=303), session)
+        if message:
+            response.set_cookie(
+                NOTE_COOKIE,
+                message,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+                max_age=NOTE_S,
+                path=PREFIX,
+            )
+        return response
 
     def refused(self, request: Request, session: Session) -> Response:
         """The 403 page for a form without its session's CSRF token."""
@@ -115,9 +137,11 @@ class Web:
         """The caller of the session's token, checked now (None: log in again)."""
         if session.user is None or session.secret is None:
             return None
-        found = await run_in_threadpool(self.ctx.service.authenticate, session.secret)
+        found = await run_in_threadpool(
+            self.ctx.service.identities.authenticate_hash, session.secret
+        )
         if found is None or found.role == "station":
-            self.sessions.end(session)
+            await run_in_threadpool(self.sessions.end, session)
             return None
         return found
 
@@ -131,7 +155,8 @@ def create_dashboard(ctx: Context) -> FastAPI:
         # the route's own Form parameters read the same one
         if request.method == "POST":
             token = (await request.form()).get("csrf")
-            if not csrf_ok(web.session(request), token if isinstance(token, str) else None):
+            session = await run_in_threadpool(web.session, request)
+            if not csrf_ok(session, token if isinstance(token, str) else None):
                 raise CsrfRefused()
 
     app = FastAPI(
@@ -150,7 +175,7 @@ def create_dashboard(ctx: Context) -> FastAPI:
 
     @app.exception_handler(CsrfRefused)
     async def _refused(request: Request, _: CsrfRefused) -> Response:
-        return web.refused(request, web.session(request))
+        return web.refused(request, await run_in_threadpool(web.session, request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -178,36 +203,37 @@ def create_dashboard(ctx: Context) -> FastAPI:
 
     @app.post("/login")
     async def login(request: Request) -> Response:
-        session = web.session(request)
+        session = await run_in_threadpool(web.session, request)
         form = await request.form()
         csrf, token = form.get("csrf"), form.get("token")
         if not csrf_ok(session, csrf if isinstance(csrf, str) else None):
             return web.refused(request, session)
         token = token.strip() if isinstance(token, str) else ""
         client = f"ip:{request.client.host if request.client else '?'}"
-        if web.sessions.locked(client):
+        if web.failures.locked(client):
             return web.go(request, "/login", session, "locked")
         found = None
         if 0 < len(token) <= MAX_TOKEN_CHARS:
             found = await run_in_threadpool(ctx.service.authenticate, token)
         if found is None:
-            web.sessions.failed(client)
+            web.failures.failed(client)
             return web.go(request, "/login", session, "wrong")
         if found.role == "station":  # a station's token works the API, not these pages
             request.state.session = session
             return web.page(request, "error.html", 403, title="No dashboard for stations",
                             text="A station token opens no dashboard page. Log in with an "
                             "admin's or a researcher's token.")  # fmt: skip
-        web.sessions.succeeded(client)  # only a login that opens a page clears the count
-        return web.go(request, "/", web.sessions.log_in(session, found.name, token))
+        web.failures.succeeded(client)  # only a login that opens a page clears the count
+        opened = await run_in_threadpool(web.sessions.log_in, found.name, hash_token(token))
+        return web.go(request, "/", opened)
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:
-        session = web.session(request)
+        session = await run_in_threadpool(web.session, request)
         csrf = (await request.form()).get("csrf")
         if not csrf_ok(session, csrf if isinstance(csrf, str) else None):
             return web.refused(request, session)
-        web.sessions.end(session)
+        await run_in_threadpool(web.sessions.end, session)
         return web.go(request, "/login", web.sessions.get_or_start(None), "ended")
 
     @app.middleware("http")
@@ -217,7 +243,7 @@ def create_dashboard(ctx: Context) -> FastAPI:
             response: Response = await call_next(request)
             response.headers.update(HEADERS)
             return response
-        session = web.session(request)
+        session = await run_in_threadpool(web.session, request)
         who = await web.caller(session)
         if who is None:
             fresh = session if session.user is None else web.sessions.get_or_start(None)
