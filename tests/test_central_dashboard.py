@@ -213,3 +213,23 @@ def test_a_station_token_opens_no_page_and_failed_logins_are_limited(browser, ne
     log_in(browser, net, net["tokens"]["root"])  # the right token, refused for now
     assert "Too many failed logins" in browser.find_element(By.CSS_SELECTOR, "p.note").text
     assert browser.current_url.startswith(f"{net['url']}/dashboard/login")
+
+
+def test_behind_a_proxy_on_this_host_the_login_limit_counts_each_browser(net):
+    """A TLS proxy on the same host connects from 127.0.0.1 and names the browser in
+    X-Forwarded-For; uvicorn (central's server) takes the client address from it only for a
+    connection from FORWARDED_ALLOW_IPS (default 127.0.0.1). So one browser's wrong tokens
+    lock that browser, not everyone behind the proxy."""
+
+    def log_in_from(address: str, token: str) -> httpx.Response:
+        with httpx.Client(base_url=net["url"], headers={"X-Forwarded-For": address}) as tab:
+            form = tab.get("/dashboard/login").text
+            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            return tab.post("/dashboard/login", data={"csrf": csrf, "token": token})
+
+    for _ in range(5):
+        assert log_in_from("203.0.113.7", "pht_adm_wrong").cookies["pht_dashboard_note"] == "wrong"
+    locked = log_in_from("203.0.113.7", net["tokens"]["root"])
+    assert locked.cookies["pht_dashboard_note"] == "locked"
+    other = log_in_from("203.0.113.8", net["tokens"]["root"])
+    assert other.status_code == 303 and other.headers["location"] == "/dashboard/"
