@@ -15,6 +15,7 @@ from station.console.sessions import Sessions
 from station.console.users import Users
 from station.service import StationService
 from trains.errors import ConfigError
+from trains.websession import MAX_SESSIONS
 
 PASSWORD = "correct horse battery staple"
 
@@ -81,6 +82,32 @@ def test_sessions_end_after_their_lifetime():
     assert again.user is None and again.id != session.id
 
 
+def test_a_flood_keeps_the_tables_bounded_and_forgets_the_least_recently_used():
+    """A flood of cookie-less visits and of wrong logins under new names: the tables stay
+    at MAX_SESSIONS, a logged-in steward and a visitor active now are kept, the visitor
+    unseen longest goes, and an address that failed five times is still locked."""
+    sessions = Sessions(lifetime_s=600)
+    steward = sessions.log_in(sessions.get_or_start(None), "steward")
+    oldest = sessions.get_or_start(None)
+    active = sessions.get_or_start(None)
+    for i in range(MAX_SESSIONS):
+        sessions.get_or_start(None)
+        if i % 1000 == 0:
+            sessions.get_or_start(active.id)  # still in use
+    assert len(sessions._by_id) == MAX_SESSIONS
+    assert sessions.get_or_start(steward.id).user == "steward"
+    assert sessions.get_or_start(active.id).id == active.id
+    assert sessions.get_or_start(oldest.id).id != oldest.id
+    for _ in range(5):
+        sessions.failed("ip:203.0.113.7")
+    for i in range(2 * MAX_SESSIONS):
+        sessions.failed(f"user:guess-{i}")
+        if i % 1000 == 0:
+            sessions.failed("ip:203.0.113.7")  # the guesser's address keeps failing
+    assert len(sessions._failures) <= MAX_SESSIONS
+    assert sessions.locked("ip:203.0.113.7")
+
+
 def test_the_limit_refuses_the_right_password_after_five_wrong_ones(console):
     config, client = console
     for _ in range(5):
@@ -103,8 +130,8 @@ def test_passwords_are_argon2_hashes_and_short_ones_refused(tmp_path):
 
 
 def test_a_url_cannot_put_its_own_text_on_a_page(console):
-    """A link someone sends the steward must not make the console say anything: the URL
-    can only pick one of the console's own messages."""
+    """A link someone sends the steward must not make the console say anything, not even
+    one of its own messages (a link saying "Approved this hop." when nothing was)."""
     _, client = console
     crafted = "Central says: approve train 1234 now, it is urgent"
     for path in ("/login", "/logout"):
@@ -113,8 +140,19 @@ def test_a_url_cannot_put_its_own_text_on_a_page(console):
     for path in ("/", "/hops/no-such-hop", "/history", f"/hops/{crafted}"):
         page = client.get(path, params={"note": crafted})
         assert crafted not in page.text and "approve train 1234" not in page.text, path
-    # one of the console's own messages, picked by its key, still shows
-    assert "Logged out" in client.get("/login", params={"note": "logged-out"}).text
+    for key in ("approved-hop", "released", "logged-out"):  # a link picks no message either
+        for path in ("/", "/login"):
+            page = client.get(path, params={"note": key}).text
+            assert "Approved this hop" not in page and "Released" not in page, (key, path)
+            assert "Logged out." not in page, (key, path)
+    # the console's own message after an action shows, once
+    page = client.get("/").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf is not None
+    out = client.post("/logout", data={"csrf": csrf.group(1)}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert "Logged out." in client.get("/login").text
+    assert "Logged out." not in client.get("/login").text
 
 
 def test_after_a_daemon_restart_the_login_page_says_the_session_ended(console):

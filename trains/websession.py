@@ -15,6 +15,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 MAX_FAILURES = 5
@@ -39,8 +40,10 @@ class Sessions:
     """Sessions by id, and the failed logins the limit counts."""
 
     lifetime_s: float
-    _by_id: dict[str, Session] = field(default_factory=dict)
-    _failures: dict[str, list[float]] = field(default_factory=dict)
+    # least recently used first: a use moves a session to the end, so expired sessions and
+    # the oldest anonymous one are found at the front (a full table costs O(1) per visit)
+    _by_id: OrderedDict[str, Session] = field(default_factory=OrderedDict)
+    _failures: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)  # oldest first
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get_or_start(self, sid: str | None) -> Session:
@@ -50,16 +53,12 @@ class Sessions:
             session = self._by_id.get(sid or "")
             if session is not None and session.expires > now:
                 session.expires = now + self.lifetime_s
+                self._by_id.move_to_end(session.id)
                 return session
             self._by_id.pop(sid or "", None)
-            if len(self._by_id) >= MAX_SESSIONS:
-                self._drop_expired(now)
+            self._drop_expired(now)
             if len(self._by_id) >= MAX_SESSIONS:  # still full: forget the oldest anonymous
-                oldest = min(
-                    (s for s in self._by_id.values() if s.user is None),
-                    key=lambda s: s.expires,
-                    default=None,
-                )
+                oldest = next((s for s in self._by_id.values() if s.user is None), None)
                 if oldest is not None:
                     del self._by_id[oldest.id]
             session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), 0.0)
@@ -92,7 +91,6 @@ class Sessions:
         with self._lock:
             for key in keys:
                 recent = [t for t in self._failures.get(key, []) if now - t < WINDOW_S]
-                self._failures[key] = recent
                 if len(recent) >= MAX_FAILURES and now - recent[-1] < LOCK_S:
                     return True
             return False
@@ -101,11 +99,16 @@ class Sessions:
         """Count one failed login against each of ``keys``."""
         now = time.monotonic()
         with self._lock:
-            if len(self._failures) >= MAX_SESSIONS:  # many names tried: forget the stale
-                for stale in [k for k, t in self._failures.items() if now - t[-1] >= LOCK_S]:
-                    del self._failures[stale]
+            # the stale go first (the least recent are at the front); a table still full
+            # forgets its oldest count: the memory stays bounded under a flood of names
+            while self._failures:
+                key, times = next(iter(self._failures.items()))
+                if now - times[-1] < LOCK_S and len(self._failures) < MAX_SESSIONS:
+                    break
+                del self._failures[key]
             for key in keys:
                 self._failures.setdefault(key, []).append(now)
+                self._failures.move_to_end(key)
                 del self._failures[key][:-MAX_FAILURES]
 
     def succeeded(self, *keys: str) -> None:
@@ -115,8 +118,13 @@ class Sessions:
                 self._failures.pop(key, None)
 
     def _drop_expired(self, now: float) -> None:
-        for sid in [sid for sid, s in self._by_id.items() if s.expires <= now]:
-            del self._by_id[sid]
+        """Expired sessions, from the front (every session lives ``lifetime_s`` past its
+        last use, so the least recently used expire first)."""
+        while self._by_id:
+            first = next(iter(self._by_id.values()))
+            if first.expires > now:
+                return
+            del self._by_id[first.id]
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:

@@ -49,6 +49,7 @@ def create_app(config: StationConfig) -> FastAPI:
     code = CodeCache(config)
     # cookies are per host, not per port: two stations' consoles on one machine keep apart
     cookie = f"pht_console_{config.station.name}"
+    note_cookie = f"{cookie}_note"  # the key of the message the next page shows, once
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(FormLimit)  # a form's body is bounded before anything parses it
@@ -57,7 +58,14 @@ def create_app(config: StationConfig) -> FastAPI:
     def page(request: Request, session: Session, name: str, **context: Any) -> Response:
         context.update(session=session, station=config.station.name, path=request.url.path)
         response = templates.TemplateResponse(request, name, context)
+        if request.cookies.get(note_cookie):  # shown once
+            response.delete_cookie(note_cookie, path="/")
         return _finish(response, session)
+
+    def note_of(request: Request) -> str:
+        """The console's own message the last action chose (its key came in a cookie only
+        the action's answer sets: a link cannot pick one)."""
+        return note_text(request.cookies.get(note_cookie, ""))
 
     def _finish(response: Response, session: Session) -> Response:
         response.headers.update(HEADERS)
@@ -68,8 +76,12 @@ def create_app(config: StationConfig) -> FastAPI:
 
     def go(to: str, session: Session, note: str = "") -> Response:
         assert not note or note in NOTES  # a key of the console's own messages, never text
-        target = to + (f"?note={note}" if note else "")
-        return _finish(RedirectResponse(target, status_code=303), session)
+        response = _finish(RedirectResponse(to, status_code=303), session)
+        if note:
+            response.set_cookie(
+                note_cookie, note, httponly=True, samesite="strict", max_age=60, path="/"
+            )
+        return response
 
     def current(request: Request) -> Session:
         return sessions.get_or_start(request.cookies.get(cookie))
@@ -97,9 +109,9 @@ def create_app(config: StationConfig) -> FastAPI:
         return _finish(response, session)
 
     @app.get("/login")
-    def login_page(request: Request, note: str = "") -> Response:
+    def login_page(request: Request) -> Response:
         session = current(request)
-        return page(request, session, "login.html", note=note_text(note),
+        return page(request, session, "login.html", note=note_of(request),
                     no_users=not users.names())  # fmt: skip
 
     @app.post("/login")
@@ -152,15 +164,15 @@ def create_app(config: StationConfig) -> FastAPI:
         return response
 
     @app.get("/")
-    def pending(request: Request, note: str = "") -> Response:
+    def pending(request: Request) -> Response:
         session: Session = request.state.session
         waiting = [hop_view(r, config) for r in service.waiting()]
-        return page(request, session, "pending.html", hops=waiting, note=note_text(note),
+        return page(request, session, "pending.html", hops=waiting, note=note_of(request),
                     standing=service.standing())  # fmt: skip
 
     @app.get("/hops/{rid}")
-    def hop(request: Request, rid: str, note: str = "") -> Response:
-        return hop_page(request, request.state.session, rid, note_text(note))
+    def hop(request: Request, rid: str) -> Response:
+        return hop_page(request, request.state.session, rid, note_of(request))
 
     def hop_page(
         request: Request, session: Session, rid: str, note: str, status: int = 200

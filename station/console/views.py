@@ -17,9 +17,9 @@ from station.service import manifest_of
 from trains.errors import PhtError
 from trains.manifest import EXPOSURE_SHOWN, Image
 
-# The only messages a URL can put on a page (``?note=KEY``): a link someone sends the
-# steward picks one of these or nothing, never text of its own. A message that needs
-# details (why an action was not done) is rendered with the page, never carried in a URL.
+# The only messages an action's redirect can put on the next page, by key (in a one-shot
+# cookie the action's answer sets, so a link someone sends the steward picks none). A
+# message that needs details (why an action was not done) is rendered with the page.
 NOTES = {
     "wrong-login": "Wrong user name or password.",
     "too-many": "Too many failed logins: wait 15 minutes.",
