@@ -74,6 +74,21 @@ class Compose:
         assert done.returncode == 0, f"docker-compose {' '.join(args)} failed:\n{output}"
         return done.stdout.decode()
 
+    def run(self, *args: str, stdin: bytes | None = None, check: bool = True) -> bytes | None:
+        """``docker-compose`` with bytes out; None for a failure when ``check`` is off."""
+        done = subprocess.run(
+            ["docker-compose", "-p", self.project, "-f", str(self.file), *args],
+            input=stdin,
+            capture_output=True,
+            env=self.env,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            assert not check, f"docker-compose {' '.join(args)} failed:\n{done.stderr.decode()}"
+            return None
+        return done.stdout
+
     def logs(self) -> str:
         try:
             return self("logs", "--no-color", "--tail", "40")
@@ -312,6 +327,7 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
     with tarfile.open(fileobj=io.BytesIO(blobs.stdout)) as tar:
         names = tar.getnames()
     assert any(first in name and name.endswith(".sealed") for name in names), names
+    dump = central.run("exec", "-T", "-u", "postgres", "db", "pg_dump", "-Fc", "pht")
     laps("backup")
 
     # everything down (the volumes stay), then up again
@@ -345,4 +361,25 @@ def test_a_train_and_its_result_survive_down_and_up(network, tmp_path):
     assert second != first
     assert_cohort_released_matches_pooled(again, frames)
     laps("second train")
+
+    # the restore docs/deploy.md describes, into empty volumes: the first train's result
+    # is served again and verifies
+    central("down", "-v")
+    central("up", "-d", "db")
+    deadline = time.monotonic() + 120
+    while central.run("exec", "-T", "db", "pg_isready", "-q", "-h", "127.0.0.1", "-U", "pht",
+                      "-d", "pht", check=False) is None:  # fmt: skip
+        assert time.monotonic() < deadline, central.logs()
+        time.sleep(1)
+    central.run("exec", "-T", "-u", "postgres", "db", "pg_restore", "--clean", "--if-exists",
+                "-d", "pht", stdin=dump)  # fmt: skip
+    subprocess.run(
+        ["docker", "run", "--rm", "-i", "--network", "none", "-v", f"{central.project}_blobs:/data",
+         "pht-app:latest", "sh", "-c", "tar -C /data -xf - && chown -R 10002:10002 /data"],
+        input=blobs.stdout, capture_output=True, check=True, timeout=120,
+    )  # fmt: skip
+    central("up", "-d")
+    wait_http(f"{net['central_url']}/healthz", timeout_s=120)
+    assert fetch(net, first) == state
+    laps("restore")
     print(laps.report())
