@@ -13,7 +13,8 @@ three ways, alternated ``--repeat`` times so that all see the same load:
 
 and a plain file copy of the sealed bytes (``shutil.copyfile``) as the disk baseline.
 Printed: median seconds of each and the ratios against the copy and against the old path
-of the same run, with the load average (the machine is shared).
+of the same run, the CPU time this process spent on each (less noisy than the wall time
+on a loaded machine), and the load average (the machine is shared).
 
     python3 benchmarks/input_download_open.py --mb 1024 --repeat 3
 """
@@ -51,6 +52,12 @@ def write_state(folder: Path, size_mb: int) -> None:
     with (folder / "weights.npy").open("wb") as out:
         for i in range(size_mb):
             out.write(block[i % 251 :] + block[: i % 251])  # not one repeated MiB
+
+
+def _cpu() -> float:
+    """CPU seconds of this process, all threads (central's own is not counted)."""
+    t = os.times()
+    return t.user + t.system
 
 
 def main() -> None:
@@ -134,14 +141,16 @@ def run(args: argparse.Namespace, scratch: Path, server: object) -> None:
             "streamed": streamed,
         }
         times: dict[str, list[float]] = {name: [] for name in steps}
+        cpu: dict[str, list[float]] = {name: [] for name in steps}
         loads = [Path("/proc/loadavg").read_text().split()[0]]
         for _ in range(args.repeat):
             for name, step in steps.items():
                 shutil.rmtree(scratch / "in", ignore_errors=True)
                 client.heartbeat(train_id, 0)  # keep the hop's lease, as a station does
-                start = time.perf_counter()
+                start, used = time.perf_counter(), _cpu()
                 step()
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(_cpu() - used)
                 if name in ("download+open", "streamed"):
                     got = (scratch / "in" / "weights.npy").stat().st_size
                     assert got == args.mb * MB, "the state did not arrive whole"
@@ -152,7 +161,10 @@ def run(args: argparse.Namespace, scratch: Path, server: object) -> None:
     for name, median in medians.items():
         each = " ".join(f"{v:.2f}" for v in times[name])
         ratio = median / medians["plain copy"]
-        print(f"  {name:14} median {median:6.2f} s   ({each})   {ratio:5.2f}x the copy")
+        print(
+            f"  {name:14} median {median:6.2f} s   ({each})   {ratio:5.2f}x the copy   "
+            f"CPU of this process {statistics.median(cpu[name]):5.2f} s"
+        )
     gain = medians["streamed"] / medians["download+open"]
     print(f"  streamed / download+open (same run): {gain:.2f}")
 

@@ -29,7 +29,7 @@ from central.messages import (
     TrainSummary,
     TrainView,
 )
-from trains.chunkreader import ChunkReader
+from trains.chunkreader import ChunkReader, Prefetch
 from trains.enrolment import StationDirectory
 from trains.errors import (
     BadAnswer,
@@ -247,11 +247,10 @@ class CentralClient:
             with self._http.stream("GET", url) as response:
                 if response.status_code >= 400:
                     raise _error(response, _bounded(response, ERROR_BYTES))
-                source = ChunkReader(
-                    response.iter_bytes(1 << 20), digest, self.max_download_bytes, what
-                )
-                result = consume(source)
-                source.drain()  # the digest covers every byte sent, as a file's would
+                with Prefetch(response.iter_bytes(1 << 20)) as chunks:
+                    source = ChunkReader(iter(chunks), digest, self.max_download_bytes, what)
+                    result = consume(source)
+                    source.drain()  # the digest covers every byte sent, as a file's would
         except httpx.HTTPError as exc:
             raise CentralUnreachable(f"downloading {what} failed: {exc}") from None
         finally:

@@ -9,6 +9,9 @@ beyond it: the sender cannot fill this machine's disk or memory."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Iterator
 
 from trains.errors import StateTooLarge
@@ -73,3 +76,50 @@ class ChunkReader:
         self._digest.update(memoryview(chunk))  # bytes: immutable, safe to hash in a thread
         self._chunk, self._pos = memoryview(chunk), 0
         return True
+
+
+class Prefetch:
+    """``chunks`` pulled by a thread of its own, at most ``depth`` ahead of the reader: the
+    next pieces arrive from the network while the reader decrypts and writes (the socket's
+    reads let go of the GIL). Iterate it as the chunks; an error of the source is raised
+    in the reader's thread. Use it as a context manager: leaving it stops the thread after
+    at most one more chunk and waits for it, so the source is never used by two threads."""
+
+    _END = object()
+
+    def __init__(self, chunks: Iterator[bytes], depth: int = 8) -> None:
+        self._chunks = chunks
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pull, name="pht-prefetch", daemon=True)
+
+    def __enter__(self) -> Prefetch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            # unblock a put; the thread sees the stop after its current chunk
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is Prefetch._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def _pull(self) -> None:
+        try:
+            for chunk in self._chunks:
+                if self._stop.is_set():
+                    return
+                self._queue.put(chunk)
+            self._queue.put(Prefetch._END)
+        except BaseException as exc:  # handed to the reader, raised there
+            self._queue.put(exc)
