@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,13 +29,13 @@ from central.messages import (
     TrainSummary,
     TrainView,
 )
+from trains.chunkreader import ChunkReader, Prefetch
 from trains.enrolment import StationDirectory
 from trains.errors import (
     BadAnswer,
     CentralError,
     CentralUnreachable,
     ConfigError,
-    StateTooLarge,
 )
 from trains.keys import PublicIdentity
 from trains.manifest import MAX_HOPS, TRAIN_ID_PATTERN
@@ -207,6 +207,17 @@ class CentralClient:
         url = f"{_hop(train_id, hop)}/inputs/{position}"
         return self._download(url, target, f"input {position} of hop {hop}")
 
+    def open_input(
+        self, train_id: str, hop: int, position: int, consume: Callable[[ChunkReader], T]
+    ) -> tuple[str, T]:
+        """Hand input ``position`` of our hop to ``consume`` as it arrives (no file): the
+        sha256 of every byte central sent (the rest is received after ``consume`` returns)
+        and what ``consume`` returned. The caller checks the digest before it uses
+        anything ``consume`` made of the bytes."""
+        _index(position, "input position")
+        url = f"{_hop(train_id, hop)}/inputs/{position}"
+        return self._stream(url, f"input {position} of hop {hop}", consume)
+
     def download_result(self, train_id: str, target: Path) -> str:
         """Stream a finished train's final sealed state into ``target``; its sha256."""
         return self._download(f"{_train(train_id)}/result", target, "the result")
@@ -215,32 +226,36 @@ class CentralClient:
         """Stream ``url`` into ``target``, at most ``max_download_bytes``: central or a
         man-in-the-middle cannot fill this machine's disk (past the bound, the file is
         removed and StateTooLarge raised). Returns the sha256 of what was written."""
-        limit = self.max_download_bytes
+
+        def write(source: ChunkReader) -> None:
+            with target.open("wb") as out:
+                buffer = memoryview(bytearray(1 << 20))
+                while got := source.readinto(buffer):
+                    out.write(buffer[:got])
+
+        try:
+            return self._stream(url, what, write)[0]
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    def _stream(self, url: str, what: str, consume: Callable[[ChunkReader], T]) -> tuple[str, T]:
+        """GET ``url`` into ``consume``, at most ``max_download_bytes``, hashing every byte
+        (hashed in a thread while the next piece arrives)."""
         digest = Hashing()
         try:
             with self._http.stream("GET", url) as response:
                 if response.status_code >= 400:
                     raise _error(response, _bounded(response, ERROR_BYTES))
-                written = 0
-                with target.open("wb") as out:
-                    for chunk in response.iter_bytes(1 << 20):
-                        written += len(chunk)
-                        if limit is not None and written > limit:
-                            break
-                        # hashed in a thread while the next piece arrives (bytes: immutable)
-                        digest.update(memoryview(chunk))
-                        out.write(chunk)
-                if limit is not None and written > limit:
-                    target.unlink(missing_ok=True)
-                    raise StateTooLarge(
-                        f"{what} is larger than any state this side can open ({limit} bytes): "
-                        "refused unread"
-                    )
+                with Prefetch(response.iter_bytes(1 << 20)) as chunks:
+                    source = ChunkReader(iter(chunks), digest, self.max_download_bytes, what)
+                    result = consume(source)
+                    source.drain()  # the digest covers every byte sent, as a file's would
         except httpx.HTTPError as exc:
             raise CentralUnreachable(f"downloading {what} failed: {exc}") from None
         finally:
             digest.close()
-        return "sha256:" + digest.hexdigest()
+        return "sha256:" + digest.hexdigest(), result
 
     def deliver(
         self, train_id: str, hop: int, sealed: bytes | Path, receipt: Envelope

@@ -18,7 +18,6 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,22 +27,18 @@ from station import datasources, secure_masking
 from station.approvals import StandingApprovals
 from station.audit import AuditLog
 from station.config import StationConfig
-from station.delivery import is_transient
 from station.disclosure import Disclosure
+from station.fetch import fetch_inputs as _fetch_inputs
 from station.outcome import SealTo, check_result, contained, control_and_seal, ends_route
 from station.queue import HopQueue, HopRecord, HopState
 from station.runner import DockerRunner
 from station.timeline import Stopwatch
 from station.verify import (
     VerifiedHop,
-    check_input_digest,
-    check_opened_input,
-    empty_state_changed,
     verify_offer,
 )
 from trains.early_end import early_end_refused, sealed_to_after
 from trains.errors import (
-    CentralError,
     ConfigError,
     HopDeferred,
     PhtError,
@@ -51,10 +46,9 @@ from trains.errors import (
     TrainRefused,
 )
 from trains.keys import Identity
-from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt, readers_of
-from trains.sealing import check_sealed_to, output_context
+from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
+from trains.sealing import output_context
 from trains.signing import Envelope, sign
-from trains.statepipe import open_and_unpack
 
 log = logging.getLogger("pht.station")
 WORK_PREFIX = "hop-"
@@ -297,39 +291,6 @@ def _run(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _fetch_inputs(
-    offer: HopOffer,
-    verified: VerifiedHop,
-    me: Identity,
-    central: CentralClient,
-    work: Path,
-    input_dir: Path,
-    max_bytes: int,
-) -> None:
-    """Download, check and open every input: a local hop's one state into ``input_dir``, an
-    aggregate hop's partial states into ``input_dir/<k>`` in the order of its inputs."""
-    train_id, index = verified.manifest.train_id, verified.hop.index
-    aggregate = verified.hop.kind == "aggregate"
-    for position, source in enumerate(offer.inputs):
-        sealed_path = work / f"input-{position}.sealed"
-        # the digest of the bytes written, taken while they streamed
-        digest = _central(partial(central.download_input, train_id, index, sealed_path, position))
-        check_input_digest(digest, source.digest)
-        # 9. and sealed to exactly the readers the manifest names (the header, not the
-        # receipt's word): a key wrapped for anyone else means it was also handed elsewhere
-        check_sealed_to(sealed_path, readers_of(verified.manifest, source.hop), "the input state")
-        target = input_dir / str(position) if aggregate else input_dir
-        # opened and unpacked in one pass (a failure removes ``target``; the hop fails)
-        opened, names = open_and_unpack(
-            sealed_path, target, max_bytes, me.sealing, output_context(train_id, source.hop), False
-        )
-        sealed_path.unlink()
-        # 10. the state the receipts commit to, every skip on the way passing it on as read
-        must_be_empty = check_opened_input(offer, verified.manifest, position, opened.plain)
-        if must_be_empty and names:
-            raise empty_state_changed(source.hop)
-
-
 def _environment(verified: VerifiedHop, station: str) -> dict[str, str]:
     manifest, hop = verified.manifest, verified.hop
     return {
@@ -344,15 +305,6 @@ def _environment(verified: VerifiedHop, station: str) -> dict[str, str]:
         "PHT_MAY_END": "1" if early_end_refused(manifest, hop.index) is None else "0",
         "PHT_ROUTE": manifest.route.mode,
     }
-
-
-def _central(call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except CentralError as exc:
-        if is_transient(exc):
-            raise HopDeferred(str(exc)) from None
-        raise
 
 
 def _docker(factory: Callable[[], DockerRunner]) -> DockerRunner:

@@ -187,7 +187,11 @@ def check_sealed_to(path: Path, required: Sequence[PublicIdentity], what: str) -
     A receipt only *says* whom its station sealed the output to; the header is what decides
     who can open it. A key wrapped for anyone else means someone else can read the state
     too (an extra recipient), so it is refused before it is opened."""
-    found = sealed_recipients(path)
+    check_recipients(sealed_recipients(path), required, what)
+
+
+def check_recipients(found: list[str], required: Sequence[PublicIdentity], what: str) -> None:
+    """:func:`check_sealed_to` on the recipients read from a header (``found``)."""
     wanted = [r.sealing_fingerprint for r in required]
     if sorted(found) == sorted(wanted):
         return

@@ -20,7 +20,14 @@ from typing import BinaryIO, cast
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from trains.keys import PublicIdentity
-from trains.sealing import Digests, Opened, start_open, start_seal
+from trains.sealing import (
+    Digests,
+    Opened,
+    check_recipients,
+    read_header_from,
+    start_open,
+    start_seal,
+)
 from trains.sealstream import sha256, sha256_if_wanted
 from trains.state_codec import pack_to, unpack_from
 
@@ -86,15 +93,57 @@ def open_and_unpack(
     sealed file (None unless ``hash_sealed``: a station took it while downloading), and
     the names unpacked. On any failure (a chunk that does not
     authenticate, an archive refused) ``folder`` is removed with whatever it holds."""
+    with sealed.open("rb", buffering=0) as source:
+        return open_and_unpack_from(source, folder, max_bytes, key, context, hash_sealed)
+
+
+def open_and_unpack_from(
+    source: BinaryIO,
+    folder: Path,
+    max_bytes: int,
+    key: X25519PrivateKey,
+    context: str,
+    hash_sealed: bool = True,
+    sealed_to: tuple[Sequence[PublicIdentity], str] | None = None,
+) -> tuple[Opened, list[str]]:
+    """:func:`open_and_unpack` reading the sealed bytes from ``source`` (a file, or a
+    download as it arrives). ``sealed_to`` = (readers, what): the header must be wrapped
+    for exactly those readers (:func:`trains.sealing.check_sealed_to`), checked before
+    anything is opened or ``folder`` touched. On any failure ``folder`` is removed."""
+    if sealed_to is not None:
+        header, prefix = read_header_from(source)
+        check_recipients([w.recipient for w in header.recipients], *sealed_to)
+        source = cast(BinaryIO, _Replay(prefix, source))
     try:
-        with sealed.open("rb", buffering=0) as source:
-            reader = start_open(source, key, context, hash_sealed)
-            names = unpack_from(reader, folder, max_bytes)  # type: ignore[arg-type]
-            reader.finish()
+        reader = start_open(source, key, context, hash_sealed)
+        names = unpack_from(reader, folder, max_bytes)  # type: ignore[arg-type]
+        reader.finish()
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return Opened(sha256(reader.plain), sha256_if_wanted(reader.sealed)), names
+
+
+class _Replay:
+    """``source`` with the header bytes already read from it put back in front."""
+
+    def __init__(self, prefix: bytes, source: BinaryIO) -> None:
+        self._prefix, self._source = memoryview(prefix), source
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._prefix:
+            return self._source.read(size)
+        n = len(self._prefix) if size < 0 else min(size, len(self._prefix))
+        head, self._prefix = self._prefix[:n].tobytes(), self._prefix[n:]
+        return head
+
+    def readinto(self, buffer: memoryview) -> int:
+        if not self._prefix:
+            return self._source.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
+        n = min(len(buffer), len(self._prefix))
+        buffer[:n] = self._prefix[:n]
+        self._prefix = self._prefix[n:]
+        return n
 
 
 @dataclass(frozen=True)
