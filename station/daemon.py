@@ -262,11 +262,15 @@ class Heartbeat(threading.Thread):
             while not self.stopping.wait(interval):
                 interval = config.station.heartbeat_s
                 try:
-                    for record in self.station.queue.in_state(*OPEN):
+                    for record in self.held():
                         self._beat(c.heartbeat, record)
                         interval = beat_interval(interval, record.offer.lease_s)
                 except Exception as exc:  # the thread lives on; the next beat tries again
                     _log_internal("heartbeat", exc)
+
+    def held(self) -> list[HopRecord]:
+        """The hops whose lease this station keeps: the open ones."""
+        return self.station.queue.in_state(*OPEN)
 
     def _beat(self, beat: Callable[[str, int], str], record: HopRecord) -> None:
         try:
