@@ -118,8 +118,8 @@ class Station:
             if record.id in self.cancelled and (
                 self.queue.update(record.id, cancel).state == HopState.FAILED
             ):
-                    log.info("hop %s: the researcher cancelled the train", record.id)
-                    self.audit.append("cancelled", train_id=record.train_id, hop=record.hop)
+                log.info("hop %s: the researcher cancelled the train", record.id)
+                self.audit.append("cancelled", train_id=record.train_id, hop=record.hop)
 
     def step(self, central: CentralClient, wait: float = 0) -> bool:
         """One pass of the loop; True when there was work (so poll again at once).
