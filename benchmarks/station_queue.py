@@ -10,6 +10,7 @@ one loop pass's queue work is timed, with real files and real records:
              give_back, the sealed / refused / approved passes, the offer poll)
   long_poll  daemon.long_poll (is any hop pending?)
   heartbeat  the heartbeat thread's scan of the hops whose lease it keeps
+  peak MB    tracemalloc's peak during one more step: what the step holds at once
 
 The baseline is the same work with N = 0, measured in the same run; the ratio is the
 median at N over the median at 0. Pure Python, no Docker, no central (the central stub
@@ -26,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -107,7 +109,12 @@ def measure(station: Station, repeat: int) -> dict[str, float]:
         start = time.perf_counter()
         beat.held()
         times["heartbeat"].append(time.perf_counter() - start)
-    return {part: statistics.median(values) for part, values in times.items()}
+    medians = {part: statistics.median(values) for part, values in times.items()}
+    tracemalloc.start()  # what one pass holds at its peak: grows with what it reads at once
+    station.step(central, 0)
+    medians["peak_mb"] = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    return medians
 
 
 def main() -> None:
@@ -129,7 +136,7 @@ def main() -> None:
     print(f"open hops {args.open}, median of {args.repeat} passes; ratio = time at N / at N=0")
     print(
         f"{'ended N':>8} {'step ms':>9} {'ratio':>7} {'poll ms':>9} {'ratio':>7} "
-        f"{'beat ms':>9} {'ratio':>7}"
+        f"{'beat ms':>9} {'ratio':>7} {'step peak MB':>9}"
     )
     for size in sizes:
         row = results[size]
@@ -137,7 +144,7 @@ def main() -> None:
             f"{row[p] * 1000:9.2f} {row[p] / base[p]:7.1f}"
             for p in ("step", "long_poll", "heartbeat")
         ]
-        print(f"{size:>8} " + " ".join(cells))
+        print(f"{size:>8} " + " ".join(cells) + f" {row['peak_mb']:9.2f}")
     with open("/proc/loadavg") as handle:
         print(f"load average: {handle.read().strip()}")
 
