@@ -10,6 +10,7 @@ line's hash must be the one kept in ``audit.head`` (so a cut-off tail shows too)
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -49,21 +50,24 @@ class AuditLog:
     def append(self, event: str, **fields: object) -> None:
         """Add one entry; ``fields`` must be metadata only (ids, names, digests, numbers)."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        entry = {
-            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "event": event,
-            **fields,
-            "prev": self._last_hash(),
-        }
-        line = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "w") as handle:
+            # the daemon and an admin's command append at once: the last line is read and
+            # the next chained to it under one lock, or both would chain to the same line
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            entry = {
+                "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "event": event,
+                **fields,
+                "prev": self._last_hash(),
+            }
+            line = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n"
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        head = head_path(self.path)
-        head.with_suffix(".tmp").write_text(line_hash(line.encode()) + "\n")
-        os.replace(head.with_suffix(".tmp"), head)
+            head = head_path(self.path)
+            head.with_suffix(".tmp").write_text(line_hash(line.encode()) + "\n")
+            os.replace(head.with_suffix(".tmp"), head)
 
     def entries(self) -> list[dict[str, object]]:
         if not self.path.exists():

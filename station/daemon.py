@@ -35,7 +35,7 @@ from station import hop as hops
 from station.audit import AUDIT_FILE, AuditLog
 from station.config import StationConfig
 from station.console.server import start_console
-from station.queue import OPEN, HopQueue, HopRecord, HopState
+from station.queue import OPEN, HopQueue, HopRecord, HopState, record_id
 from station.runner import DockerRunner
 from station.state_version import open_state
 from trains.errors import CentralError, CentralUnreachable, HopDeferred
@@ -82,7 +82,7 @@ class Station:
         # the last daemons' containers, whatever their hop's state; an id whose removal
         # failed (Docker away) stays noted for the next restart
         left = [i for i in leftovers.noted(self.queue.root) if not leftovers.remove(i)]
-        for record in self.queue.in_state(HopState.RUNNING):
+        for record in self.queue.live(HopState.RUNNING):
             if record.runner_id and not leftovers.remove(record.runner_id):
                 left.append(record.runner_id)
             if record.attempts >= MAX_RUN_ATTEMPTS:
@@ -103,14 +103,23 @@ class Station:
 
     def drop_cancelled(self) -> None:
         waiting = (HopState.PENDING, HopState.APPROVED, HopState.HELD, HopState.SEALED)
-        for record in self.queue.in_state(*waiting):
-            if record.id in self.cancelled:
+
+        def cancel(record: HopRecord) -> bool:
+            if record.state not in waiting:  # the admin decided meanwhile, or it ended
+                return False
+            record.state, record.reason = HopState.FAILED, "the researcher cancelled"
+            record.reported = True  # central knows: it told us
+            self.queue.clear_output(record)
+            return True
+
+        for record in self.queue.live(*waiting):
+            # re-read under the queue's lock: an approval or release landing now is
+            # cancelled too, never written back over
+            if record.id in self.cancelled and (
+                self.queue.update(record.id, cancel).state == HopState.FAILED
+            ):
                 log.info("hop %s: the researcher cancelled the train", record.id)
                 self.audit.append("cancelled", train_id=record.train_id, hop=record.hop)
-                record.state, record.reason = HopState.FAILED, "the researcher cancelled"
-                record.reported = True  # central knows: it told us
-                self.queue.clear_output(record)
-                self.queue.save(record)
 
     def step(self, central: CentralClient, wait: float = 0) -> bool:
         """One pass of the loop; True when there was work (so poll again at once).
@@ -120,10 +129,10 @@ class Station:
         ``pht-station approve`` is picked up on the next pass)."""
         self.drop_cancelled()
         prepare.give_back(self.queue, self.runner, self.audit)
-        for record in self.queue.in_state(HopState.SEALED):
+        for record in self.queue.live(HopState.SEALED):
             if delivery.due(record):
                 self._tell(record, central)
-        for record in self.queue.in_state(HopState.REJECTED, HopState.FAILED):
+        for record in self.queue.live(HopState.REJECTED, HopState.FAILED):
             if not delivery.due(record):
                 continue
             if passage.may_pass_on(record):
@@ -133,7 +142,7 @@ class Station:
                     continue
             if not record.reported:
                 self._tell(record, central)
-        approved = self.queue.in_state(HopState.APPROVED)
+        approved = self.queue.live(HopState.APPROVED)
         if approved:
             record = approved[0]
             try:
@@ -164,11 +173,14 @@ class Station:
         if self.queue.knows(offer):
             # central offered again a hop we hold (its lease ran out while we were away):
             # keep our record and the admin's decision; a refusal is told again
-            record = self.queue.get(f"{offer.train_id}-{offer.hop}")
+            def unheard(record: HopRecord) -> bool:
+                if record.state not in (HopState.REJECTED, HopState.FAILED):
+                    return False
+                record.reported = False  # back to the loop (hops/), to be told again
+                return True
+
+            record = self.queue.update(record_id(offer.train_id, offer.hop), unheard)
             log.info("hop %s was offered again; it is %s here", record.id, record.state)
-            if record.state in (HopState.REJECTED, HopState.FAILED):
-                record.reported = False
-                self.queue.save(record)
             return None
         record = hops.admit(offer, self.config, self.identity, self.queue, self.audit)
         return record if record.state == HopState.PENDING else None
@@ -262,11 +274,15 @@ class Heartbeat(threading.Thread):
             while not self.stopping.wait(interval):
                 interval = config.station.heartbeat_s
                 try:
-                    for record in self.station.queue.in_state(*OPEN):
+                    for record in self.held():
                         self._beat(c.heartbeat, record)
                         interval = beat_interval(interval, record.offer.lease_s)
                 except Exception as exc:  # the thread lives on; the next beat tries again
                     _log_internal("heartbeat", exc)
+
+    def held(self) -> list[HopRecord]:
+        """The hops whose lease this station keeps: the open ones."""
+        return self.station.queue.live(*OPEN)
 
     def _beat(self, beat: Callable[[str, int], str], record: HopRecord) -> None:
         try:
@@ -308,7 +324,7 @@ def long_poll(config: StationConfig, queue: HopQueue) -> float:
     """How long to wait on central for the next offer. An admin's approval from the command
     line reaches the daemon only between two polls, so while a hop waits for one the wait
     is the short poll interval: an approved hop starts within it, not a long poll later."""
-    if queue.in_state(HopState.PENDING):
+    if queue.live(HopState.PENDING):
         return min(config.station.long_poll_s, config.station.poll_interval_s)
     return config.station.long_poll_s
 

@@ -29,6 +29,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 
 import docker.errors
 
@@ -69,7 +70,7 @@ def prepare(
     """Pull and check the image of a hop waiting for approval; a failure is logged only."""
     if record.state != HopState.PENDING or record.prepared_at is not None:
         return record
-    if not has_room(queue.all()):
+    if not has_room(queue.live(HopState.PENDING)):
         log.info("hop %s: not prepared (%d hops wait with images pulled)", record.id, MAX_PREPARED)
         return record
     manifest = unverified_payload(record.manifest, Manifest)
@@ -89,16 +90,25 @@ def prepare(
     except (PhtError, docker.errors.DockerException, OSError) as exc:
         # the run pulls again and fails the hop there if the image is at fault
         log.warning("hop %s: the image was not prepared (%s)", record.id, type(exc).__name__)
-    record.prepared_at = now()
-    # the admin may have decided while the pull ran: keep their decision, add ours
-    current = queue.get(record.id)
-    current.prepared_at, current.pulled_image = record.prepared_at, record.pulled_image
-    return queue.save(current)
+    return note_prepared(queue, record.id, now(), record.pulled_image)
+
+
+def note_prepared(
+    queue: HopQueue, rid: str, prepared_at: datetime, pulled_image: str | None
+) -> HopRecord:
+    """Add what a preparation did to the hop's record, keeping whatever else changed in it
+    meanwhile (the admin may have decided while the pull ran)."""
+
+    def add(current: HopRecord) -> bool:
+        current.prepared_at, current.pulled_image = prepared_at, pulled_image
+        return True
+
+    return queue.update(rid, add)  # re-read under the lock: an approval is never lost
 
 
 def give_back(queue: HopQueue, runner: Callable[[], DockerRunner], audit: AuditLog) -> None:
     """Remove the images preparations pulled for hops that ended without running."""
-    records = queue.all()
+    records = queue.live()  # an ended hop with a pulled image is live until given back
     ended = [r for r in records if r.state in ENDED and r.pulled_image]
     if not ended:
         return
@@ -116,5 +126,9 @@ def give_back(queue: HopQueue, runner: Callable[[], DockerRunner], audit: AuditL
                 log.info("hop %s: image not removed yet (%s)", record.id, type(exc).__name__)
                 continue
             audit.append("image_removed", train_id=record.train_id, hop=record.hop)
-        record.pulled_image = None
-        queue.save(record)
+
+        def given_back(current: HopRecord) -> bool:
+            current.pulled_image = None
+            return True
+
+        queue.update(record.id, given_back)

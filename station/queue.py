@@ -1,182 +1,190 @@
-"""The station's own record of every hop it was offered, persisted as JSON files.
+"""The station's own record of every hop it was offered, persisted as JSON files
+(``station.hop_record`` says what a record holds and how its state moves), and the
+outbox of sealed outputs not yet delivered.
 
 Central knows a claimed hop only as ``running``; everything the station still owes it lives
-here, so that a restart loses nothing. A hop record moves along::
-
-    pending --approve--> approved --> running --> sealed --> done
-       |                                 |   \\--> held --release--> sealed
-       +--reject--> rejected             +--> failed          (held --reject--> rejected)
-
-``pending`` waits for the admin; ``approved`` runs on the daemon's next loop; ``running``
-found at start-up runs again from the beginning (nothing left the station yet); ``held``
-has its sealed output and signed receipt on disk and waits for ``pht-station release``;
-``sealed`` is uploaded (the same bytes, again and again if need be) until central accepts;
-``rejected`` and ``failed`` are reported to central until it has heard (``reported``) —
-except a refusal on a route that skips refusing stops: its input is passed on unchanged
-(``station.passage``) and it goes ``rejected -> sealed -> done`` instead. Telling central
-is retried per record with backoff, and given up after a bound (``station.delivery``):
-``sealed -> failed``, then ``rejected``/``failed -> quarantined``.
+here, so that a restart loses nothing.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
 import logging
 import os
 import re
-from datetime import UTC, datetime
-from enum import StrEnum
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from central.messages import HopOffer
+from station.hop_record import (
+    OPEN,
+    RECORD_ID,
+    HopRecord,
+    HopState,
+    is_live,
+    is_record_id,
+    now,
+    record_id,
+    split_id,
+    summary_line,
+)
 from trains.errors import ConfigError
-from trains.manifest import TRAIN_ID_PATTERN
 from trains.signing import Envelope
-from trains.text import printable
+
+# the record's names, where the station has always imported them from
+__all__ = [
+    "OPEN",
+    "HopQueue",
+    "HopRecord",
+    "HopState",
+    "is_live",
+    "is_record_id",
+    "now",
+    "record_id",
+    "summary_line",
+]
 
 log = logging.getLogger("pht.station")
-_RECORD_ID = re.compile(TRAIN_ID_PATTERN.rstrip("$") + r"-(0|[1-9][0-9]{0,5})$")
+_LOCK_FILE = ".queue.lock"
 _PREFIX = re.compile(r"^[0-9a-f-]{1,43}$")  # what 'pending' prints, or the start of it
 
 
-class HopState(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    RUNNING = "running"
-    HELD = "held"
-    SEALED = "sealed"
-    DONE = "done"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    QUARANTINED = "quarantined"  # central would not hear of it after bounded tries
-
-
-OPEN = {HopState.PENDING, HopState.APPROVED, HopState.RUNNING, HopState.HELD, HopState.SEALED}
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-class HopRecord(BaseModel):
-    """A hop as this station knows it: the offer exactly as central made it (validated as
-    a ``central.messages.HopOffer``: its train id a UUID, its indices bounded), and where it
-    stands here."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    offer: HopOffer
-    state: HopState
-    needs_approval: list[str] = []
-    received_at: datetime
-    updated_at: datetime
-    reason: str | None = None  # why it was rejected or failed; central is told this
-    reported: bool = False  # central has heard of the rejection or failure
-    approved_by: str | None = None  # "policy" or "admin"
-    disclosure: dict[str, Any] | None = None  # station.disclosure.Disclosure.to_dict()
-    output_digest: str | None = None
-    attempts: int = 0  # runs started; a restart mid-run counts one more
-    runner_id: str | None = None  # labels the containers of the run (pht.runner)
-    # a refused hop on a route that skips refusing stops (station.passage): True once its
-    # input was sealed on unchanged, False if it could not be (the refusal is reported)
-    passed_on: bool | None = None
-    # telling central (upload or report) failed this many times in a row; the next try is
-    # not before retry_at (station.delivery)
-    tries: int = 0
-    retry_at: datetime | None = None
-    # prepare while waiting (station.prepare): when the image was made ready for a pending
-    # hop, and the reference it pulled (given back if the hop ends without running)
-    prepared_at: datetime | None = None
-    pulled_image: str | None = None
-
-    @property
-    def train_id(self) -> str:
-        return self.offer.train_id
-
-    @property
-    def hop(self) -> int:
-        return self.offer.hop
-
-    @property
-    def manifest(self) -> Envelope:
-        return self.offer.manifest
-
-    @property
-    def kind(self) -> str:
-        return self.offer.kind
-
-    @property
-    def id(self) -> str:
-        return record_id(self.offer.train_id, self.offer.hop)
-
-    @classmethod
-    def from_offer(cls, offer: HopOffer, state: HopState, **fields: Any) -> HopRecord:
-        at = now()
-        return cls(offer=offer, state=state, received_at=at, updated_at=at, **fields)
-
-
-def record_id(train_id: str, hop: int) -> str:
-    """The id (and file name) of a hop's record: ``<train id>-<hop>``, both validated."""
-    rid = f"{train_id}-{hop}"
-    if not _RECORD_ID.fullmatch(rid):
-        raise ConfigError(f"{rid[:80]!r} is not a hop record id (<train id>-<hop>)")
-    return rid
-
-
 class HopQueue:
-    """Hop records in ``<state_dir>/hops``, sealed outputs and receipts in ``outbox``."""
+    """Hop records in ``<state_dir>/hops`` (those the daemon's loop still acts on) and
+    ``<state_dir>/ended`` (the rest: read only to list or look up), sealed outputs and
+    receipts in ``outbox``.
+
+    A hop's record is in one of the two folders, chosen by :func:`is_live` at every save;
+    the loop reads ``hops`` only, so a step costs O(open hops), never O(history). A save
+    writes the new place first, then removes the old: a crash between leaves two copies,
+    and the one saved last (``updated_at``; on a tie the live one) is the record. Every
+    write holds the queue's lock (``.queue.lock``, fcntl: across processes, so the
+    daemon, ``pht-station`` and the console never lose each other's change)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir
         self.hops = state_dir / "hops"
+        self.ended = state_dir / "ended"
         self.outbox = state_dir / "outbox"
-        for folder in (state_dir, self.hops, self.outbox):
+        for folder in (state_dir, self.hops, self.ended, self.outbox):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._holding = threading.local()
 
-    def _path(self, rid: str) -> Path:
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the queue's lock (re-entrant in one thread): no other process or thread
+        writes a record meanwhile. Held for a read-modify-write, never across a slow step."""
+        if getattr(self._holding, "depth", 0):
+            self._holding.depth += 1
+            try:
+                yield
+            finally:
+                self._holding.depth -= 1
+            return
+        fd = os.open(self.root / _LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._holding.depth = 1
+            try:
+                yield
+            finally:
+                self._holding.depth = 0
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _path(self, rid: str, ended: bool = False) -> Path:
         """The record's file; an id that is not ``<train id>-<hop>`` never becomes a path."""
-        return self.hops / f"{record_id(*_split(rid))}.json"
+        return (self.ended if ended else self.hops) / f"{record_id(*split_id(rid))}.json"
 
     def save(self, record: HopRecord) -> HopRecord:
-        record.updated_at = now()
-        _write_atomic(self._path(record.id), record.model_dump_json(indent=2).encode())
+        """Write the record whole. A caller that read it earlier and may race another
+        writer (the admin's action, a pre-pull) uses :meth:`update` instead."""
+        with self.locked():
+            record.updated_at = now()
+            self._place(record)
         return record
 
+    def update(self, rid: str, change: Callable[[HopRecord], bool]) -> HopRecord:
+        """Read the record afresh, ``change`` it and save it, all under the lock, so that
+        no other writer's change in between is lost. ``change`` returns False to leave
+        the record as it is, or raises to refuse (nothing is written)."""
+        with self.locked():
+            record = self.get(rid)
+            return self.save(record) if change(record) else record
+
+    def _place(self, record: HopRecord) -> None:
+        live = is_live(record)
+        _write_atomic(
+            self._path(record.id, ended=not live), record.model_dump_json(indent=2).encode()
+        )
+        self._path(record.id, ended=live).unlink(missing_ok=True)
+
     def all(self) -> list[HopRecord]:
+        """Every record, live and ended (for listing: it reads the whole history)."""
+        with self.locked():  # no record moves between the folders while both are read
+            found: dict[str, HopRecord] = {}
+            for path in [*sorted(self.ended.glob("*.json")), *sorted(self.hops.glob("*.json"))]:
+                record = _read(path)
+                if record is not None:
+                    found[record.id] = _later(found.get(record.id), record)
+        return sorted(found.values(), key=lambda r: (r.received_at, r.hop))
+
+    def live(self, *states: HopState) -> list[HopRecord]:
+        """The records the daemon's loop still acts on (only ``hops`` is read), those in
+        ``states`` if any are given, oldest first."""
         records = []
         for path in sorted(self.hops.glob("*.json")):
-            try:
-                records.append(HopRecord.model_validate_json(path.read_bytes()))
-            except ValueError as exc:  # a damaged file must not stop every other hop
-                os.replace(path, path.with_suffix(".unreadable"))
-                log.error(
-                    "hop record %s is unreadable (%s); set aside", path.name, type(exc).__name__
-                )
+            record = _read(path)
+            if record is not None and (
+                (self.ended / path.name).exists() or not is_live(record)
+            ):  # a crash left two copies, or an older layout: settle it, once
+                record = self._settle(record.id)
+            if record is not None and is_live(record) and (not states or record.state in states):
+                records.append(record)
         return sorted(records, key=lambda r: (r.received_at, r.hop))
 
+    def _settle(self, rid: str) -> HopRecord | None:
+        """One copy of the record, in the folder it belongs in."""
+        with self.locked():
+            record = self._exact(rid)
+            if record is not None:
+                self._place(record)
+            return record
+
     def in_state(self, *states: HopState) -> list[HopRecord]:
+        """Every record in one of ``states``, live or ended (the loop uses :meth:`live`)."""
         return [r for r in self.all() if r.state in states]
+
+    def _exact(self, rid: str) -> HopRecord | None:
+        """The record of a whole id, wherever it is; two copies: the one saved last."""
+        live = _read(self._path(rid))
+        ended = _read(self._path(rid, ended=True))
+        return _later(ended, live) if ended is not None and live is not None else live or ended
 
     def get(self, rid: str) -> HopRecord:
         """A record by its id or any unique prefix of it (as ``pending`` prints them)."""
         if not _PREFIX.fullmatch(rid):
             raise ConfigError(f"{rid[:80]!r} is not a hop id; 'pht-station pending' lists them")
-        if _RECORD_ID.fullmatch(rid):
-            exact = self._path(rid)
-            if exact.exists():
-                return HopRecord.model_validate_json(exact.read_text())
-        matches = [p for p in self.hops.glob("*.json") if p.stem.startswith(rid)]
-        if len(matches) == 1:
-            return HopRecord.model_validate_json(matches[0].read_text())
-        if not matches:
+        if RECORD_ID.fullmatch(rid):
+            record = self._exact(rid)
+            if record is not None:
+                return record
+        # the prefix is hex digits and dashes only (checked above): no glob pattern in it
+        names = {p.stem for folder in (self.hops, self.ended) for p in folder.glob(f"{rid}*.json")}
+        if len(names) == 1:
+            record = self._exact(names.pop())
+            if record is not None:
+                return record
+        if len(names) <= 1:
             raise ConfigError(f"no hop {rid!r} here; 'pht-station pending' lists them")
-        raise ConfigError(f"{rid!r} names {len(matches)} hops; give more of the id")
+        raise ConfigError(f"{rid!r} names {len(names)} hops; give more of the id")
 
     def knows(self, offer: HopOffer) -> bool:
-        return self._path(record_id(offer.train_id, offer.hop)).exists()
+        rid = record_id(offer.train_id, offer.hop)
+        return self._path(rid).exists() or self._path(rid, ended=True).exists()
 
     # -- the outbox: sealed output and signed receipt, kept until central accepts both --
 
@@ -203,39 +211,35 @@ class HopQueue:
         self.receipt_path(record).unlink(missing_ok=True)
 
 
-def is_record_id(text: str) -> bool:
-    """``text`` is a whole hop id (``<train id>-<hop>``), not a train id or a start of one."""
-    return _RECORD_ID.fullmatch(text) is not None
+def _read(path: Path) -> HopRecord | None:
+    """The record in ``path``; None if it is gone (moved meanwhile) or unreadable."""
+    try:
+        return HopRecord.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # a damaged file must not stop every other hop
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, path.with_suffix(".unreadable"))
+        log.error("hop record %s is unreadable (%s); set aside", path.name, type(exc).__name__)
+        return None
 
 
-def _split(rid: str) -> tuple[str, int]:
-    train_id, _, hop = rid.rpartition("-")
-    if not (_RECORD_ID.fullmatch(rid) and hop.isdigit()):
-        raise ConfigError(f"{rid[:80]!r} is not a hop record id (<train id>-<hop>)")
-    return train_id, int(hop)
+def _later(first: HopRecord | None, second: HopRecord) -> HopRecord:
+    """Of two copies of one record, the one saved last; on a tie the live one."""
+    if first is None or second.updated_at > first.updated_at:
+        return second
+    if first.updated_at > second.updated_at:
+        return first
+    return second if is_live(second) else first
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write then rename, fsynced: a crash leaves the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    # a name of this writer's own: two processes saving one record must not share it
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def summary_line(record: HopRecord) -> str:
-    """One line for ``pht-station pending``."""
-    try:  # the manifest of a refused offer may be anything
-        manifest = json.loads(record.manifest.payload_bytes)
-        train = f"{manifest['name']} {manifest['version']}"
-        researcher = manifest["researcher"]["name"]
-    except (ValueError, TypeError, KeyError):
-        train, researcher = "(unreadable manifest)", "?"
-    return (
-        f"{record.id}  {record.state:<8}  {printable(train)}  "
-        f"hop {record.hop} ({record.kind})  by {printable(str(researcher))}  "
-        f"received {record.received_at:%Y-%m-%d %H:%M:%S}Z"
-    )

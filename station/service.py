@@ -80,8 +80,7 @@ class StationService:
 
     def approve_hop(self, rid: str, by: str) -> HopRecord:
         """Let one pending hop run."""
-        record = self.queue.get(rid)
-        return self._approve(record, by)
+        return self._approve(self.queue.get(rid), by)
 
     def approve_train(
         self, given: str, by: str, seen: str | None = None
@@ -134,9 +133,14 @@ class StationService:
         return approval, approved
 
     def _approve(self, record: HopRecord, by: str) -> HopRecord:
-        _expect(record.state, HopState.PENDING, "approve")
-        record.state, record.approved_by = HopState.APPROVED, by
-        self.queue.save(record)
+        def approve(current: HopRecord) -> bool:
+            _expect(current.state, HopState.PENDING, "approve")
+            current.state, current.approved_by = HopState.APPROVED, by
+            return True
+
+        # decided on the record as it is now (under the queue's lock), not as it was read:
+        # a pre-pull's save or another admin's decision landing meanwhile is kept
+        record = self.queue.update(record.id, approve)
         self.audit.append("approved", train_id=record.train_id, hop=record.hop, by=by)
         return record
 
@@ -146,27 +150,33 @@ class StationService:
         reason = reason.strip()
         if not reason:
             raise ConfigError("give a reason: the researcher reads it")
-        record = self.queue.get(rid)
-        if record.state not in (HopState.PENDING, HopState.HELD):
-            raise ConfigError(f"hop {record.id} is {record.state}; only pending or held hops")
-        what = "its output" if record.state == HopState.HELD else "the hop"
-        record.state = HopState.REJECTED
-        record.reason = (
-            f"PolicyRejected: the admin of station {self.config.station.name} rejected "
-            f"{what}: {reason[:1000]}"
-        )
-        record.reported = False
-        self.queue.clear_output(record)
-        self.queue.save(record)
+
+        def refuse(record: HopRecord) -> bool:
+            if record.state not in (HopState.PENDING, HopState.HELD):
+                raise ConfigError(f"hop {record.id} is {record.state}; only pending or held hops")
+            what = "its output" if record.state == HopState.HELD else "the hop"
+            record.state = HopState.REJECTED
+            record.reason = (
+                f"PolicyRejected: the admin of station {self.config.station.name} rejected "
+                f"{what}: {reason[:1000]}"
+            )
+            record.reported = False
+            self.queue.clear_output(record)
+            return True
+
+        record = self.queue.update(self.queue.get(rid).id, refuse)
         self.audit.append("rejected", train_id=record.train_id, hop=record.hop, by=by)
         return record
 
     def release(self, rid: str, by: str) -> HopRecord:
         """Let a held output leave (the daemon uploads it on its next loop)."""
-        record = self.queue.get(rid)
-        _expect(record.state, HopState.HELD, "release")
-        record.state = HopState.SEALED
-        self.queue.save(record)
+
+        def let_go(record: HopRecord) -> bool:
+            _expect(record.state, HopState.HELD, "release")
+            record.state = HopState.SEALED
+            return True
+
+        record = self.queue.update(self.queue.get(rid).id, let_go)
         self.audit.append(
             "output_released",
             train_id=record.train_id,

@@ -8,6 +8,11 @@ refused before anything in it is read or written, since this code would misread 
 Version 1 is the layout of ``station.queue`` and ``station.audit``: ``hops/<record>.json``,
 ``outbox/`` and ``audit.jsonl``. A folder without ``SCHEMA`` predates versioning: it is
 version 1 once its known entries are checked to be what version 1 makes.
+
+Version 2 keeps the records the daemon's loop no longer acts on (done, quarantined, a
+refusal or failure central has heard of) in ``ended/`` instead of ``hops/``, so that a
+step reads only open hops. Version 1 code would not look there (a done hop offered again
+would look new to it, and listings would miss the history), hence a new version.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from trains.errors import ConfigError
 
 SCHEMA_FILE = "SCHEMA"
-CURRENT = 1
+CURRENT = 2
 # what each version's layout holds, and of which kind (True: a folder)
 V1_ENTRIES = {
     "hops": True,
@@ -32,8 +37,18 @@ V1_ENTRIES = {
     "privacy": True,  # the privacy budget ledger (station.privacy_ledger)
     "runner": False,  # the Docker label of the daemon's runs, for cleanup after a restart
 }
+
+
+def _to_v2(state_dir: Path) -> None:
+    """Move the records the loop is done with from ``hops/`` to ``ended/`` (each move is
+    a save: written there, then removed here; run again after a crash, it finishes)."""
+    from station.queue import HopQueue  # the queue's own rule of which records are live
+
+    HopQueue(state_dir).live()  # reading hops/ settles every record in its folder
+
+
 # version N -> N + 1, rewriting the folder in place (safe to run again after a crash)
-MIGRATIONS: dict[int, Callable[[Path], None]] = {}
+MIGRATIONS: dict[int, Callable[[Path], None]] = {1: _to_v2}
 _LOCK_FILE = ".schema.lock"
 
 

@@ -77,10 +77,13 @@ def test_an_older_station_refuses_a_newer_state_folder(tmp_path, capsys):
     folder, config = station_folder(tmp_path, capsys)
     state = folder / "state"
     state.mkdir(exist_ok=True)
-    (state / "SCHEMA").write_text("2\n")  # as a newer pht-station would leave it
+    from station.state_version import CURRENT
+
+    (state / "SCHEMA").write_text(f"{CURRENT + 1}\n")  # as a newer pht-station would leave it
     assert station_main(["pending", "--config", config]) == 1
     err = capsys.readouterr().err
-    assert "layout version 2" in err and "versions up to 1" in err and "backup" in err
+    assert f"layout version {CURRENT + 1}" in err and f"versions up to {CURRENT}" in err
+    assert "backup" in err
     assert "Traceback" not in err
     assert sorted(p.name for p in state.iterdir() if not p.name.startswith(".")) == ["SCHEMA"]
 
@@ -93,10 +96,11 @@ def test_an_older_station_refuses_a_newer_state_folder(tmp_path, capsys):
 
 
 def test_a_state_folder_from_before_versioning_is_adopted_as_version_1(tmp_path, capsys):
-    """The layout the release before versioning made: records, outbox, audit log."""
+    """The layout the release before versioning made: records, outbox, audit log. It is
+    version 1, then migrated to the current version (test_station_queue checks the step)."""
     from station.audit import AUDIT_FILE, AuditLog
     from station.queue import HopQueue
-    from station.state_version import read_version
+    from station.state_version import CURRENT, read_version
 
     folder, config = station_folder(tmp_path, capsys)
     state = folder / "state"
@@ -104,8 +108,8 @@ def test_a_state_folder_from_before_versioning_is_adopted_as_version_1(tmp_path,
     AuditLog(state / AUDIT_FILE).append("started")
     assert read_version(state) is None
     assert station_main(["pending", "--config", config]) == 0
-    assert read_version(state) == 1
-    assert (state / "SCHEMA").read_text() == "1\n"
+    assert read_version(state) == CURRENT
+    assert (state / "SCHEMA").read_text() == f"{CURRENT}\n"
     assert station_main(["audit", "verify", "--config", config]) == 0  # untouched
 
 
@@ -116,8 +120,8 @@ def test_a_new_state_folder_starts_at_the_current_version(tmp_path):
 
 
 def test_a_newer_station_migrates_an_older_folder_step_by_step(tmp_path, monkeypatch):
-    """No version 2 exists yet: the test adds one (a step that renames the audit log) to
-    check the machinery a real version 2 will use."""
+    """The test adds a version after the current one (a step that renames the audit log)
+    to check the machinery every real step uses."""
     from station import state_version
 
     state = tmp_path / "state"
@@ -129,12 +133,13 @@ def test_a_newer_station_migrates_an_older_folder_step_by_step(tmp_path, monkeyp
         steps.append(1)
         (folder / "audit.jsonl").rename(folder / "audit-v2.jsonl")
 
-    monkeypatch.setattr(state_version, "CURRENT", 2)
-    monkeypatch.setattr(state_version, "MIGRATIONS", {1: to_v2})
+    now = state_version.CURRENT
+    monkeypatch.setattr(state_version, "CURRENT", now + 1)
+    monkeypatch.setattr(state_version, "MIGRATIONS", {**state_version.MIGRATIONS, now: to_v2})
     state_version.open_state(state)
-    state_version.open_state(state)  # at 2 now: nothing runs again
+    state_version.open_state(state)  # at the new version now: nothing runs again
     assert steps == [1]
-    assert state_version.read_version(state) == 2
+    assert state_version.read_version(state) == now + 1
     assert (state / "audit-v2.jsonl").read_text() == "{}\n"
 
 
