@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from central.client import CentralClient
 from central.messages import HopOffer
-from station import delivery, leftovers, passage, prepare
+from station import delivery, leftovers, parse_child, passage, prepare
 from station import hop as hops
 from station.audit import AUDIT_FILE, AuditLog
 from station.config import StationConfig
@@ -308,6 +308,7 @@ def run_daemon(config: StationConfig, once: bool = False) -> None:
     station = Station.open(config)
     config.token()  # a missing token is a config error, said once, before any thread starts
     station.recover()
+    parse_child.SPARE.refill()  # the first output's disclosure check is warm too
     interval, ceiling = config.station.poll_interval_s, config.station.max_backoff_s
     heartbeat = Heartbeat(station)
     heartbeat.start()
