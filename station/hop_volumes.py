@@ -77,7 +77,12 @@ def fill(
     if all(target is not None for target in targets):
         for source, target in zip(folders.values(), targets, strict=True):
             assert target is not None
-            volume_dir.fill(source, target)
+            try:
+                volume_dir.fill(source, target)
+            except OSError as exc:  # the OS's reason only: names came from a train
+                raise SandboxError(
+                    f"could not fill the hop's {source.name} volume: {exc.strerror}"
+                ) from None
         return
     load(client, *loader, made, inputs, folders)
 

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
+
 from station.input_volume import InputChanged
 from station.output_volume import MIB, SandboxError
 
@@ -91,13 +93,18 @@ def probe(client: Any, image_id: str, create: dict[str, Any]) -> Path | None:
             mounts=[Mount("/probe", name, type="volume", read_only=True, no_copy=True)],
             **create,
         )
-        stream, _ = container.get_archive(f"/probe/{PROBE_NAME}")
-        seen = b"".join(stream)
+        try:
+            stream, _ = container.get_archive(f"/probe/{PROBE_NAME}")
+            seen = b"".join(stream)
+        except docker.errors.NotFound:  # Docker's volume is not the folder written here
+            return None
         return root if marker in seen and len(seen) < MIB else None
     finally:
-        if container is not None:
-            container.remove(force=True)
-        volume.remove(force=True)
+        # a probe left behind is labelled with its run: the next cleanup of leftovers takes it
+        with contextlib.suppress(docker.errors.APIError):
+            if container is not None:
+                container.remove(force=True)
+            volume.remove(force=True)
 
 
 def fill(folder: Path, target: Path) -> None:

@@ -29,7 +29,7 @@ from station import volume_dir
 from station.output_volume import MIB, OUTPUT_SLACK, archive_bound, copy_output, volume_options
 from station.output_volume import output_mount as mount_of
 from station.runner import DockerRunner
-from tests.test_sandbox_attacks import LIMITS, assert_removed, run
+from tests.test_sandbox_attacks import LIMITS, HopDirs, assert_removed, run
 from tests.test_sandbox_attacks import attack_image as attack_image  # the shared fixtures
 from tests.test_sandbox_attacks import hop as hop
 
@@ -323,3 +323,12 @@ def test_the_runner_proves_and_uses_the_direct_path_on_the_docker_host(attack_im
     assert result.ok, result.log
     assert runner._volumes_root == Path(runner.client.info()["DockerRootDir"]) / "volumes"
     assert json.loads((hop.output / "state.json").read_text()) == {"ok": True}
+
+
+def test_a_missing_folder_is_refused_on_the_direct_path_and_nothing_is_left(attack_image, hop):
+    runner = DockerRunner(LIMITS)
+    missing = HopDirs(hop.input, hop.data / "gone", hop.output)
+    with pytest.raises(volume_dir.SandboxError, match="gone is missing"):
+        run(runner, attack_image("noop"), missing)
+    assert runner._volumes_root is not None  # the refusal came from the direct path
+    assert_removed(f"pht.runner={runner.runner_id}")
