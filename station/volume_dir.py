@@ -29,7 +29,7 @@ from typing import Any
 import docker.errors
 
 from station.input_volume import InputChanged
-from station.output_volume import MIB, SandboxError
+from station.output_volume import MAX_DEPTH, MIB, SandboxError
 
 # opening an entry of the train's output: never follow a link, never block on a fifo
 _OPEN_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -263,6 +263,9 @@ class _Walk:
                     continue
                 raise
             info = os.fstat(fd)
+            if len(parts) >= MAX_DEPTH:
+                os.close(fd)
+                raise SandboxError(f"the train's output is nested deeper than {MAX_DEPTH} folders")
             if stat.S_ISDIR(info.st_mode):
                 self._open.append(fd)
                 yield fd, (*parts, name), "dir", 0

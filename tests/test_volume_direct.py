@@ -26,7 +26,14 @@ from typing import Any
 import pytest
 
 from station import volume_dir
-from station.output_volume import MIB, OUTPUT_SLACK, archive_bound, copy_output, volume_options
+from station.output_volume import (
+    MAX_DEPTH,
+    MIB,
+    OUTPUT_SLACK,
+    archive_bound,
+    copy_output,
+    volume_options,
+)
 from station.output_volume import output_mount as mount_of
 from station.runner import DockerRunner
 from tests.test_sandbox_attacks import LIMITS, HopDirs, assert_removed, run
@@ -332,3 +339,20 @@ def test_a_missing_folder_is_refused_on_the_direct_path_and_nothing_is_left(atta
         run(runner, attack_image("noop"), missing)
     assert runner._volumes_root is not None  # the refusal came from the direct path
     assert_removed(f"pht.runner={runner.runner_id}")
+
+
+def test_a_tree_deeper_than_the_bound_is_refused_by_both_paths(held, tmp_path):
+    """129 nested folders with a file at the bottom: within PATH_MAX (the archive path
+    would copy it), but the direct walk holds an fd and a frame per level: both refuse."""
+    holder, folder = held
+    deep = folder.joinpath(*["d"] * (MAX_DEPTH + 1))
+    deep.mkdir(parents=True)
+    (deep / "leaf").write_bytes(b"leaf")
+    for way in ("archive", "direct"):
+        out = tmp_path / way
+        out.mkdir()
+        with pytest.raises(volume_dir.SandboxError, match="nested deeper"):
+            if way == "archive":
+                copy_output(holder, out, CAP_MB * MIB, True, archive_bound(CAP_MB, INODES))
+            else:
+                volume_dir.copy_tree(folder, out, CAP_MB * MIB, True, INODES)
