@@ -31,9 +31,13 @@ copy without fsync: page cache only) and ``sha256`` once over the state. Targets
     python3 benchmarks/station_overhead.py --sizes 1 100 1024 [--old] [--repeat 3]
     python3 benchmarks/station_overhead.py --sizes 1024 --volume   # + the input volume fill
 
-``--volume`` also times what the runner does next with the opened input (not a step of the
-table: it runs inside ``sandbox``): filling a Docker volume with it through a loader
-container (state_common.measure_volume_fill), printed against the same copy baseline.
+``--volume`` also times what the runner does with the opened input and the output (not
+steps of the table: they run inside ``sandbox`` and ``copy_out``), both ways, in the same
+run, against the same copy baseline: filling a Docker volume with the input through a
+loader container (the archive path, state_common.measure_volume_fill) and directly into
+the volume's folder (station/volume_dir.fill); copying a held output tmpfs volume holding
+the state out through ``get_archive`` (output_volume.copy_output) and directly
+(volume_dir.copy_tree). Needs root on the Docker host for the direct path.
 """
 
 from __future__ import annotations
@@ -229,6 +233,7 @@ def one(size_mb: int, old: bool, volume: bool = False) -> dict[str, Any]:
             from state_common import measure_volume_fill
 
             results["volume_s"] = measure_volume_fill(root / "input")
+            results["paths"] = measure_volume_paths(root / "input", root / "outcopy", size)
         timed("data", lambda: materialise(config, "cohort", root / "data" / "cohort"))
         timed(
             "disclose",
@@ -256,7 +261,67 @@ def one(size_mb: int, old: bool, volume: bool = False) -> dict[str, Any]:
         "peak_rss_mb": peak_kb / 1024,
         "rss_growth_mb": (peak_kb - start_kb) / 1024,
         "volume_s": results.get("volume_s"),
+        "paths": results.get("paths"),
     }
+
+
+def measure_volume_paths(folder: Path, scratch: Path, size: int) -> dict[str, float]:
+    """Seconds of the direct input fill, and of copying a held output volume holding
+    ``size`` bytes out both ways (archive, direct). Real volumes, a real holder."""
+    import uuid
+
+    import docker
+
+    from station import volume_dir
+    from station.output_volume import (
+        MIB,
+        OUTPUT_SLACK,
+        archive_bound,
+        copy_output,
+        output_mount,
+        volume_options,
+    )
+
+    client = docker.from_env(timeout=600)
+    took: dict[str, float] = {}
+    volume = client.volumes.create(name=f"pht-bench-{uuid.uuid4().hex[:8]}")
+    try:
+        started = time.perf_counter()
+        volume_dir.fill(folder, Path(volume.attrs["Mountpoint"]))
+        took["fill_direct"] = time.perf_counter() - started
+    finally:
+        volume.remove(force=True)
+    cap_mb, inodes = size // MIB + 2, 64
+    output = client.volumes.create(
+        name=f"pht-bench-out-{uuid.uuid4().hex[:8]}",
+        driver="local",
+        driver_opts={"type": "tmpfs", "device": "tmpfs", "o": volume_options(cap_mb, inodes, 0)},
+    )
+    holder = client.containers.create(
+        "pht-base:latest",
+        entrypoint=["sleep", "infinity"],
+        network_mode="none",
+        mounts=[output_mount(output.name, read_only=True)],
+    )
+    try:
+        holder.start()
+        mountpoint = Path(output.attrs["Mountpoint"])
+        assert volume_dir.is_tmpfs_of(mountpoint, cap_mb * MIB + OUTPUT_SLACK, inodes)
+        write_random(mountpoint / "state.npy", size)
+        for way in ("archive", "direct"):
+            target = scratch / way
+            target.mkdir(parents=True)
+            started = time.perf_counter()
+            if way == "archive":
+                copy_output(holder, target, cap_mb * MIB, True, archive_bound(cap_mb, inodes))
+            else:
+                volume_dir.copy_tree(mountpoint, target, cap_mb * MIB, True, inodes)
+            took[f"out_{way}"] = time.perf_counter() - started
+            shutil.rmtree(target)
+    finally:
+        holder.remove(force=True)
+        output.remove(force=True)
+    return took
 
 
 def main() -> None:
@@ -296,6 +361,14 @@ def main() -> None:
             if row.get("volume_s") is not None:
                 fill, copy = row["volume_s"], row["baselines"]["copy"]
                 print(f"{'volume':>7} input volume fill {fill:.3f} s = {fill / copy:.1f}x copy")
+            for key, label in (
+                ("fill_direct", "input volume fill, direct"),
+                ("out_archive", "output copy-out, archive"),
+                ("out_direct", "output copy-out, direct"),
+            ):
+                if row.get("paths"):
+                    took, copy = row["paths"][key], row["baselines"]["copy"]
+                    print(f"{'volume':>7} {label} {took:.3f} s = {took / copy:.2f}x copy")
     print("in/cp: input / copy (target 2x); p+s/cp: pack + seal / copy (target 2x); hop/cp:")
     print("total / copy (target 4x). growth: peak RSS minus RSS after imports (target 128 MB).")
     print("cpu s: CPU seconds of each step (all threads), ratios against the CPU seconds of")

@@ -24,6 +24,9 @@ OUTPUT_PATH = "/pht/output"
 MIB = 1024 * 1024
 # The output tmpfs is one MiB larger than the cap, so "wrote more than the cap" is visible.
 OUTPUT_SLACK = MIB
+# folders nested deeper than this are refused by both copy-outs (the direct one walks with
+# one open fd and one frame per level; no train needs more)
+MAX_DEPTH = 128
 
 
 class SandboxError(PhtError):
@@ -72,6 +75,8 @@ def copy_output(
                         path.unlink()
                 return total, True
             relative = _safe_relative(member.name)
+            if relative is not None and len(relative.parts) > MAX_DEPTH:
+                raise SandboxError(f"the train's output is nested deeper than {MAX_DEPTH} folders")
             if not keep or relative is None:
                 continue
             target = output_dir.joinpath(*relative.parts)

@@ -9,7 +9,10 @@ under those controls, with the station's settings in place of the image's
 The output folder is a size-capped tmpfs volume, kept mounted by a *holder* container until
 it has been copied out: ``output_volume.py`` holds its options and the bounded copy. The
 input and data are copied into volumes with random names (``input_volume.py``), so the
-container sees no path of the station's host.
+container sees no path of the station's host. Where this process provably sees Docker's
+volume folders (``volume_dir.probe``, once per runner) the volumes are filled and read as
+folders at disk speed (``volume_dir.py``); else through Docker's archive API
+(``hop_volumes.py`` holds both).
 """
 
 from __future__ import annotations
@@ -28,14 +31,11 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount, Ulimit
 
+from station import hop_volumes, volume_dir
 from station import pull as pulling
 from station.image_override import RUNTIME, overrides
-from station.input_volume import tar_stream
 from station.output_volume import (
-    MIB,
     SandboxError,
-    archive_bound,
-    copy_output,
     output_mount,
     volume_options,
 )
@@ -75,7 +75,11 @@ class DockerRunner:
         self.runtime = runtime  # the OCI runtime of every container of a hop
         self.runner_id = uuid.uuid4().hex[:12]  # label of everything this runner creates
         # Docker API calls of one hop that overlap (the holder's start); reused across hops
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pht-runner")
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pht-runner")
+        # Docker's volumes folder as this process sees it, once proven (volume_dir.probe);
+        # None: not reachable, the archive path is used; unset until the first hop
+        self._volumes_root: Path | None = None
+        self._probed = False
         self._removing: Future[None] | None = None  # a deferred cleanup still under way
         try:
             self.client = docker.from_env(timeout=120)
@@ -129,16 +133,17 @@ class DockerRunner:
         # refused before anything is created: an image that declares volumes
         settings = overrides(pulling.image_config(attrs, image_id), env)
         try:
-            result, holder = self._run(
+            result, holder, folder = self._run(
                 run_id, made, image_id, input_dir, data_dir, settings, resources
             )
             exited = time.monotonic()
-            written, too_large = copy_output(
+            written, too_large = hop_volumes.copy_out(
                 holder,
+                folder,
                 output_dir,
-                resources.max_output_mb * MIB,
+                resources.max_output_mb,
+                self.limits.output_files,
                 result.ok,
-                archive_bound(resources.max_output_mb, self.limits.output_files),
             )
         except BaseException:
             self._remove(made, quiet=True)  # never mask what went wrong
@@ -185,25 +190,28 @@ class DockerRunner:
         data_dir: Path,
         settings: dict[str, Any],
         resources: Resources,
-    ) -> tuple[RunResult, Any]:
-        """Create the volumes, the holder and the hop container; run to the end."""
+    ) -> tuple[RunResult, Any, Path | None]:
+        """Create the volumes, the holder and the hop container; run to the end.
+
+        Returns the result, the holder and the output volume's host folder (None when the
+        direct path is not proven for this runner)."""
         labels = {"pht": "hop", "pht.runner": self.runner_id, "pht.run": run_id}
         tmpfs = volume_options(resources.max_output_mb, self.limits.output_files, CONTAINER_UID)
-        volume = self.client.volumes.create(
-            name=f"pht-output-{run_id}",
-            driver="local",
-            driver_opts={"type": "tmpfs", "device": "tmpfs", "o": tmpfs},
-            labels=labels,
-        )
-        made.append(volume)
+        # the three volumes are created at once; the first hop also proves (or disproves)
+        # the direct path meanwhile
+        creating = hop_volumes.create(self.client, self._pool, run_id, labels, tmpfs)
+        # every container of the hop but the train's: the holder, the loader, the probe
+        create = {"labels": labels, **settings, **self._sandbox(memory_mb=16, cpus=0.1, pids=8)}
+        if not self._probed:
+            self._probe(image_id, create)
+        volumes = hop_volumes.joined(creating, made)
+        output, *inputs = volumes
         holder = self.client.containers.create(
             image_id,
             name=f"pht-hold-{run_id}",
             entrypoint=["sleep", "infinity"],
-            mounts=[output_mount(volume.name, read_only=True)],
-            labels=labels,
-            **settings,
-            **self._sandbox(memory_mb=16, cpus=0.1, pids=8),
+            mounts=[output_mount(output.name, read_only=True)],
+            **create,
         )
         made.append(holder)
         # the holder starts while the inputs are copied in and the train's container is
@@ -211,12 +219,21 @@ class DockerRunner:
         # tmpfs outlives the train whenever the train ends
         holding = self._pool.submit(holder.start)
         try:
-            inputs = self._inputs(run_id, made, image_id, labels, input_dir, data_dir, settings)
+            folders = {"/pht/input": input_dir, "/pht/data": data_dir}
+            hop_volumes.fill(
+                self.client, self._volumes_root, (run_id, image_id, create), made, inputs, folders
+            )
             container = self.client.containers.create(
                 image_id,
                 name=f"pht-hop-{run_id}",
                 entrypoint=RUNTIME,
-                mounts=[*inputs, output_mount(volume.name, read_only=False)],
+                mounts=[
+                    *(
+                        Mount(t, v.name, type="volume", read_only=True, no_copy=True)
+                        for t, v in zip(("/pht/input", "/pht/data"), inputs, strict=True)
+                    ),
+                    output_mount(output.name, read_only=False),
+                ],
                 labels=labels,
                 **settings,
                 **self._sandbox(resources.memory_mb, resources.cpus, self.limits.pids),
@@ -240,46 +257,13 @@ class DockerRunner:
             oom_killed=bool(container.attrs["State"].get("OOMKilled", False)),
             run_id=run_id,
         )
-        return result, holder
+        return result, holder, hop_volumes.folder(output, self._volumes_root)
 
-    def _inputs(
-        self,
-        run_id: str,
-        made: list[Any],
-        image_id: str,
-        labels: dict[str, str],
-        input_dir: Path,
-        data_dir: Path,
-        settings: dict[str, Any],
-    ) -> list[Mount]:
-        """Volumes holding a copy of the input and data; their read-only mounts.
-
-        Filled through a loader container that is created but never started: nothing of
-        the image runs while they are writable."""
-        folders = {"/pht/input": input_dir, "/pht/data": data_dir}
-        names = {}
-        for target, kind in (("/pht/input", "input"), ("/pht/data", "data")):
-            volume = self.client.volumes.create(name=f"pht-{kind}-{run_id}", labels=labels)
-            made.append(volume)
-            names[target] = volume.name
-        loader = self.client.containers.create(
-            image_id,
-            name=f"pht-load-{run_id}",
-            entrypoint=["true"],
-            mounts=[Mount(t, n, type="volume", no_copy=True) for t, n in names.items()],
-            labels=labels,
-            **settings,
-            **self._sandbox(memory_mb=16, cpus=0.1, pids=8),
-        )
-        made.append(loader)
-        for target, folder in folders.items():
-            if not folder.is_dir():
-                raise SandboxError(f"the hop's folder {folder.name} is missing")
-            if not loader.put_archive(target, tar_stream(folder)):
-                raise SandboxError(f"Docker did not take the hop's {folder.name} folder")
-        loader.remove(v=True)
-        made.remove(loader)
-        return [Mount(t, n, type="volume", read_only=True, no_copy=True) for t, n in names.items()]
+    def _probe(self, image_id: str, create: dict[str, Any]) -> None:
+        """Prove once per runner whether Docker's volume folders are this process's."""
+        self._volumes_root = volume_dir.probe(self.client, image_id, create)
+        self._probed = True
+        log.info("direct volume path: %s", "on" if self._volumes_root else "off (archive API)")
 
     def _sandbox(self, memory_mb: int, cpus: float, pids: int) -> dict[str, Any]:
         """The host configuration of every container of a hop: see docs/sandbox.md."""
