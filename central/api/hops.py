@@ -50,7 +50,8 @@ async def next_hop(
             return offer
         if remaining <= 0:
             return Response(status_code=204)
-        await ctx.doorbell.wait(rung, remaining)
+        if await ctx.doorbell.wait(rung, remaining):
+            ctx.metrics.long_poll_wakes.inc()
 
 
 @router.post("/trains/{train_id}/hops/{index}/heartbeat")
