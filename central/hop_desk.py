@@ -98,12 +98,18 @@ class HopDesk:
         assert train is not None
         inputs = inputs_of(hop)
         sources = [i.hop for i in inputs if i.hop is not None]
-        receipts = {
-            row.index: row.receipt
-            for row in db.scalars(
-                select(HopRow).where(HopRow.train_id == hop.train_id, HopRow.index.in_(sources))
-            )
-        }
+        # a first hop has no sources: no query for their receipts or a skip trail
+        rows = (
+            db.execute(
+                select(HopRow.index, HopRow.receipt, HopRow.status).where(
+                    HopRow.train_id == hop.train_id, HopRow.index.in_(sources)
+                )
+            ).all()
+            if sources
+            else []
+        )
+        receipts = {index: receipt for index, receipt, _ in rows}
+        passed_on = any(status == HopStatus.SKIPPED for _, _, status in rows)
         previous = []
         for source in sources:
             receipt = receipts.get(source)
@@ -118,7 +124,8 @@ class HopDesk:
             kind=hop.kind,
             inputs=inputs,
             previous_receipts=previous,
-            skip_trail=skip_trail(db, hop.train_id, sources),
+            # a trail starts only at a source a skipped hop passed on
+            skip_trail=skip_trail(db, hop.train_id, sources) if passed_on else [],
             lease_s=self.lease_s,
         )
 
@@ -208,7 +215,9 @@ class HopDesk:
                     reason = routing.lease_expired_reason(hop.index, hop.station, hop.attempts)
                     hop.error = reason
                     train.error = reason
-                queued |= apply_step(train, hops, step)
+                requeued = apply_step(train, hops, step)
+                self.hooks.notify(db, requeued)
+                queued |= requeued
                 count += 1
         self.hooks.queued(queued)
         return count
@@ -304,6 +313,7 @@ class HopDesk:
             if step.train_status == TrainStatus.DONE:
                 train.final_state_digest = p.output_state_digest
             queued = advance(db, train, step, plan, [hop])
+            self.hooks.notify(db, queued)
             status = str(train.status)
         self.hooks.queued(queued)
         return status

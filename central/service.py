@@ -95,8 +95,23 @@ class Service(HopDesk):
         self, caller: Caller, envelope: Envelope, claimed: Manifest, has_initial_state: bool
     ) -> set[str]:
         with self.sessions.begin() as db:
-            researcher = db.get(Party, caller.id)
-            assert researcher is not None
+            manifest_stops = list(claimed.route.stops)
+            if claimed.route.aggregator is not None:
+                manifest_stops.append(claimed.route.aggregator)
+            # the caller's row and every named station's in one round trip (issue 15 item 5)
+            parties = db.scalars(
+                select(Party).where(
+                    (Party.id == caller.id)
+                    | (
+                        (Party.role == "station")
+                        & Party.name.in_({stop.name for stop in manifest_stops})
+                        & Party.revoked_at.is_(None)
+                    )
+                )
+            ).all()
+            researcher = next((p for p in parties if p.id == caller.id), None)
+            assert researcher is not None  # the caller just authenticated
+            stations = {p.name: p for p in parties if p.id != caller.id}
             if claimed.researcher != public_identity(researcher):
                 raise ServiceError(
                     403,
@@ -115,13 +130,7 @@ class Service(HopDesk):
             if manifest.route.aggregator is not None:
                 stops.append(manifest.route.aggregator)
             for stop in stops:
-                row = db.scalar(
-                    select(Party).where(
-                        Party.role == "station",
-                        Party.name == stop.name,
-                        Party.revoked_at.is_(None),
-                    )
-                )
+                row = stations.get(stop.name)
                 if row is None:
                     raise ServiceError(422, "unknown_station", f"no station named {stop.name!r}")
                 if public_identity(row) != stop.station:
@@ -130,8 +139,8 @@ class Service(HopDesk):
                         "station_keys_changed",
                         f"the keys pinned for {stop.name} are not the keys it registered",
                     )
-            if db.get(TrainRow, manifest.train_id) is not None:
-                raise ServiceError(409, "exists", f"train {manifest.train_id} was submitted")
+            # a train id submitted before: the insert below fails (IntegrityError -> 409),
+            # so no round trip asks first
             plan = plan_of(manifest)
             step = routing.on_submit(plan, has_initial_state)
             train = TrainRow(
@@ -157,7 +166,9 @@ class Service(HopDesk):
                 for hop in manifest.hops()
             ]
             db.add_all(hops)
-            return apply_step(train, hops, step, plan)
+            queued = apply_step(train, hops, step, plan)
+            self.hooks.notify(db, queued)
+            return queued
 
     def own_train(self, db: Session, caller: Caller, train_id: str, lock: bool = False) -> TrainRow:
         """The caller's train; with ``lock``, locked for this transaction (see
@@ -185,6 +196,7 @@ class Service(HopDesk):
                 raise ServiceError(409, "no_state", "the upload is gone; send it again")
             train.initial_state_digest = upload.digest
             queued = apply_step(train, hops, step, plan)
+            self.hooks.notify(db, queued)
         self.hooks.queued(queued)
 
     def status(self, caller: Caller, train_id: str) -> dict[str, object]:
