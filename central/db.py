@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from central.pool_ping import ping_when_idle
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -143,11 +145,11 @@ def make_engine(url: str, migrate: bool = True) -> Engine:
         # every timestamp central writes is UTC; make the server read them so
         engine = create_engine(
             url,
-            pool_pre_ping=True,
             pool_size=10,
             max_overflow=20,
             connect_args={"options": "-c timezone=UTC"},
         )
+        ping_when_idle(engine)  # not pool_pre_ping: no round trip for a busy connection
     if migrate:
         from central.migrate import upgrade
 

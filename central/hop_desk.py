@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central import routing
 from central.blobs import Upload
+from central.claims import claim
 from central.db import HopRow, TrainRow, as_utc, utcnow
 from central.errors import ServiceError, not_found
 from central.identities import Caller
@@ -29,7 +30,6 @@ from central.records import (
     inputs_of,
     receipts_of,
     route_of,
-    skip_trail,
     statuses_of,
     verify_envelope,
 )
@@ -79,48 +79,7 @@ class HopDesk:
         return None
 
     def _claim(self, db: Session, hop_id: int) -> HopOffer | None:
-        now = utcnow()
-        claimed = db.execute(
-            update(HopRow)
-            .where(HopRow.id == hop_id, HopRow.status == HopStatus.QUEUED)
-            .values(
-                status=HopStatus.RUNNING,
-                claimed_at=now,
-                lease_expires_at=now + timedelta(seconds=self.lease_s),
-                attempts=HopRow.attempts + 1,
-            )
-        ).rowcount  # type: ignore[attr-defined]
-        if not claimed:
-            return None
-        hop = db.get(HopRow, hop_id)
-        assert hop is not None
-        train = db.get(TrainRow, hop.train_id)
-        assert train is not None
-        inputs = inputs_of(hop)
-        sources = [i.hop for i in inputs if i.hop is not None]
-        receipts = {
-            row.index: row.receipt
-            for row in db.scalars(
-                select(HopRow).where(HopRow.train_id == hop.train_id, HopRow.index.in_(sources))
-            )
-        }
-        previous = []
-        for source in sources:
-            receipt = receipts.get(source)
-            assert receipt is not None  # a hop is queued only once its inputs are done
-            previous.append(Envelope.model_validate_json(receipt))
-        if hop.queued_at is not None:
-            self.hooks.claimed(max(0.0, (now - as_utc(hop.queued_at)).total_seconds()))
-        return HopOffer(
-            train_id=train.id,
-            hop=hop.index,
-            manifest=Envelope.model_validate_json(train.manifest),
-            kind=hop.kind,
-            inputs=inputs,
-            previous_receipts=previous,
-            skip_trail=skip_trail(db, hop.train_id, sources),
-            lease_s=self.lease_s,
-        )
+        return claim(db, hop_id, self.lease_s, self.hooks.claimed)
 
     def queued_stations(self, among: set[str]) -> set[str]:
         """Which of these stations have a hop queued (for waking their long polls)."""
@@ -208,7 +167,9 @@ class HopDesk:
                     reason = routing.lease_expired_reason(hop.index, hop.station, hop.attempts)
                     hop.error = reason
                     train.error = reason
-                queued |= apply_step(train, hops, step)
+                requeued = apply_step(train, hops, step)
+                self.hooks.notify(db, requeued)
+                queued |= requeued
                 count += 1
         self.hooks.queued(queued)
         return count
@@ -304,6 +265,7 @@ class HopDesk:
             if step.train_status == TrainStatus.DONE:
                 train.final_state_digest = p.output_state_digest
             queued = advance(db, train, step, plan, [hop])
+            self.hooks.notify(db, queued)
             status = str(train.status)
         self.hooks.queued(queued)
         return status

@@ -48,6 +48,13 @@ class Metrics:
         self.leases_expired = Counter(
             "pht_leases_expired", "Hop leases that ran out", registry=self.registry
         )
+        # a long poll woken by a ring checks the database once more: counting the wakes
+        # shows whether a hop queued for one station wakes only that station's polls
+        self.long_poll_wakes = Counter(
+            "pht_long_poll_wakes",
+            "Long polls woken by a hop queued for their station (each costs one claim query)",
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(counts))
 
     def render(self) -> bytes:

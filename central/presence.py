@@ -39,6 +39,14 @@ class Presence:
         self._written: dict[int, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
 
+    def due(self, caller: Caller, header: str | None) -> bool:
+        """Whether :meth:`seen` would write now (no database): a poll whose write is not
+        due skips the thread pool, where it would queue behind busy requests."""
+        version = reported_version(header)
+        with self._lock:
+            last = self._written.get(caller.id)
+        return last is None or time.monotonic() - last[0] >= WRITE_EVERY_S or last[1] != version
+
     def seen(self, caller: Caller, header: str | None) -> None:
         """``caller`` (a station) polled now, sending ``header`` as its version."""
         version = reported_version(header)

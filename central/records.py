@@ -60,9 +60,11 @@ def inputs_of(hop: HopRow) -> list[HopInput]:
 
 @dataclass
 class Hooks:
-    """What the service tells its host: which stations got work, how long a hop waited."""
+    """What the service tells its host: which stations got work (``notify`` inside the
+    transaction that queued it, ``queued`` after its commit), how long a hop waited."""
 
     queued: Callable[[set[str]], None] = lambda stations: None
+    notify: Callable[[Session, set[str]], None] = lambda db, stations: None
     claimed: Callable[[float], None] = lambda waited_s: None
 
 

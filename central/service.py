@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central import routing
 from central.blobs import Upload
-from central.db import HopRow, Party, TrainRow, as_utc, read_sessions, utcnow
+from central.db import HopRow, TrainRow, as_utc, read_sessions, utcnow
 from central.errors import ServiceError, not_found
 from central.hop_desk import HopDesk
-from central.identities import Caller, Identities, hash_token, public_identity
+from central.identities import Caller, Identities, hash_token
 from central.locks import lock_train, locked_hops
 from central.messages import HopOffer
 from central.presence import Presence
@@ -32,12 +32,12 @@ from central.records import (
     output_blob,
     plan_of,
     statuses_of,
-    verify_envelope,
 )
 from central.routing import HopStatus, TrainStatus
+from central.submission import store_train
 from trains.errors import PhtError
 from trains.keys import PublicIdentity
-from trains.manifest import MANIFEST_TYPE, Manifest, check_times
+from trains.manifest import Manifest
 from trains.signing import Envelope, unverified_payload
 
 __all__ = ["Caller", "Hooks", "HopOffer", "Service", "ServiceError", "hash_token", "output_blob"]
@@ -85,79 +85,14 @@ class Service(HopDesk):
         except (ValidationError, PhtError, ValueError) as exc:
             raise ServiceError(422, "manifest_invalid", f"manifest is not valid: {exc}") from None
         try:
-            queued = self._store_train(caller, envelope, claimed, has_initial_state)
-        except IntegrityError:  # the same train id submitted twice at once
+            with self.sessions.begin() as db:
+                lifetime = timedelta(days=self.max_lifetime_days)
+                queued = store_train(db, caller, envelope, claimed, has_initial_state, lifetime)
+                self.hooks.notify(db, queued)
+        except IntegrityError:  # a train id submitted before, or twice at once
             raise ServiceError(409, "exists", f"train {claimed.train_id} was submitted") from None
         self.hooks.queued(queued)
         return claimed.train_id
-
-    def _store_train(
-        self, caller: Caller, envelope: Envelope, claimed: Manifest, has_initial_state: bool
-    ) -> set[str]:
-        with self.sessions.begin() as db:
-            researcher = db.get(Party, caller.id)
-            assert researcher is not None
-            if claimed.researcher != public_identity(researcher):
-                raise ServiceError(
-                    403,
-                    "researcher_mismatch",
-                    "the manifest names researcher keys other than the ones registered for "
-                    "your token; sign with your registered identity",
-                )
-            manifest = verify_envelope(
-                envelope, claimed.researcher, MANIFEST_TYPE, Manifest, "manifest"
-            )
-            try:
-                check_times(manifest, timedelta(days=self.max_lifetime_days))
-            except PhtError as exc:
-                raise ServiceError(422, "manifest_times", str(exc)) from None
-            stops = list(manifest.route.stops)
-            if manifest.route.aggregator is not None:
-                stops.append(manifest.route.aggregator)
-            for stop in stops:
-                row = db.scalar(
-                    select(Party).where(
-                        Party.role == "station",
-                        Party.name == stop.name,
-                        Party.revoked_at.is_(None),
-                    )
-                )
-                if row is None:
-                    raise ServiceError(422, "unknown_station", f"no station named {stop.name!r}")
-                if public_identity(row) != stop.station:
-                    raise ServiceError(
-                        422,
-                        "station_keys_changed",
-                        f"the keys pinned for {stop.name} are not the keys it registered",
-                    )
-            if db.get(TrainRow, manifest.train_id) is not None:
-                raise ServiceError(409, "exists", f"train {manifest.train_id} was submitted")
-            plan = plan_of(manifest)
-            step = routing.on_submit(plan, has_initial_state)
-            train = TrainRow(
-                id=manifest.train_id,
-                researcher_id=caller.id,
-                name=manifest.name,
-                manifest=envelope.model_dump_json(),
-                manifest_digest=envelope.digest,
-                status=step.train_status,
-                expires_at=manifest.expires_at,
-            )
-            db.add(train)
-            db.flush()  # the train row must exist before its hops reference it
-            hops = [
-                HopRow(
-                    train_id=manifest.train_id,
-                    index=hop.index,
-                    round=hop.round,
-                    station=hop.stop.name,
-                    kind=hop.kind,
-                    status=HopStatus.WAITING,
-                )
-                for hop in manifest.hops()
-            ]
-            db.add_all(hops)
-            return apply_step(train, hops, step, plan)
 
     def own_train(self, db: Session, caller: Caller, train_id: str, lock: bool = False) -> TrainRow:
         """The caller's train; with ``lock``, locked for this transaction (see
@@ -185,6 +120,7 @@ class Service(HopDesk):
                 raise ServiceError(409, "no_state", "the upload is gone; send it again")
             train.initial_state_digest = upload.digest
             queued = apply_step(train, hops, step, plan)
+            self.hooks.notify(db, queued)
         self.hooks.queued(queued)
 
     def status(self, caller: Caller, train_id: str) -> dict[str, object]:

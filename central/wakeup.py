@@ -1,14 +1,17 @@
 """Waking long polls across central processes that share one PostgreSQL (LISTEN/NOTIFY).
 
-Queuing a hop rings the doorbell of its own process at once and, after the commit that
-queued it, sends one ``NOTIFY`` on :data:`CHANNEL` naming the stations. Every process holds
-one connection that ``LISTEN``\\ s there and rings its own doorbell for the stations named.
+The transaction that queues a hop also sends one ``NOTIFY`` on :data:`CHANNEL` naming the
+stations (``Hooks.notify``); PostgreSQL delivers it only when that transaction commits, so
+a listener never hears of a hop it cannot see yet, and a hop is never committed without
+its notification. After the commit the queuing process rings its own doorbell at once
+(``Hooks.queued``). Every process holds one connection that ``LISTEN``\\ s there and rings
+its own doorbell for the stations named, and only for them.
 
-A notification can be lost: the sender dies between its commit and its ``NOTIFY``, or the
-listener's connection drops (it reconnects with backoff). So a database check still runs,
-slowly: every ``poll_fallback_s`` while the listener is connected, every ``poll_recheck_s``
-while it is not, at once after it (re)connects, and always every ``poll_recheck_s`` on
-SQLite, which has no notifications. A lost notification costs latency, never a hop.
+A notification can still be lost: the listener's connection drops (it reconnects with
+backoff). So a database check still runs, slowly: every ``poll_fallback_s`` while the
+listener is connected, every ``poll_recheck_s`` while it is not, at once after it
+(re)connects, and always every ``poll_recheck_s`` on SQLite, which has no notifications.
+A lost notification costs latency, never a hop.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from central.doorbell import Doorbell
@@ -63,18 +67,15 @@ class Wakeups:
     def queued(self, stations: set[str]) -> None:
         """``Hooks.queued``, called after the commit that queued hops for ``stations``."""
         self.doorbell.ring(stations)
+
+    def notify(self, db: Session, stations: set[str]) -> None:
+        """``Hooks.notify``, called inside the transaction that queues hops for
+        ``stations``: one more statement on its connection instead of a connection and a
+        round trip of its own after the commit (issue 15 item 5)."""
         if not (self.postgres and stations):
             return
-        try:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
-                for payload in payloads(self.sender, stations):
-                    db.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
-        except SQLAlchemyError as exc:  # the hop is queued all the same: the check finds it
-            log.warning(
-                "could not notify the other central processes (%s); their database check "
-                "will find the hop",
-                type(exc).__name__,
-            )
+        for payload in payloads(self.sender, stations):
+            db.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
 
     def add_gauges(self, registry: CollectorRegistry) -> None:
         """Long polls waiting in this process, and whether its listener is connected."""

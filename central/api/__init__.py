@@ -61,7 +61,9 @@ def create_app(settings: CentralSettings, background: bool = True) -> FastAPI:
     wakeups = Wakeups(
         engine, doorbell, service.queued_stations, settings.poll_recheck_s, settings.poll_fallback_s
     )
-    service.hooks = Hooks(queued=wakeups.queued, claimed=metrics.dispatch_latency.observe)
+    service.hooks = Hooks(
+        queued=wakeups.queued, notify=wakeups.notify, claimed=metrics.dispatch_latency.observe
+    )
     wakeups.add_gauges(metrics.registry)
     blobs = BlobStore(settings.data_dir / "blobs")
     ctx = Context(settings, service, blobs, doorbell, metrics)

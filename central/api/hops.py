@@ -40,7 +40,8 @@ async def next_hop(
     """Claim this station's oldest queued hop. With ``wait`` the request is held until a hop
     is queued for the station (answered at once) or ``wait`` seconds pass (204). The poll
     is the station's sign of life (``central.presence``)."""
-    await run_in_threadpool(ctx.service.presence.seen, who, version)
+    if ctx.service.presence.due(who, version):  # at most one write per station per 5 s
+        await run_in_threadpool(ctx.service.presence.seen, who, version)
     deadline = time.monotonic() + min(wait, ctx.settings.long_poll_max_s)
     while True:
         rung = ctx.doorbell.event(who.name)  # before the check: a ring in between counts
@@ -50,7 +51,8 @@ async def next_hop(
             return offer
         if remaining <= 0:
             return Response(status_code=204)
-        await ctx.doorbell.wait(rung, remaining)
+        if await ctx.doorbell.wait(rung, remaining):
+            ctx.metrics.long_poll_wakes.inc()
 
 
 @router.post("/trains/{train_id}/hops/{index}/heartbeat")
