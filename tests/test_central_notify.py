@@ -142,8 +142,10 @@ def test_a_hop_queued_on_one_process_wakes_a_long_poll_on_another(tmp_path):
 
 
 def test_a_hop_queued_without_a_notification_is_found_by_the_slow_check(tmp_path):
-    """A process that queues a hop and never notifies (as one killed between its commit and
-    its NOTIFY): here the test queues it straight through the service, with no hooks."""
+    """A hop queued by something that does not notify (the NOTIFY now goes in the queuing
+    transaction itself, so a crash can no longer split them; a tool writing the database,
+    or a lost listener connection, still can): here the test queues it straight through
+    the service, with no hooks."""
     url = postgres_or_skip()
     researcher, station = Identity.generate("alice"), Identity.generate("hospital-a")
     tokens = register(url, researcher, [station])
