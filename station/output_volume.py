@@ -27,6 +27,10 @@ OUTPUT_SLACK = MIB
 # folders nested deeper than this are refused by both copy-outs (the direct one walks with
 # one open fd and one frame per level; no train needs more)
 MAX_DEPTH = 128
+# a path inside the output, in bytes: well past any real output's, well inside what the
+# station's output folder can take (PATH_MAX 4096 with the folder's own path in front;
+# Docker's archive quietly stops short of it, the direct walk would fail)
+MAX_PATH_BYTES = 1024
 
 
 class SandboxError(PhtError):
@@ -63,34 +67,60 @@ def copy_output(
     stream, _ = holder.get_archive(f"{OUTPUT_PATH}/.")
     reader = _BoundedStream(stream, bound)
     written: list[Path] = []
+    try:
+        return _copy_members(reader, output_dir, cap, keep, written)
+    except BaseException as exc:
+        undo(written)
+        if isinstance(exc, OSError):  # the OS's reason only: its message names the path
+            raise SandboxError(f"the train's output could not be copied ({exc.strerror})") from None
+        raise
+
+
+def undo(written: list[Path]) -> None:
+    """Remove what a copy-out wrote, files before their folders."""
+    for path in reversed(written):
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink(missing_ok=True)  # the last may not have been made
+
+
+def check_path(parts: tuple[str, ...]) -> None:
+    """Refuse a path inside the output nested or named beyond the bounds (both paths)."""
+    if len(parts) > MAX_DEPTH:
+        raise SandboxError(f"the train's output is nested deeper than {MAX_DEPTH} folders")
+    if sum(len(part.encode(errors="surrogateescape")) + 1 for part in parts) > MAX_PATH_BYTES:
+        raise SandboxError(f"a path in the train's output is longer than {MAX_PATH_BYTES} bytes")
+
+
+def _copy_members(
+    reader: io.RawIOBase, output_dir: Path, cap: int, keep: bool, written: list[Path]
+) -> tuple[int, bool]:
     total = 0
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
             total += member.size if member.isfile() else 0
             if total > cap:
-                for path in reversed(written):  # files before their folders
-                    if path.is_dir():
-                        path.rmdir()
-                    else:
-                        path.unlink()
+                undo(written)
+                written.clear()
                 return total, True
             relative = _safe_relative(member.name)
-            if relative is not None and len(relative.parts) > MAX_DEPTH:
-                raise SandboxError(f"the train's output is nested deeper than {MAX_DEPTH} folders")
+            if relative is not None:
+                check_path(relative.parts)
             if not keep or relative is None:
                 continue
             target = output_dir.joinpath(*relative.parts)
             if member.isdir() and not target.is_dir():
+                written.append(target)  # before it exists: a failure halfway undoes it too
                 target.mkdir(mode=0o755)
-                written.append(target)
             elif member.isfile() and target.parent.is_dir() and not target.exists():
                 source = tar.extractfile(member)
                 assert source is not None  # a regular file always has content
+                written.append(target)
                 with target.open("wb") as sink:
                     while chunk := source.read(MIB):
                         sink.write(chunk)
                 target.chmod(0o644)
-                written.append(target)
     return total, False
 
 

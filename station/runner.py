@@ -202,9 +202,11 @@ class DockerRunner:
         creating = hop_volumes.create(self.client, self._pool, run_id, labels, tmpfs)
         # every container of the hop but the train's: the holder, the loader, the probe
         create = {"labels": labels, **settings, **self._sandbox(memory_mb=16, cpus=0.1, pids=8)}
-        if not self._probed:
-            self._probe(image_id, create)
-        volumes = hop_volumes.joined(creating, made)
+        try:
+            if not self._probed:
+                self._probe(image_id, create)
+        finally:  # the volumes are recorded for removal whatever the probe did
+            volumes = hop_volumes.joined(creating, made)
         output, *inputs = volumes
         holder = self.client.containers.create(
             image_id,
@@ -260,8 +262,13 @@ class DockerRunner:
         return result, holder, hop_volumes.folder(output, self._volumes_root)
 
     def _probe(self, image_id: str, create: dict[str, Any]) -> None:
-        """Prove once per runner whether Docker's volume folders are this process's."""
-        self._volumes_root = volume_dir.probe(self.client, image_id, create)
+        """Prove once per runner whether Docker's volume folders are this process's. Docker
+        failing the probe leaves this hop on the archive path; the next hop tries again."""
+        try:
+            self._volumes_root = volume_dir.probe(self.client, image_id, create)
+        except docker.errors.APIError as exc:
+            log.warning("direct volume path not proven this hop (%s)", type(exc).__name__)
+            return
         self._probed = True
         log.info("direct volume path: %s", "on" if self._volumes_root else "off (archive API)")
 

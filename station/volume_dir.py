@@ -29,7 +29,7 @@ from typing import Any
 import docker.errors
 
 from station.input_volume import InputChanged
-from station.output_volume import MAX_DEPTH, MIB, SandboxError
+from station.output_volume import MAX_DEPTH, MIB, SandboxError, check_path, undo
 
 # opening an entry of the train's output: never follow a link, never block on a fifo
 _OPEN_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -205,27 +205,38 @@ def copy_tree(
     nothing is written. At most ``entries`` files and folders are looked at (the tmpfs's
     inode count); more is refused like an archive over its bound.
     """
-    root = os.open(folder, _OPEN_DIR)
     written: list[Path] = []
+    try:
+        return _copy_walk(folder, output_dir, cap, keep, entries, written)
+    except BaseException as exc:
+        undo(written)
+        if isinstance(exc, OSError):  # the OS's reason only: its message names the path
+            raise SandboxError(f"the train's output could not be copied ({exc.strerror})") from None
+        raise
+
+
+def _copy_walk(
+    folder: Path, output_dir: Path, cap: int, keep: bool, entries: int, written: list[Path]
+) -> tuple[int, bool]:
+    root = os.open(folder, _OPEN_DIR)
     walk = _Walk(cap, entries)
     try:
         for fd, parts, kind, size in walk.entries(root, ()):
-            target = output_dir.joinpath(*parts)
-            if walk.total > cap:
-                if kind == "file":
-                    os.close(fd)
-                for path in reversed(written):  # files before their folders
-                    path.rmdir() if path.is_dir() else path.unlink()
-                return walk.total, True
             try:
+                check_path(parts)
+                target = output_dir.joinpath(*parts)
+                if walk.total > cap:
+                    undo(written)
+                    written.clear()
+                    return walk.total, True
                 if not keep:
                     continue
                 if kind == "dir" and not target.is_dir():
+                    written.append(target)  # before it exists: a failure halfway undoes it
                     target.mkdir(mode=0o755)
-                    written.append(target)
                 elif kind == "file" and target.parent.is_dir() and not target.exists():
-                    _copy_out(fd, target, size)
                     written.append(target)
+                    _copy_out(fd, target, size)
             finally:
                 if kind == "file":
                     os.close(fd)

@@ -356,3 +356,80 @@ def test_a_tree_deeper_than_the_bound_is_refused_by_both_paths(held, tmp_path):
                 copy_output(holder, out, CAP_MB * MIB, True, archive_bound(CAP_MB, INODES))
             else:
                 volume_dir.copy_tree(folder, out, CAP_MB * MIB, True, INODES)
+
+
+def test_a_probe_docker_fails_leaves_nothing_and_the_hop_takes_the_archive_path(
+    attack_image, hop, monkeypatch
+):
+    """Docker answering the probe with an error (a fault we cannot cause on demand, so the
+    probe's own call raises Docker's error here; everything else is real): the hop's three
+    volumes are still removed, the hop runs through the archive API, and the next hop
+    probes again."""
+    import docker
+
+    def refused(*_: Any, **__: Any) -> Path | None:
+        raise docker.errors.APIError("500 Server Error: the probe's container")
+
+    monkeypatch.setattr(volume_dir, "probe", refused)
+    runner = DockerRunner(LIMITS)
+    result = run(runner, attack_image("noop"), hop)
+    assert result.ok, result.log
+    assert json.loads((hop.output / "state.json").read_text()) == {"ok": True}
+    assert runner._volumes_root is None and not runner._probed  # tried again next hop
+    assert_removed(f"pht.runner={runner.runner_id}")
+
+
+def nested(folder: Path, names: list[str]) -> None:
+    """Folders ``names`` one inside the other, made through fds (the whole path may be
+    past PATH_MAX from here)."""
+    fd = os.open(folder, os.O_DIRECTORY)
+    for name in names:
+        os.mkdir(name, dir_fd=fd)
+        fd, parent = os.open(name, os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(parent)
+    os.close(fd)
+
+
+def copy_both_ways(holder: Any, folder: Path, outs: dict[str, Path]) -> dict[str, str]:
+    """Each path's refusal (SandboxError's text) of the held output, into ``outs``."""
+    refusals = {}
+    for way, out in outs.items():
+        with pytest.raises(volume_dir.SandboxError) as refused:
+            if way == "archive":
+                copy_output(holder, out, CAP_MB * MIB, True, archive_bound(CAP_MB, INODES))
+            else:
+                volume_dir.copy_tree(folder, out, CAP_MB * MIB, True, INODES)
+        refusals[way] = str(refused.value)
+    return refusals
+
+
+def test_an_output_path_past_the_bound_is_refused_by_both_paths_leaving_nothing(held, tmp_path):
+    """Folders named 250 bytes each, 20 deep: the train may make them in its tmpfs; past
+    1 KiB of path both copy-outs refuse (Docker's archive would quietly stop at PATH_MAX,
+    the direct walk would fail on it), with no name of the train's, and nothing written."""
+    holder, folder = held
+    (folder / "early.txt").write_bytes(b"copied before the refusal")
+    nested(folder, [chr(ord("a") + i) * 250 for i in range(20)])
+    outs = {way: tmp_path / way for way in ("archive", "direct")}
+    for out in outs.values():
+        out.mkdir()
+    for way, text in copy_both_ways(holder, folder, outs).items():
+        assert "longer than 1024 bytes" in text and "aaaa" not in text, way
+        assert list(outs[way].iterdir()) == [], way
+
+
+def test_a_path_the_station_cannot_write_ends_the_hop_with_the_os_reason_only(held, tmp_path):
+    """Within the bound, but the station's own output folder is deep enough that the OS
+    refuses the path (or any OS error while writing: a full disk): both copy-outs end the
+    hop with a SandboxError giving the OS's reason, not the train's names, and undo what
+    they wrote."""
+    holder, folder = held
+    (folder / "early.txt").write_bytes(b"copied before the refusal")
+    nested(folder, [chr(ord("a") + i) * 250 for i in range(4)])
+    outs = {}
+    for way in ("archive", "direct"):  # each ~3,300 bytes long: 1,000 more pass PATH_MAX
+        outs[way] = tmp_path.joinpath(way, *["o" * 250] * 13)
+        outs[way].mkdir(parents=True)
+    for way, text in copy_both_ways(holder, folder, outs).items():
+        assert "File name too long" in text and "aaaa" not in text, way
+        assert list(outs[way].iterdir()) == [], way
