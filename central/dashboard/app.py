@@ -79,6 +79,12 @@ class Web:
         """The request's live session, or a new anonymous one."""
         return self.sessions.get_or_start(request.cookies.get(COOKIE))
 
+    async def settle(self, request: Request) -> None:
+        """Look the session up off the event loop (a database read) before a page that
+        is rendered from an async handler."""
+        if getattr(request.state, "session", None) is None:
+            request.state.session = await run_in_threadpool(self.session, request)
+
     def finish(self, request: Request, response: Response, session: Session) -> Response:
         """Add the security headers and the session cookie to ``response``."""
         response.headers.update(HEADERS)
@@ -167,6 +173,7 @@ def create_dashboard(ctx: Context) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> Response:
+        await web.settle(request)
         # the service's messages name only what the caller sent in a form or a bounded id
         if request.url.path.endswith("/live.json"):  # the script's endpoint answers as the API
             body = {"code": exc.code, "message": exc.message, "detail": None}
@@ -179,6 +186,7 @@ def create_dashboard(ctx: Context) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        await web.settle(request)
         title = "Not found" if exc.status_code == 404 else "Not done"
         return web.page(request, "error.html", exc.status_code, title=title,
                         text="There is no such page." if exc.status_code == 404
@@ -186,6 +194,7 @@ def create_dashboard(ctx: Context) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, _: RequestValidationError) -> Response:
+        await web.settle(request)
         if request.method == "POST":  # fixed texts: the values sent are not repeated
             return web.page(
                 request,
@@ -234,7 +243,8 @@ def create_dashboard(ctx: Context) -> FastAPI:
         if not csrf_ok(session, csrf if isinstance(csrf, str) else None):
             return web.refused(request, session)
         await run_in_threadpool(web.sessions.end, session)
-        return web.go(request, "/login", web.sessions.get_or_start(None), "ended")
+        fresh = await run_in_threadpool(web.sessions.get_or_start, None)
+        return web.go(request, "/login", fresh, "ended")
 
     @app.middleware("http")
     async def need_login(request: Request, call_next: Any) -> Response:
@@ -246,7 +256,9 @@ def create_dashboard(ctx: Context) -> FastAPI:
         session = await run_in_threadpool(web.session, request)
         who = await web.caller(session)
         if who is None:
-            fresh = session if session.user is None else web.sessions.get_or_start(None)
+            fresh = session
+            if session.user is not None:
+                fresh = await run_in_threadpool(web.sessions.get_or_start, None)
             if path == "/live.json":  # the script stops polling; the page says nothing new
                 return web.finish(request, JSONResponse({"code": "unauthenticated"}, 401), fresh)
             if request.method != "GET":
