@@ -37,7 +37,7 @@ from station.config import StationConfig
 from station.console.server import start_console
 from station.queue import OPEN, HopQueue, HopRecord, HopState, record_id
 from station.runner import DockerRunner
-from station.state_version import open_state
+from station.state_version import open_state, still_current
 from trains.errors import CentralError, CentralUnreachable, HopDeferred
 from trains.keys import Identity
 from trains.sealing import sealed_size_bound
@@ -340,6 +340,7 @@ def _loop(station: Station, once: bool, interval: float, ceiling: float) -> None
     ) as central:
         log.info("station %s polling %s", station.identity.name, config.station.central_url)
         while True:
+            still_current(station.queue.root)  # not caught below: the daemon stops
             wait = 0.0 if once else long_poll(config, station.queue)
             try:
                 worked = station.step(central, wait)

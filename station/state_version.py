@@ -79,6 +79,19 @@ def open_state(state_dir: Path) -> Path:
     return state_dir
 
 
+def still_current(state_dir: Path) -> None:
+    """Raise StateTooNew if a newer pht-station migrated the folder under this running
+    process (an admin command of a newer release run before the daemon was restarted):
+    this process would misread what it finds next."""
+    version = read_version(state_dir)
+    if version != CURRENT:
+        raise StateTooNew(
+            f"the state folder {state_dir} is now at layout version {version}, not the "
+            f"{CURRENT} this process opened: a newer pht-station migrated it. Restart the "
+            "daemon with that release"
+        )
+
+
 def read_version(state_dir: Path) -> int | None:
     """The folder's version, or None if it has no ``SCHEMA`` file."""
     path = state_dir / SCHEMA_FILE

@@ -170,3 +170,24 @@ def test_an_updates_change_is_made_to_the_record_as_it_is_now(world):
 
     kept = queue.update(stale.id, prepared)
     assert kept.state == HopState.APPROVED and kept.prepared_at is not None
+
+
+def test_a_daemon_stops_when_a_newer_release_migrates_its_folder_under_it(world, monkeypatch):
+    """An admin command of a newer pht-station migrates the folder while this daemon runs:
+    the daemon's loop stops with the reason, rather than misread the new layout."""
+    from station import daemon
+    from station.state_version import StateTooNew
+
+    station, _ = world
+    token = station.config.token_path
+    token.parent.mkdir(parents=True, exist_ok=True)
+    token.write_text("pht_sta_" + "t" * 40 + "\n")
+    token.chmod(0o600)
+    steps = []
+    monkeypatch.setattr(Station, "step", lambda self, central, wait: steps.append(wait))
+    daemon._loop(station, True, 0.01, 0.01)  # the folder as opened: one step
+    assert len(steps) == 1
+    write_version(station.queue.root, 3)
+    with pytest.raises(StateTooNew, match="migrated it"):
+        daemon._loop(station, True, 0.01, 0.01)
+    assert len(steps) == 1
