@@ -20,6 +20,7 @@ from central.db import make_engine, make_sessions
 from central.service import Service
 from central.testing_server import CentralServer
 from tests.test_central_protocol import auth, submit
+from tests.webwait import next_page
 from trains.keys import Identity
 
 
@@ -60,14 +61,10 @@ def shoot(browser, path: Path) -> None:
 def click(browser, css: str) -> None:
     """Click and wait for the next page (else the old page's elements are read)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
 
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, css).click()
-    wait = WebDriverWait(browser, 20)
-    wait.until(expected_conditions.staleness_of(page))
-    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
+    next_page(browser, page, timeout_s=20)
 
 
 def log_in(browser, net, token: str) -> None:

@@ -23,6 +23,7 @@ import pytest
 
 from central.client import CentralClient
 from station.queue import HopQueue, HopRecord, HopState
+from tests.webwait import next_page
 from train_builder.localnet import Station, free_port, wait_http
 from train_builder.researcher import Researcher
 
@@ -146,12 +147,10 @@ def log_in(browser, station: Station, password: str = PASSWORD) -> None:
 def click(browser, element) -> None:
     """Click a link or a form's button and wait until the next page has loaded."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
 
     page = browser.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(browser, 60).until(expected_conditions.staleness_of(page))
+    next_page(browser, page)
 
 
 def shoot(browser, path: Path) -> None:
