@@ -35,15 +35,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from central.messages import HopOffer  # noqa: E402
 from station.audit import AuditLog  # noqa: E402
-from station.config import CsvSource, Policy, StationConfig, StationInfo  # noqa: E402
 from station.daemon import Heartbeat, Station, long_poll  # noqa: E402
 from station.queue import HopQueue, HopRecord, HopState  # noqa: E402
-from tests.factories import make_manifest  # noqa: E402
-from trains.keys import Identity  # noqa: E402
-from trains.manifest import MANIFEST_TYPE  # noqa: E402
-from trains.signing import sign  # noqa: E402
+from tests.factories import make_offer, manual_station  # noqa: E402
 
 
 class NoOffers:
@@ -55,30 +50,11 @@ class NoOffers:
 
 def build(root: Path, ended: int, open_hops: int) -> Station:
     """A state folder with ``open_hops`` pending hops and ``ended`` ended ones."""
-    alice, here = Identity.generate("alice"), Identity.generate("hospital-a")
-    manifest = make_manifest(alice, [here])
-    envelope = sign(manifest, MANIFEST_TYPE, alice.signing)
-    csv = root / "d.csv"
-    csv.write_text("x\n1\n")
-    config = StationConfig(
-        station=StationInfo(
-            name=here.name, central_url="http://127.0.0.1:1", state_dir=root / "state"
-        ),
-        datasets={"cohort": CsvSource(path=csv)},
-        policy=Policy(trusted_signers=[alice.public.signing_fingerprint], approval="manual"),
-    )
+    config, envelope, here = manual_station(root)
     queue = HopQueue(config.state_dir)
 
     def record(state: HopState, **fields: Any) -> HopRecord:
-        offer = HopOffer(
-            train_id=str(uuid.uuid4()),
-            hop=0,
-            kind="local",
-            manifest=envelope,
-            inputs=[],
-            previous_receipts=[],
-            lease_s=60,
-        )
+        offer = make_offer(str(uuid.uuid4()), 0, envelope)
         return HopRecord.from_offer(offer, state, **fields)
 
     kinds = [

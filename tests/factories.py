@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from central.messages import HopOffer
 from trains.keys import Identity
-from trains.manifest import Image, Manifest, Route, Stop, expiry_from_now
+from trains.manifest import MANIFEST_TYPE, Image, Manifest, Route, Stop, expiry_from_now
 from trains.receipt import RECEIPT_TYPE, HopPredicate, HopReceipt
 from trains.signing import Envelope, sign
+
+if TYPE_CHECKING:
+    from station.config import StationConfig
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -98,3 +103,21 @@ def make_offer(train_id: str, hop: int, manifest: Envelope, **fields: object) ->
     return HopOffer.model_validate(
         {"train_id": train_id, "hop": hop, "manifest": manifest, **values}
     )
+
+
+def manual_station(root: Path) -> tuple[StationConfig, Envelope, Identity]:
+    """A station (hospital-a) whose admin approves by hand, with one CSV dataset under
+    ``root``, its state in ``root/state``; a manifest alice signed for it; and ``here``."""
+    from station.config import CsvSource, Policy, StationConfig, StationInfo
+
+    alice, here = Identity.generate("alice"), Identity.generate("hospital-a")
+    csv = root / "d.csv"
+    csv.write_text("x\n1\n")
+    config = StationConfig(
+        station=StationInfo(
+            name=here.name, central_url="http://127.0.0.1:1", state_dir=root / "state"
+        ),
+        datasets={"cohort": CsvSource(path=csv)},
+        policy=Policy(trusted_signers=[alice.public.signing_fingerprint], approval="manual"),
+    )
+    return config, sign(make_manifest(alice, [here]), MANIFEST_TYPE, alice.signing), here

@@ -5,7 +5,6 @@ each has its own memory, as a worker has. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
@@ -17,16 +16,11 @@ from central.dashboard.store import DashboardSessionRow, SessionStore
 from central.identities import hash_token
 from central.settings import CentralSettings
 from tests import test_central_protocol as protocol
+from tests.test_central_dashboard_auth import csrf_of
 from tests.test_central_protocol import auth
 
 database_url = protocol.database_url
 D = "/dashboard"
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found is not None, page[:500]
-    return found.group(1)
 
 
 @pytest.fixture

@@ -62,17 +62,9 @@ class Compose:
         self.file, self.project, self.env = file, project, {**os.environ, **env}
 
     def __call__(self, *args: str, stdin: bytes | None = None) -> str:
-        done = subprocess.run(
-            ["docker-compose", "-p", self.project, "-f", str(self.file), *args],
-            input=stdin,
-            capture_output=True,
-            env=self.env,
-            timeout=300,
-            check=False,
-        )
-        output = done.stdout.decode() + done.stderr.decode()
-        assert done.returncode == 0, f"docker-compose {' '.join(args)} failed:\n{output}"
-        return done.stdout.decode()
+        out = self.run(*args, stdin=stdin)
+        assert out is not None
+        return out.decode()
 
     def run(self, *args: str, stdin: bytes | None = None, check: bool = True) -> bytes | None:
         """``docker-compose`` with bytes out; None for a failure when ``check`` is off."""
@@ -85,7 +77,8 @@ class Compose:
             check=False,
         )
         if done.returncode != 0:
-            assert not check, f"docker-compose {' '.join(args)} failed:\n{done.stderr.decode()}"
+            output = done.stdout.decode() + done.stderr.decode()
+            assert not check, f"docker-compose {' '.join(args)} failed:\n{output}"
             return None
         return done.stdout
 

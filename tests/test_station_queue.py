@@ -17,41 +17,19 @@ import pytest
 
 from central.messages import HopOffer
 from station.audit import AuditLog
-from station.config import CsvSource, Policy, StationConfig, StationInfo
 from station.daemon import Heartbeat, Station
 from station.queue import HopQueue, HopRecord, HopState, now
 from station.service import StationService
 from station.state_version import open_state, read_version, write_version
-from tests.factories import make_manifest
-from trains.keys import Identity
-from trains.manifest import MANIFEST_TYPE
-from trains.signing import sign
+from tests.factories import make_offer, manual_station
 
 
 @pytest.fixture
 def world(tmp_path):
-    alice, here = Identity.generate("alice"), Identity.generate("hospital-a")
-    csv = tmp_path / "d.csv"
-    csv.write_text("x\n1\n")
-    config = StationConfig(
-        station=StationInfo(
-            name=here.name, central_url="http://127.0.0.1:1", state_dir=tmp_path / "state"
-        ),
-        datasets={"cohort": CsvSource(path=csv)},
-        policy=Policy(trusted_signers=[alice.public.signing_fingerprint], approval="manual"),
-    )
-    envelope = sign(make_manifest(alice, [here]), MANIFEST_TYPE, alice.signing)
+    config, envelope, here = manual_station(tmp_path)
 
     def offer() -> HopOffer:
-        return HopOffer(
-            train_id=str(uuid.uuid4()),
-            hop=0,
-            kind="local",
-            manifest=envelope,
-            inputs=[],
-            previous_receipts=[],
-            lease_s=60,
-        )
+        return make_offer(str(uuid.uuid4()), 0, envelope)
 
     queue = HopQueue(open_state(config.state_dir))
     station = Station(config, here, queue, AuditLog(queue.root / "audit.jsonl"))

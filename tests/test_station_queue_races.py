@@ -18,18 +18,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from central.messages import HopOffer
 from station import prepare
 from station.audit import AUDIT_FILE, AuditLog
 from station.audit import verify as verify_audit
-from station.config import CsvSource, Policy, StationConfig, StationInfo
 from station.queue import HopQueue, HopRecord, HopState
 from station.service import StationService
-from tests.factories import make_manifest
+from tests.factories import make_offer, manual_station
 from trains.errors import ConfigError
-from trains.keys import Identity
-from trains.manifest import MANIFEST_TYPE
-from trains.signing import sign
 
 RECORDS = 40
 PULLED = "127.0.0.1:5000/pht/cohort@sha256:" + "a" * 64
@@ -37,29 +32,11 @@ PULLED = "127.0.0.1:5000/pht/cohort@sha256:" + "a" * 64
 
 @pytest.fixture
 def world(tmp_path):
-    alice, here = Identity.generate("alice"), Identity.generate("hospital-a")
-    csv = tmp_path / "d.csv"
-    csv.write_text("x\n1\n")
-    config = StationConfig(
-        station=StationInfo(
-            name=here.name, central_url="http://127.0.0.1:1", state_dir=tmp_path / "state"
-        ),
-        datasets={"cohort": CsvSource(path=csv)},
-        policy=Policy(trusted_signers=[alice.public.signing_fingerprint], approval="manual"),
-    )
-    envelope = sign(make_manifest(alice, [here]), MANIFEST_TYPE, alice.signing)
+    config, envelope, _ = manual_station(tmp_path)
     queue = StationService(config).queue
     ids = []
     for _ in range(RECORDS):
-        offer = HopOffer(
-            train_id=str(uuid.uuid4()),
-            hop=0,
-            kind="local",
-            manifest=envelope,
-            inputs=[],
-            previous_receipts=[],
-            lease_s=60,
-        )
+        offer = make_offer(str(uuid.uuid4()), 0, envelope)
         ids.append(queue.save(HopRecord.from_offer(offer, HopState.PENDING)).id)
     return config, ids
 
