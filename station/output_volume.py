@@ -10,6 +10,7 @@ to a bound, written only when the run succeeded, plain files and folders only.
 
 from __future__ import annotations
 
+import errno
 import io
 import tarfile
 from collections.abc import Iterator
@@ -69,10 +70,10 @@ def copy_output(
     written: list[Path] = []
     try:
         return _copy_members(reader, output_dir, cap, keep, written)
-    except BaseException as exc:
+    except BaseException:
+        # an OSError (which names the path) goes on as it is: ``station.outcome.contained``
+        # puts it in the hop's log and fails the hop with a fixed sentence
         undo(written)
-        if isinstance(exc, OSError):  # the OS's reason only: its message names the path
-            raise SandboxError(f"the train's output could not be copied ({exc.strerror})") from None
         raise
 
 
@@ -86,11 +87,18 @@ def undo(written: list[Path]) -> None:
 
 
 def check_path(parts: tuple[str, ...]) -> None:
-    """Refuse a path inside the output nested or named beyond the bounds (both paths)."""
+    """Refuse a path inside the output nested or named beyond the bounds (both paths).
+
+    A path too long is refused as the OS refuses one (ENAMETOOLONG, naming it): its names
+    are the train's, so they go to the hop's log only (``station.outcome.contained``)."""
     if len(parts) > MAX_DEPTH:
         raise SandboxError(f"the train's output is nested deeper than {MAX_DEPTH} folders")
     if sum(len(part.encode(errors="surrogateescape")) + 1 for part in parts) > MAX_PATH_BYTES:
-        raise SandboxError(f"a path in the train's output is longer than {MAX_PATH_BYTES} bytes")
+        raise OSError(
+            errno.ENAMETOOLONG,
+            f"a path in the train's output is longer than {MAX_PATH_BYTES} bytes",
+            "/".join(parts),
+        )
 
 
 def _copy_members(
