@@ -119,7 +119,8 @@ def test_a_waiting_hop_has_its_image_before_approval_and_a_rejected_one_gives_it
     pending = record_in(station, HopState.PENDING)
     assert station_cli(station, "reject", pending.id, "--reason", "not now").returncode == 0
     wait_for(lambda: not held(image.reference), "the prepared image removed", logs=station)
-    assert "image_removed" in kinds(station, first)
+    # audited right after the removal: wait for the line, not only for Docker
+    wait_for(lambda: "image_removed" in kinds(station, first), "image_removed", logs=station)
     # 3. a second train: prepared, then approved; the run finds the image ready
     second = submit(researcher, folder, image, station.name)
     wait_for(
